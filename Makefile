@@ -1,0 +1,29 @@
+# topbc — the two commands of the README are `make demo` and `make test`; both create .venv when missing.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export MUJOCO_GL ?= egl
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: venv demo test test-slow test-all bench lint
+
+venv: $(VENV)/.topbc-installed
+$(VENV)/.topbc-installed: pyproject.toml scripts/bootstrap.sh
+	VENV=$(VENV) scripts/bootstrap.sh
+
+demo: venv
+	$(PY) -m pipeline.demo
+
+test: venv
+	$(PY) -m pytest -q
+
+test-slow: venv
+	$(PY) -m pytest -q -m slow
+
+test-all: venv
+	$(PY) -m pytest -q -m "slow or not slow"
+
+bench: venv
+	$(PY) -m benchmarks.scoring --json
+
+lint: venv
+	$(PY) -m ruff check .

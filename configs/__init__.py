@@ -1,0 +1,116 @@
+"""Configuration: OmegaConf YAML files in this folder, merged with ``key=value`` overrides.
+
+A base file (``annotate.yaml``, ``train.yaml``, ...) may name config groups in a top-level ``defaults``
+mapping, e.g. ``defaults: {policy: act}``. A group is a sub-folder of this directory; ``policy=diffusion``
+on the command line swaps in ``policy/diffusion.yaml`` under the key ``policy`` (its ``name`` field is set to
+the option chosen). Every other override must name a key that exists: unknown keys are an error naming the
+key and the valid ones nearby.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+CONFIG_DIR = Path(__file__).resolve().parent
+CONFIG_FILENAME = "config.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is wrong; the message says which and what to do."""
+
+
+def groups(config_dir: Path = CONFIG_DIR) -> dict[str, list[str]]:
+    """Config groups (sub-folders) and their options (YAML file stems)."""
+    return {
+        d.name: sorted(p.stem for p in d.glob("*.yaml"))
+        for d in sorted(config_dir.iterdir())
+        if d.is_dir() and not d.name.startswith(("_", "."))
+    }
+
+
+def _split_overrides(overrides: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. out=outputs/run1)")
+        key, value = item.split("=", 1)
+        if not key:
+            raise ConfigError(f"override {item!r} has an empty key")
+        pairs.append((key.strip(), value))
+    return pairs
+
+
+def _group_node(group: str, option: str, config_dir: Path) -> DictConfig:
+    options = groups(config_dir).get(group, [])
+    if option not in options:
+        raise ConfigError(f"unknown {group} {option!r}; valid options: {', '.join(options)}")
+    node = OmegaConf.load(config_dir / group / f"{option}.yaml")
+    node.name = option
+    return node
+
+
+def _valid_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in cfg.items_ex(resolve=False) if hasattr(cfg, "items_ex") else cfg.items():
+        full = f"{prefix}{k}"
+        keys.append(full)
+        if isinstance(v, DictConfig):
+            keys.extend(_valid_keys(v, full + "."))
+    return keys
+
+
+def load_config(name: str, overrides: list[str] | None = None, config_dir: Path = CONFIG_DIR) -> DictConfig:
+    """Compose ``<config_dir>/<name>.yaml`` with its groups and ``key=value`` overrides.
+
+    Raises :class:`ConfigError` for a missing base file, an unknown group option or an unknown key.
+    """
+    base_path = config_dir / f"{name}.yaml"
+    if not base_path.exists():
+        raise ConfigError(f"no config {base_path}; available: {', '.join(sorted(p.stem for p in config_dir.glob('*.yaml')))}")
+    cfg = OmegaConf.load(base_path)
+    pairs = _split_overrides(list(overrides or []))
+    defaults = dict(cfg.pop("defaults", {}) or {})
+    rest = []
+    for key, value in pairs:
+        if key in defaults:
+            defaults[key] = value
+        else:
+            rest.append((key, value))
+    for group, option in defaults.items():
+        cfg[group] = _group_node(group, str(option), config_dir)
+    OmegaConf.set_struct(cfg, True)
+    for key, value in rest:
+        try:
+            cfg.merge_with(OmegaConf.from_dotlist([f"{key}={value}"]))
+        except (ConfigAttributeError, ConfigKeyError) as exc:
+            valid = _valid_keys(cfg)
+            close = difflib.get_close_matches(key, valid, n=3)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise ConfigError(
+                f"unknown config key {key!r} in override {key}={value!r} (config {name}.yaml).{hint}"
+            ) from exc
+    return cfg
+
+
+def save_config(cfg: DictConfig, out_dir: str | Path) -> Path:
+    """Write the resolved config beside an output, as ``config.yaml``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / CONFIG_FILENAME
+    path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return path
+
+
+def parse_cli(name: str, argv: list[str]) -> DictConfig:
+    """``python -m X key=value ...``: ``--help`` prints the composed defaults."""
+    if any(a in ("-h", "--help") for a in argv):
+        cfg = load_config(name, [])
+        print(f"usage: key=value overrides of configs/{name}.yaml; config groups: "
+              + "; ".join(f"{g}={'|'.join(o)}" for g, o in groups().items()))
+        print(OmegaConf.to_yaml(cfg))
+        raise SystemExit(0)
+    return load_config(name, argv)

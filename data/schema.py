@@ -1,0 +1,170 @@
+"""The shard schema: one WebDataset sample per timestep t of an episode (the single definition).
+
+Fields of a sample (``__key__`` = ``f"{episode:06d}_{frame:06d}"``):
+
+- ``<image feature>.<j>.jpg|png`` for j in 0..obs_steps-1: camera images of the observation window
+  ``t-obs_steps+1 .. t`` (clamped at the episode start), uint8 H×W×3.
+- ``<state feature>.npy``: every other ``observation.*`` feature over the same window, float32 (obs_steps, D).
+- ``obs_is_pad.npy``: bool (obs_steps,), True where the window reached before the episode start.
+- ``action.npy``: float32 (H, D), the action chunk ``a[t:t+H]`` (clamped at the episode end, like lerobot);
+  ``action_is_pad.npy``: bool (H,), True past the episode end.
+- ``progress.npy``: float32 (H+1,), the progress window ``p[t:t+H+1]`` (clamped at the episode end).
+- ``meta.json``: episode_index, frame_index, index (dataset-global), task, fps, episode_length.
+
+Feature names keep lerobot's dotted names: webdataset splits a member name at its first dot into key and
+field, so ``000003_000017.observation.images.top.0.jpg`` is field ``observation.images.top.0.jpg``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+SCHEMA_VERSION = 1
+IMAGE_FORMATS = ("jpg", "png")
+
+META = "meta.json"
+ACTION = "action.npy"
+ACTION_IS_PAD = "action_is_pad.npy"
+OBS_IS_PAD = "obs_is_pad.npy"
+PROGRESS = "progress.npy"
+
+
+def sample_key(episode_index: int, frame_index: int) -> str:
+    return f"{episode_index:06d}_{frame_index:06d}"
+
+
+def image_field(feature: str, j: int, fmt: str) -> str:
+    return f"{feature}.{j}.{fmt}"
+
+
+def array_field(feature: str) -> str:
+    return f"{feature}.npy"
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Raw frame indices (clamped into the episode) and padding masks of sample t's windows."""
+
+    obs: np.ndarray
+    obs_is_pad: np.ndarray
+    action: np.ndarray
+    action_is_pad: np.ndarray
+    progress: np.ndarray
+
+
+def windows(t: int, length: int, obs_steps: int, horizon: int) -> Windows:
+    """The observation window ``t-obs_steps+1..t``, action chunk ``t..t+H-1`` and progress ``t..t+H``."""
+    if not 0 <= t < length:
+        raise ValueError(f"frame {t} outside an episode of {length} frames")
+    if obs_steps < 1 or horizon < 1:
+        raise ValueError(f"window.obs_steps={obs_steps} and window.horizon={horizon} must be >= 1")
+    obs = np.arange(t - obs_steps + 1, t + 1)
+    act = np.arange(t, t + horizon)
+    prog = np.arange(t, t + horizon + 1)
+    return Windows(
+        obs=np.clip(obs, 0, length - 1),
+        obs_is_pad=obs < 0,
+        action=np.clip(act, 0, length - 1),
+        action_is_pad=act >= length,
+        progress=np.clip(prog, 0, length - 1),
+    )
+
+
+def encode_image(img: np.ndarray, fmt: str = "jpg", quality: int = 95) -> bytes:
+    if fmt not in IMAGE_FORMATS:
+        raise ValueError(f"image format {fmt!r} is not one of {IMAGE_FORMATS}")
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[-1] != 3:
+        raise ValueError(f"images must be uint8 H×W×3, got {img.dtype} {img.shape}")
+    buf = io.BytesIO()
+    if fmt == "jpg":
+        Image.fromarray(img).save(buf, format="JPEG", quality=int(quality))
+    else:
+        Image.fromarray(img).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _npy(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _from_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def encode_sample(
+    *,
+    meta: dict,
+    images: dict[str, np.ndarray],
+    arrays: dict[str, np.ndarray],
+    action: np.ndarray,
+    win: Windows,
+    progress: np.ndarray,
+    image_format: str = "jpg",
+    quality: int = 95,
+) -> dict[str, bytes | str]:
+    """One sample, as webdataset's writer takes it.
+
+    ``images[feature]`` is (obs_steps, H, W, 3) uint8 and ``arrays[feature]`` (obs_steps, D) — already taken at
+    ``win.obs``; ``action`` is (H, D) taken at ``win.action``; ``progress`` is (H+1,) taken at ``win.progress``.
+    """
+    sample: dict[str, bytes | str] = {"__key__": sample_key(meta["episode_index"], meta["frame_index"])}
+    for feature, frames in images.items():
+        for j, img in enumerate(frames):
+            sample[image_field(feature, j, image_format)] = encode_image(img, image_format, quality)
+    for feature, values in arrays.items():
+        sample[array_field(feature)] = _npy(np.asarray(values, dtype=np.float32))
+    sample[ACTION] = _npy(np.asarray(action, dtype=np.float32))
+    sample[ACTION_IS_PAD] = _npy(np.asarray(win.action_is_pad, dtype=bool))
+    sample[OBS_IS_PAD] = _npy(np.asarray(win.obs_is_pad, dtype=bool))
+    sample[PROGRESS] = _npy(np.asarray(progress, dtype=np.float32))
+    sample[META] = json.dumps(meta).encode()
+    return sample
+
+
+REQUIRED_FIELDS = (META, ACTION, ACTION_IS_PAD, OBS_IS_PAD, PROGRESS)
+
+
+class SampleError(KeyError):
+    """A shard sample lacks a field the reader needs."""
+
+
+def decode_sample(sample: dict[str, bytes]) -> dict:
+    """Inverse of :func:`encode_sample`: raw bytes → numpy arrays (images stacked (obs_steps, H, W, 3) uint8).
+
+    Returns ``{"__key__", "meta", "action", "action_is_pad", "obs_is_pad", "progress", <feature>: array}``.
+    """
+    key = sample.get("__key__", "?")
+    src = sample.get("__url__", "?")
+    missing = [f for f in REQUIRED_FIELDS if f not in sample]
+    if missing:
+        raise SampleError(f"sample {key} in {src} lacks {missing}; fields present: {sorted(sample)}")
+    out: dict = {"__key__": key, "meta": json.loads(sample[META])}
+    out["action"] = _from_npy(sample[ACTION])
+    out["action_is_pad"] = _from_npy(sample[ACTION_IS_PAD])
+    out["obs_is_pad"] = _from_npy(sample[OBS_IS_PAD])
+    out["progress"] = _from_npy(sample[PROGRESS])
+    frames: dict[str, dict[int, np.ndarray]] = {}
+    for name, data in sample.items():
+        if name.startswith("__") or name in REQUIRED_FIELDS:
+            continue
+        stem, _, ext = name.rpartition(".")
+        if ext in IMAGE_FORMATS:
+            feature, _, j = stem.rpartition(".")
+            frames.setdefault(feature, {})[int(j)] = decode_image(data)
+        elif ext == "npy":
+            out[stem] = _from_npy(data)
+    for feature, by_j in frames.items():
+        out[feature] = np.stack([by_j[j] for j in sorted(by_j)])
+    return out

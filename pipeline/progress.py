@@ -1,0 +1,89 @@
+"""From per-prefix scores to per-frame progress, success score and VOC (one definition for all rewards)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SUCCESS_LAST_PREFIXES = 3
+
+
+def minmax(raw: np.ndarray) -> np.ndarray:
+    """Per-episode min-max normalisation (the paper's rule): all-equal → ones, a single prefix → [1]."""
+    raw = np.asarray(raw, dtype=np.float64)
+    if raw.size == 0:
+        raise ValueError("no scores to normalise")
+    if not np.all(np.isfinite(raw)):
+        raise ValueError(f"non-finite scores {raw[~np.isfinite(raw)][:5]}: the reward model produced NaN/inf")
+    lo, hi = raw.min(), raw.max()
+    if hi - lo <= 0:
+        return np.ones_like(raw)
+    return (raw - lo) / (hi - lo)
+
+
+def to_frames(ends: np.ndarray, values: np.ndarray, num_frames: int) -> np.ndarray:
+    """Per-frame values from per-prefix values.
+
+    The prefix with exclusive end e is anchored at its last frame e-1; frames between anchors are linearly
+    interpolated, frames before the first anchor take the first value, frames after the last take the last.
+    """
+    ends = np.asarray(ends, dtype=np.int64)
+    values = np.asarray(values, dtype=np.float64)
+    if ends.shape != values.shape or ends.ndim != 1 or ends.size == 0:
+        raise ValueError(f"prefix ends {ends.shape} and values {values.shape} must be equal-length 1-D arrays")
+    if np.any(np.diff(ends) <= 0) or ends[0] < 1 or ends[-1] > num_frames:
+        raise ValueError(f"prefix ends must increase strictly within 1..{num_frames}, got {ends.tolist()}")
+    return np.interp(np.arange(num_frames), ends - 1, values)
+
+
+def success_score(raw: np.ndarray, last: int = SUCCESS_LAST_PREFIXES) -> float:
+    """Mean raw score of the last ``last`` prefixes."""
+    raw = np.asarray(raw, dtype=np.float64)
+    return float(raw[-last:].mean())
+
+
+def voc(values: np.ndarray, reference: np.ndarray | None = None) -> float:
+    """Value-order correlation: Spearman rank correlation of ``values`` against ``reference`` (time when None).
+
+    NaN when there are fewer than 2 points or either side is constant (undefined; report it, don't average it).
+    """
+    from torchmetrics.functional import spearman_corrcoef
+    import torch
+
+    v = np.asarray(values, dtype=np.float64)
+    r = np.arange(len(v), dtype=np.float64) if reference is None else np.asarray(reference, dtype=np.float64)
+    if len(v) != len(r):
+        raise ValueError(f"VOC needs equal lengths, got {len(v)} values and {len(r)} reference points")
+    if len(v) < 2 or np.ptp(v) == 0 or np.ptp(r) == 0:
+        return float("nan")
+    return float(spearman_corrcoef(torch.from_numpy(v), torch.from_numpy(r)))
+
+
+@dataclass
+class PrefixScores:
+    """What every reward model returns for one episode: raw scores of K prefixes of a T-frame clip."""
+
+    prefix_ends: np.ndarray  # (K,) int64, exclusive raw frame index where each prefix ends
+    raw: np.ndarray  # (K,) float, the raw reward of each prefix (TOPReward: log p(" True"))
+    num_frames: int  # T
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # other per-prefix arrays (e.g. logp_false)
+
+    def __post_init__(self) -> None:
+        self.prefix_ends = np.asarray(self.prefix_ends, dtype=np.int64)
+        self.raw = np.asarray(self.raw, dtype=np.float64)
+        if self.prefix_ends.shape != self.raw.shape:
+            raise ValueError(f"{self.prefix_ends.shape} prefix ends vs {self.raw.shape} scores")
+
+    @property
+    def progress(self) -> np.ndarray:
+        """Per-prefix progress in [0, 1] (min-max of the raw scores)."""
+        return minmax(self.raw)
+
+    def frame_progress(self) -> np.ndarray:
+        """Progress for every raw frame 0..T-1."""
+        return to_frames(self.prefix_ends, self.progress, self.num_frames)
+
+    @property
+    def success_score(self) -> float:
+        return success_score(self.raw)

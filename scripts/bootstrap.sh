@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Create .venv with a Python >= 3.12 and install topbc with its dev extras.
+# Finds the interpreter on PATH first, then under pyenv; says what to install when there is none.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+
+ok() { "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' 2>/dev/null; }
+
+find_python() {
+    local c
+    for c in ${PYTHON:-} python3.13 python3.12 python3; do
+        if command -v "$c" >/dev/null 2>&1 && ok "$(command -v "$c")"; then command -v "$c"; return 0; fi
+    done
+    local root
+    root=$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-$HOME/.pyenv}")
+    for c in $(ls -d "$root"/versions/3.1[2-9]* 2>/dev/null | sort -V -r); do
+        if [ -x "$c/bin/python3" ] && ok "$c/bin/python3"; then echo "$c/bin/python3"; return 0; fi
+    done
+    return 1
+}
+
+if [ -x "$VENV/bin/python" ] && ok "$VENV/bin/python" && [ -f "$VENV/.topbc-installed" ] \
+   && [ "$VENV/.topbc-installed" -nt pyproject.toml ]; then
+    exit 0
+fi
+
+if ! PY=$(find_python); then
+    echo "topbc needs Python >= 3.12 (lerobot 0.6 requires it), and none was found on PATH or under pyenv." >&2
+    echo "Install one, e.g. 'pyenv install 3.12' or your system's python3.12 package, or set PYTHON=/path/to/python3.12." >&2
+    exit 1
+fi
+echo "Using $PY ($("$PY" --version))"
+[ -x "$VENV/bin/python" ] && ok "$VENV/bin/python" || "$PY" -m venv --clear "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -e ".[dev]"
+touch "$VENV/.topbc-installed"
