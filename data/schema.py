@@ -168,3 +168,51 @@ def decode_sample(sample: dict[str, bytes]) -> dict:
     for feature, by_j in frames.items():
         out[feature] = np.stack([by_j[j] for j in sorted(by_j)])
     return out
+
+
+def episode_samples(
+    *,
+    episode_index: int,
+    index_offset: int,
+    task: str,
+    fps: float,
+    images: dict[str, np.ndarray],
+    arrays: dict[str, np.ndarray],
+    action: np.ndarray,
+    progress: np.ndarray,
+    obs_steps: int,
+    horizon: int,
+    image_format: str = "jpg",
+    quality: int = 95,
+    extra_meta: dict | None = None,
+):
+    """Yield the encoded samples of one whole episode, t = 0..T-1.
+
+    ``images[f]`` is (T, H, W, 3) uint8, ``arrays[f]`` (T, D), ``action`` (T, D), ``progress`` (T,);
+    ``index_offset`` is the dataset-global index of frame 0 (lerobot's ``index`` column).
+    """
+    length = len(action)
+    for name, a in [*images.items(), *arrays.items(), ("progress", progress)]:
+        if len(a) != length:
+            raise ValueError(f"episode {episode_index}: {name} has {len(a)} frames but action has {length}")
+    for t in range(length):
+        win = windows(t, length, obs_steps, horizon)
+        meta = {
+            "episode_index": int(episode_index),
+            "frame_index": t,
+            "index": int(index_offset + t),
+            "task": task,
+            "fps": float(fps),
+            "episode_length": int(length),
+            **(extra_meta or {}),
+        }
+        yield encode_sample(
+            meta=meta,
+            images={f: v[win.obs] for f, v in images.items()},
+            arrays={f: v[win.obs] for f, v in arrays.items()},
+            action=action[win.action],
+            win=win,
+            progress=progress[win.progress],
+            image_format=image_format,
+            quality=quality,
+        )
