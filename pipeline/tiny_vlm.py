@@ -49,6 +49,7 @@ CORPUS = [
     "stack the blocks, fold the towel, wipe the table, close the door, move the arm to the left.",
     "0.0 0.5 1.0 1.5 2.0 2.5 3.0 3.5 4.0 4.5 5.0 6.0 7.0 8.0 9.0 10.0 seconds",
     "task completion percentage: 0% 10% 20% 25% 50% 75% 100% frame",
+    "True\nFalse\nTrue\nFalse\nassistant user",
 ]
 
 
@@ -165,7 +166,7 @@ def build_tiny_qwen3vl(out_dir: str | Path, *, seed: int = 0, moe: bool = False,
     out.mkdir(parents=True, exist_ok=True)
     patch_size = sizes.get("patch_size", 8)
     processor = build_processor(patch_size=patch_size)
-    config = build_config(processor.tokenizer, **sizes)
+    config = build_config(processor.tokenizer, moe=moe, **sizes)
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(config)
     with torch.no_grad():

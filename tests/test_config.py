@@ -1,0 +1,52 @@
+"""Config composition: groups, overrides, unknown keys named in the error, resolved config saved."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from configs import ConfigError, load_config, save_config
+
+
+@pytest.fixture
+def config_dir(tmp_path):
+    (tmp_path / "job.yaml").write_text(
+        "defaults: {model: small}\nout: outputs/x\nseed: 0\ntrainer: {max_steps: 10, devices: 1}\n"
+    )
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "small.yaml").write_text("width: 8\n")
+    (tmp_path / "model" / "big.yaml").write_text("width: 64\ndepth: 4\n")
+    return tmp_path
+
+
+def test_defaults_groups_and_overrides(config_dir):
+    cfg = load_config("job", [], config_dir)
+    assert cfg.model.name == "small" and cfg.model.width == 8
+    cfg = load_config("job", ["model=big", "model.depth=6", "trainer.max_steps=3", "out=/tmp/o"], config_dir)
+    assert (cfg.model.name, cfg.model.width, cfg.model.depth) == ("big", 64, 6)
+    assert cfg.trainer.max_steps == 3 and cfg.out == "/tmp/o"
+
+
+def test_unknown_key_is_named(config_dir):
+    with pytest.raises(ConfigError, match=r"unknown config key 'trainer.max_step'.*trainer.max_steps"):
+        load_config("job", ["trainer.max_step=3"], config_dir)
+    with pytest.raises(ConfigError, match="'nope'"):
+        load_config("job", ["nope=1"], config_dir)
+
+
+def test_unknown_group_option_lists_valid(config_dir):
+    with pytest.raises(ConfigError, match="unknown model 'huge'; valid options: big, small"):
+        load_config("job", ["model=huge"], config_dir)
+
+
+def test_malformed_override_and_missing_file(config_dir):
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config("job", ["max_steps"], config_dir)
+    with pytest.raises(ConfigError, match="no config"):
+        load_config("nothing", [], config_dir)
+
+
+def test_save_config_roundtrip(config_dir, tmp_path):
+    cfg = load_config("job", ["model=big"], config_dir)
+    path = save_config(cfg, tmp_path / "run")
+    assert OmegaConf.to_container(OmegaConf.load(path)) == OmegaConf.to_container(cfg)
