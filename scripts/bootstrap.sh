@@ -9,12 +9,12 @@ ok() { "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' 2
 
 find_python() {
     local c
-    for c in ${PYTHON:-} python3.13 python3.12 python3; do
+    for c in ${PYTHON:-} python3.12 python3.13 python3; do  # 3.12 first: the version the project is tested on
         if command -v "$c" >/dev/null 2>&1 && ok "$(command -v "$c")"; then command -v "$c"; return 0; fi
     done
     local root
     root=$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-$HOME/.pyenv}")
-    for c in $(ls -d "$root"/versions/3.1[2-9]* 2>/dev/null | sort -V -r); do
+    for c in $(ls -d "$root"/versions/3.12* 2>/dev/null | sort -V -r) $(ls -d "$root"/versions/3.1[3-9]* 2>/dev/null | sort -V); do
         if [ -x "$c/bin/python3" ] && ok "$c/bin/python3"; then echo "$c/bin/python3"; return 0; fi
     done
     return 1
