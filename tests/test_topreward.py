@@ -163,3 +163,11 @@ def test_too_long_for_context(tmp_path):
     assert len(scorer.score(clip(2), 10.0, TASK).raw) == 1  # a short clip fits
     with pytest.raises(ScoringError, match="lower sample_fps"):
         scorer.score(clip(80), 10.0, TASK)
+
+
+def test_eager_attention_matches(tiny_vlm_dir):
+    scorer = TOPRewardScorer.from_pretrained(tiny_vlm_dir, sample_fps=4.0, attn_implementation="eager")
+    frames = clip(41, seed=5)
+    one, ref = scorer.score(frames, 10.0, TASK), scorer.score(frames, 10.0, TASK, mode="naive")
+    assert scorer.model.config._attn_implementation == "eager"
+    assert np.abs(one.raw - ref.raw).max() <= TOL
