@@ -81,7 +81,7 @@ def main(argv: list[str]) -> int:
     print(f"model {model}; {len(result.raw)} prefixes in one pass ({result.tokens} tokens), "
           f"frames at {result.resolution[0]}×{result.resolution[1]}\n")
     print(f"{'prefix end':>10} {'time s':>7} {'log p(True)':>12} {'log p(False)':>13} {'progress':>9}")
-    for e, lt, lf, p in zip(result.prefix_ends, result.logp_true, result.logp_false, result.progress):
+    for e, lt, lf, p in zip(result.prefix_ends, result.logp_true, result.logp_false, result.progress, strict=True):
         print(f"{e:>10d} {(e - 1) / cfg.fps:>7.2f} {lt:>12.4f} {lf:>13.4f} {p:>9.3f}")
     print(f"\nprogress per frame: {sparkline(result.frame_progress())}")
     print(f"success score (mean log p of the last 3 prefixes): {result.success_score:.4f}")

@@ -48,8 +48,8 @@ def voc(values: np.ndarray, reference: np.ndarray | None = None) -> float:
 
     NaN when there are fewer than 2 points or either side is constant (undefined; report it, don't average it).
     """
-    from torchmetrics.functional import spearman_corrcoef
     import torch
+    from torchmetrics.functional import spearman_corrcoef
 
     v = np.asarray(values, dtype=np.float64)
     r = np.arange(len(v), dtype=np.float64) if reference is None else np.asarray(reference, dtype=np.float64)
