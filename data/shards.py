@@ -1,0 +1,217 @@
+"""Writing WebDataset shards safely: atomic shards, episode-boundary roll-over, a journal for resuming.
+
+Each process (rank) writes its own shards ``shards/r{rank:03d}-{seq:06d}.tar``. A shard is written as
+``shards/.r000-000003.tar.tmp`` and renamed to its final name only once it is complete, so a reader never sees
+a partial shard under a final name. A shard closes after the episode that makes it reach ``max_count``
+samples or ``max_bytes`` bytes (never inside an episode), and at the end of the run.
+
+When a shard is renamed, one JSON line naming it, its sample count and the summaries of its episodes is
+appended (and fsynced) to ``journal/rank{rank:03d}.jsonl``: an episode is done once that line exists. A
+resumed run reads the journal, removes its rank's shards and temporary files that the journal does not list
+(a kill between rename and journal line leaves such a shard; it is rewritten identically), and continues at
+the next sequence number. Because roll-over depends only on the shard's own content and samples are
+deterministic, the resumed output equals an uninterrupted one.
+
+Tar members carry fixed metadata (mtime 0, mode 0644, no owner), so equal samples give equal bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data.manifest import SHARDS_DIR
+
+JOURNAL_DIR = "journal"
+
+
+def shard_name(rank: int, seq: int) -> str:
+    return f"{SHARDS_DIR}/r{rank:03d}-{seq:06d}.tar"
+
+
+def journal_path(out_dir: str | Path, rank: int) -> Path:
+    return Path(out_dir) / JOURNAL_DIR / f"rank{rank:03d}.jsonl"
+
+
+def read_journal(out_dir: str | Path, rank: int) -> list[dict]:
+    """The committed shard records of ``rank`` (a torn last line from a kill is ignored)."""
+    path = journal_path(out_dir, rank)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # the process died while appending this line; the shard is rewritten on resume
+    return records
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class _OpenShard:
+    seq: int
+    tmp: Path
+    tar: tarfile.TarFile
+    fileobj: object
+    count: int = 0
+    bytes: int = 0
+    episodes: list[dict] = field(default_factory=list)
+
+
+class ShardWriter:
+    """Atomic, journaled, per-rank shard writer. Use :meth:`write_episode` then :meth:`close`."""
+
+    def __init__(self, out_dir: str | Path, rank: int = 0, max_count: int = 10000, max_bytes: int = 10**9):
+        if max_count < 1 or max_bytes < 1:
+            raise ValueError(f"shards.max_count={max_count} and shards.max_bytes={max_bytes} must be >= 1")
+        self.out = Path(out_dir)
+        self.rank = int(rank)
+        self.max_count = int(max_count)
+        self.max_bytes = int(max_bytes)
+        (self.out / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+        (self.out / JOURNAL_DIR).mkdir(parents=True, exist_ok=True)
+        self.committed = read_journal(self.out, self.rank)
+        self._repair_journal()
+        self._clean_uncommitted()
+        self._open: _OpenShard | None = None
+
+    # ---- resume -----------------------------------------------------------------------------------
+    def _repair_journal(self) -> None:
+        """Rewrite the journal without a torn last line, so later appends start on a fresh line."""
+        path = journal_path(self.out, self.rank)
+        if path.exists():
+            text = "".join(json.dumps(r) + "\n" for r in self.committed)
+            if path.read_text() != text:
+                tmp = path.with_suffix(".jsonl.tmp")
+                tmp.write_text(text)
+                os.replace(tmp, path)
+
+    def _clean_uncommitted(self) -> None:
+        listed = {r["name"] for r in self.committed}
+        prefix = f"r{self.rank:03d}-"
+        for p in (self.out / SHARDS_DIR).iterdir():
+            name = f"{SHARDS_DIR}/{p.name}"
+            if p.name.startswith("." + prefix) and p.name.endswith(".tmp"):
+                p.unlink()
+            elif p.name.startswith(prefix) and p.name.endswith(".tar") and name not in listed:
+                p.unlink()
+
+    @property
+    def done_episodes(self) -> set[int]:
+        return {e["episode_index"] for r in self.committed for e in r["episodes"]}
+
+    @property
+    def next_seq(self) -> int:
+        return len(self.committed)
+
+    # ---- writing ----------------------------------------------------------------------------------
+    def _start(self) -> _OpenShard:
+        seq = self.next_seq
+        final = self.out / shard_name(self.rank, seq)
+        tmp = final.with_name("." + final.name + ".tmp")
+        fileobj = open(tmp, "wb")  # noqa: SIM115 - closed in _commit
+        tar = tarfile.open(fileobj=fileobj, mode="w", format=tarfile.USTAR_FORMAT)
+        return _OpenShard(seq=seq, tmp=tmp, tar=tar, fileobj=fileobj)
+
+    def _add(self, shard: _OpenShard, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mtime = 0
+        info.mode = 0o644
+        info.uname = info.gname = ""
+        shard.tar.addfile(info, io.BytesIO(data))
+        shard.bytes += 512 + (len(data) + 511) // 512 * 512
+
+    def write_episode(self, samples, summary: dict) -> int:
+        """Append every sample of one episode (an iterable of webdataset sample dicts); returns the count.
+
+        ``summary`` (JSON-able, with ``episode_index``) is journaled with the shard that holds the episode.
+        """
+        if self._open is None:
+            self._open = self._start()
+        shard = self._open
+        n = 0
+        for sample in samples:
+            key = sample["__key__"]
+            for fname, value in sample.items():
+                if fname.startswith("__"):
+                    continue
+                data = value.encode() if isinstance(value, str) else bytes(value)
+                self._add(shard, f"{key}.{fname}", data)
+            n += 1
+        shard.count += n
+        shard.episodes.append({**summary, "count": n, "shard": shard_name(self.rank, shard.seq)})
+        if shard.count >= self.max_count or shard.bytes >= self.max_bytes:
+            self._commit()
+        return n
+
+    def _commit(self) -> None:
+        shard, self._open = self._open, None
+        if shard is None:
+            return
+        shard.tar.close()
+        shard.fileobj.flush()
+        os.fsync(shard.fileobj.fileno())
+        shard.fileobj.close()
+        name = shard_name(self.rank, shard.seq)
+        os.replace(shard.tmp, self.out / name)
+        _fsync_dir(self.out / SHARDS_DIR)
+        record = {"name": name, "count": shard.count, "episodes": shard.episodes}
+        with open(journal_path(self.out, self.rank), "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.committed.append(record)
+
+    def close(self) -> None:
+        """Commit the open shard (if any samples were written)."""
+        if self._open is not None and self._open.count == 0:
+            self._open.tar.close()
+            self._open.fileobj.close()
+            self._open.tmp.unlink(missing_ok=True)
+            self._open = None
+        self._commit()
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        elif self._open is not None:  # leave nothing half-written behind on an error
+            self._open.tar.close()
+            self._open.fileobj.close()
+            self._open.tmp.unlink(missing_ok=True)
+            self._open = None
+
+
+def iter_shard(path: str | Path):
+    """Samples of one shard as webdataset-style dicts ``{"__key__", field: bytes}`` (in order)."""
+    current: dict | None = None
+    with tarfile.open(path, "r") as tar:
+        for member in tar:
+            key, _, fname = member.name.partition(".")
+            if current is None or current["__key__"] != key:
+                if current is not None:
+                    yield current
+                current = {"__key__": key, "__url__": str(path)}
+            current[fname] = tar.extractfile(member).read()
+    if current is not None:
+        yield current
