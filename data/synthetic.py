@@ -6,8 +6,8 @@
 Each episode shows a bright square moving across a coloured background (the background colour depends on the
 camera, the episode and time, so every frame differs). ``observation.state`` is the square's position and a
 few derived values, ``action`` the position one step ahead (so actions are known exactly), and
-``next.reward`` a per-frame progress-like column: ``t / (T-1)`` shaped by a per-episode quality in (0.5, 1]
-(a "bad" demonstration stalls). Everything is a function of ``seed``: the same arguments give the same data.
+``next.reward`` a per-frame progress-like column: ``t / (T-1)`` shaped by a per-episode quality in (0.2, 1]
+(a poor demonstration stalls or briefly moves backwards). Everything is a function of ``seed``: the same arguments give the same data.
 """
 
 from __future__ import annotations
@@ -45,11 +45,11 @@ def synthetic_episode(episode: int, length: int, image_size: tuple[int, int], ca
         raise ValueError(f"length={length}: an episode needs at least 1 frame")
     h, w = image_size
     rng = np.random.default_rng([seed, episode])
-    quality = float(rng.uniform(0.5, 1.0))
+    quality = float(rng.uniform(0.2, 1.0))
     start = rng.uniform(0.1, 0.3, size=2)
     goal = rng.uniform(0.7, 0.9, size=2)
     s = np.linspace(0.0, 1.0, length + 1)
-    # progress along the path: a low-quality demonstration stalls in the middle
+    # progress along the path: a low-quality demonstration stalls, even regresses, in the middle
     prog = np.clip(s + (1 - quality) * np.sin(2 * np.pi * s) * 0.3, 0, 1)
     pos = start[None] + prog[:, None] * (goal - start)[None] + rng.normal(0, 0.005, size=(length + 1, 2))
     state = np.concatenate(
