@@ -1,0 +1,341 @@
+"""Training batches from the annotation shards: a Lightning DataModule over WebDataset tars.
+
+    needs = WindowNeeds(obs_steps=1, future_actions=10)            # what the policy trains on
+    dm = ShardDataModule("outputs/shards", needs, batch_size=64, num_workers=2, steps_per_epoch=200)
+
+The stream of one data-loader worker is a chain of small generator stages:
+
+    shards (split by rank × worker, reshuffled every pass, endless)
+      → raw samples (webdataset tar reading; a corrupt/truncated tar raises ShardError naming it)
+      → past actions (only for policies whose action window starts before t, e.g. Diffusion)
+      → split by sample key (only when there are fewer shards than rank × worker readers)
+      → shuffle buffer → decode (data.schema.decode_sample; JPEG/PNG in the worker) → cut to the policy's
+        windows, images as float C×H×W in [0, 1] → batches
+
+Every rank yields exactly ``steps_per_epoch`` batches per epoch (the stream is resampled endlessly), so DDP
+ranks never wait on one another, and the order is a function of (seed, epoch, rank, worker) only: resuming
+from an epoch-end checkpoint replays the same batches.
+
+A batch (B = batch size, S = policy obs steps, P past + F future actions):
+``<image feature>`` float (B, S, 3, H, W); ``<state feature>`` (B, S, D); ``obs_is_pad`` (B, S);
+``action`` (B, P+F, A); ``action_is_pad`` (B, P+F); ``progress`` (B, F+1) = p[t : t+F+1];
+``episode_index``, ``frame_index``, ``index`` (B,) int64; ``success_score`` (B,) float (NaN when unknown).
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from data.manifest import ManifestError, load_manifest, shard_paths
+from data.schema import ACTION, IMAGE_FORMATS, PROGRESS, decode_sample
+
+Handler = Callable[[Exception], bool]
+
+
+class ShardError(RuntimeError):
+    """A shard cannot be read (corrupt or truncated tar) or a sample lacks what the policy needs."""
+
+
+class WindowError(ValueError):
+    """The shards' windows are shorter than the policy needs."""
+
+
+def reraise(exc: Exception) -> bool:
+    raise exc
+
+
+@dataclass(frozen=True)
+class WindowNeeds:
+    """What a policy trains on, counted from the sample's frame t.
+
+    ``obs_steps``: observation history t-obs_steps+1..t; ``future_actions``: actions t..t+F-1 (the progress
+    window p[t..t+F] is cut to the same length); ``past_actions``: actions t-P..t-1 before them (Diffusion's
+    action window starts at t-n_obs_steps+1); ``features``: observation features the batch must carry.
+    """
+
+    obs_steps: int
+    future_actions: int
+    past_actions: int = 0
+    features: tuple[str, ...] = ()
+
+
+def check_windows(manifest: dict, needs: WindowNeeds, where: str = "manifest.json") -> None:
+    """Refuse shards whose windows are shorter than the policy needs, naming the short window."""
+    win = manifest.get("window") or {}
+    if "obs_steps" not in win or "horizon" not in win:
+        raise WindowError(f"{where} has no window {{obs_steps, horizon}}; re-run pipeline.annotate to rewrite it")
+    problems = []
+    if needs.obs_steps > int(win["obs_steps"]):
+        problems.append(f"observation window: the policy needs {needs.obs_steps} steps (n_obs_steps) but the "
+                        f"shards hold window.obs_steps={win['obs_steps']}")
+    if needs.future_actions > int(win["horizon"]):
+        problems.append(f"action window: the policy needs {needs.future_actions} actions from t (chunk) but the "
+                        f"shards hold window.horizon={win['horizon']}")
+    if problems:
+        raise WindowError(f"shards in {where} are too short for this policy: " + "; ".join(problems)
+                          + ". Re-annotate with larger window.obs_steps/window.horizon, or shorten the policy's.")
+    missing = [f for f in needs.features if f not in manifest.get("features", {})]
+    if missing:
+        raise ShardError(f"the policy needs features {missing} but {where} stores only "
+                         f"{sorted(manifest.get('features', {}))}")
+
+
+# ---------------------------------------------------------------- stages
+
+
+def tar_samples(paths: Iterable[Path | str], handler: Handler = reraise) -> Iterator[dict]:
+    """Raw webdataset samples of each shard in turn; a tar that cannot be read raises ShardError naming it."""
+    from webdataset.tariterators import tarfile_samples
+
+    for path in paths:
+        try:
+            for sample in tarfile_samples(iter([{"url": str(path)}])):
+                yield sample
+        except Exception as exc:  # tarfile.ReadError, EOFError, duplicate members ...
+            err = ShardError(f"shard {path} is corrupt or truncated ({type(exc).__name__}: {exc.args[0] if exc.args else exc}); "
+                             "delete it and re-run pipeline.annotate to rewrite it")
+            err.__cause__ = exc
+            if handler(err):
+                continue
+            return
+
+
+def _npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def _episode_frame(sample: dict) -> tuple[int, int]:
+    ep, _, fr = sample["__key__"].partition("_")
+    return int(ep), int(fr)
+
+
+def with_past_actions(samples: Iterator[dict], past: int, handler: Handler = reraise) -> Iterator[dict]:
+    """Attach actions t-past..t-1 (``__past_action``, ``__past_is_pad``), as lerobot's delta_timestamps do.
+
+    Shards hold a[t:t+H] only; a shard stores an episode's frames in order, so the previous frames' first
+    actions are remembered while reading. Before the episode start lerobot repeats a[0] and marks it padding;
+    the same is done here. A frame whose predecessor is not in this shard (an episode split across shards)
+    repeats a[t], marked padding.
+    """
+    recent: dict[tuple[int, int], np.ndarray] = {}
+    for sample in samples:
+        try:
+            ep, t = _episode_frame(sample)
+            a_t = _npy(sample[ACTION])[0]
+            recent[(ep, t)] = a_t
+            acts, pads = [], []
+            for k in range(past, 0, -1):
+                f = max(t - k, 0)
+                acts.append(recent.get((ep, f), a_t))
+                pads.append(t - k < 0 or (ep, f) not in recent)
+            sample["__past_action"] = np.stack(acts).astype(np.float32) if past else np.zeros((0, a_t.shape[-1]), np.float32)
+            sample["__past_is_pad"] = np.asarray(pads, dtype=bool)
+            for key in [k for k in recent if k[0] != ep or k[1] < t - past]:
+                del recent[key]
+            yield sample
+        except Exception as exc:
+            if handler(exc):
+                continue
+            raise
+
+
+def split_by_key(samples: Iterator[dict], index: int, count: int) -> Iterator[dict]:
+    """Keep the samples whose key hashes to this reader (disjoint across readers, deterministic)."""
+    for sample in samples:
+        if zlib.crc32(sample["__key__"].encode()) % count == index:
+            yield sample
+
+
+def shuffle(samples: Iterator[dict], bufsize: int, rng: random.Random) -> Iterator[dict]:
+    from webdataset.filters import _shuffle
+
+    if bufsize <= 1:
+        yield from samples
+        return
+    yield from _shuffle(samples, bufsize=bufsize, initial=bufsize, rng=rng)
+
+
+class SampleDecoder:
+    """Raw sample → one training example cut to the policy's windows (runs in the loader workers)."""
+
+    def __init__(self, needs: WindowNeeds, success: dict[int, float] | None = None):
+        self.needs = needs
+        self.success = success or {}
+
+    def __call__(self, raw: dict) -> dict:
+        n = self.needs
+        src = raw.get("__url__", "?")
+        s = decode_sample(raw)
+        missing = [f for f in n.features if f not in s]
+        if missing:
+            raise ShardError(f"sample {s['__key__']} in {src} lacks {missing} that the policy needs; "
+                             f"it has {sorted(k for k in s if not k.startswith('__'))}")
+        out: dict = {}
+        for f in n.features:
+            v = s[f]
+            if v.ndim == 4 and v.shape[-1] == 3 and v.dtype == np.uint8:  # images (S, H, W, 3)
+                t = torch.from_numpy(np.ascontiguousarray(v[-n.obs_steps:])).permute(0, 3, 1, 2)
+                out[f] = t.float().div_(255.0)
+            else:
+                out[f] = torch.from_numpy(np.asarray(v[-n.obs_steps:], dtype=np.float32))
+        out["obs_is_pad"] = torch.from_numpy(np.asarray(s["obs_is_pad"][-n.obs_steps:], dtype=bool))
+        act = np.asarray(s["action"][: n.future_actions], dtype=np.float32)
+        pad = np.asarray(s["action_is_pad"][: n.future_actions], dtype=bool)
+        if n.past_actions:
+            act = np.concatenate([raw["__past_action"], act])
+            pad = np.concatenate([raw["__past_is_pad"], pad])
+        out["action"] = torch.from_numpy(act)
+        out["action_is_pad"] = torch.from_numpy(pad)
+        out["progress"] = torch.from_numpy(np.asarray(s["progress"][: n.future_actions + 1], dtype=np.float32))
+        meta = s["meta"]
+        out["episode_index"] = torch.tensor(int(meta["episode_index"]))
+        out["frame_index"] = torch.tensor(int(meta["frame_index"]))
+        out["index"] = torch.tensor(int(meta.get("index", -1)))
+        out["success_score"] = torch.tensor(float(self.success.get(int(meta["episode_index"]), float("nan"))))
+        return out
+
+
+def collate(examples: list[dict]) -> dict:
+    return {k: torch.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+class ShardStream(IterableDataset):
+    """The endless, rank- and worker-split sample stream; each worker yields its share of one epoch's batches."""
+
+    def __init__(self, paths: list[Path], needs: WindowNeeds, batch_size: int, steps_per_epoch: int,
+                 shuffle_buffer: int = 1000, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 success: dict[int, float] | None = None, handler: Handler = reraise):
+        if batch_size < 1 or steps_per_epoch < 1:
+            raise ValueError(f"batch_size={batch_size} and steps_per_epoch={steps_per_epoch} must be >= 1")
+        self.paths = [Path(p) for p in paths]
+        self.needs, self.batch_size, self.steps_per_epoch = needs, batch_size, steps_per_epoch
+        self.shuffle_buffer, self.seed, self.rank, self.world_size = shuffle_buffer, seed, rank, world_size
+        self.decoder = SampleDecoder(needs, success)
+        self.handler = handler
+        self.epoch = 0
+
+    def _reader(self) -> tuple[int, int, int]:
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        return self.rank * nw + wid, self.world_size * nw, nw
+
+    def samples(self, epoch: int | None = None) -> Iterator[dict]:
+        """Endless decoded examples of this reader (before batching)."""
+        reader, readers, _ = self._reader()
+        epoch = self.epoch if epoch is None else epoch
+        rng = random.Random(hash((self.seed, epoch, reader)) & 0xFFFFFFFF)
+        by_shard = len(self.paths) >= readers
+        mine = self.paths[reader::readers] if by_shard else list(self.paths)
+
+        def endless() -> Iterator[dict]:
+            while True:
+                order = list(mine)
+                rng.shuffle(order)
+                stream = tar_samples(order, self.handler)
+                if self.needs.past_actions:
+                    stream = with_past_actions(stream, self.needs.past_actions, self.handler)
+                if not by_shard:
+                    stream = split_by_key(stream, reader, readers)
+                empty = True
+                for s in stream:
+                    empty = False
+                    yield s
+                if empty:
+                    raise ShardError(f"reader {reader} of {readers} got no samples from shards {[str(p) for p in mine][:4]}")
+
+        for raw in shuffle(endless(), self.shuffle_buffer, rng):
+            try:
+                yield self.decoder(raw)
+            except Exception as exc:
+                if self.handler(exc):
+                    continue
+                raise
+
+    def __iter__(self) -> Iterator[dict]:
+        _, _, nw = self._reader()
+        info = get_worker_info()
+        wid = info.id if info is not None else 0
+        n_batches = self.steps_per_epoch // nw + (wid < self.steps_per_epoch % nw)
+        it = self.samples()
+        for _ in range(n_batches):
+            yield collate([next(it) for _ in range(self.batch_size)])
+
+
+class EpochLoader(DataLoader):
+    """A DataLoader that tells its stream which epoch it is serving (workers are re-created each epoch)."""
+
+    def __init__(self, dataset: ShardStream, start_epoch: int = 0, **kw):
+        super().__init__(dataset, batch_size=None, **kw)
+        self._next_epoch = start_epoch
+
+    def __iter__(self):
+        self.dataset.epoch = self._next_epoch
+        self._next_epoch += 1
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        return self.dataset.steps_per_epoch
+
+
+def episode_success(manifest: dict) -> dict[int, float]:
+    return {int(e["episode_index"]): float(e["success_score"]) for e in manifest.get("episodes", [])
+            if e.get("success_score") is not None}
+
+
+def fit_gain_stats(root: str | Path, future_actions: int, manifest: dict | None = None) -> np.ndarray:
+    """Progress gains Δ = p[t+F] − p[t] of every sample, read once from the shards' ``progress.npy`` windows.
+
+    Only the progress members of each tar are read (no image decoding). Returns one Δ per sample; the
+    weighting statistics (:class:`policies.weighting.GainStats`) are fitted on these.
+    """
+    manifest = manifest if manifest is not None else load_manifest(root)
+    gains = []
+    for sample in tar_samples(shard_paths(root, manifest)):
+        if PROGRESS not in sample:
+            raise ShardError(f"sample {sample['__key__']} in {sample.get('__url__')} lacks {PROGRESS}")
+        p = _npy(sample[PROGRESS])
+        if len(p) < future_actions + 1:
+            raise WindowError(f"progress window of {sample['__key__']} holds {len(p)} values; need {future_actions + 1}")
+        gains.append(float(p[future_actions] - p[0]))
+    return np.asarray(gains, dtype=np.float64)
+
+
+class ShardDataModule(pl.LightningDataModule):
+    """Lightning DataModule over ``root/manifest.json`` + ``root/shards/*.tar`` (see the module docstring)."""
+
+    def __init__(self, root: str | Path, needs: WindowNeeds, batch_size: int = 32, num_workers: int = 2,
+                 shuffle_buffer: int = 1000, steps_per_epoch: int = 200, seed: int = 0):
+        super().__init__()
+        self.root = Path(root)
+        self.needs = needs
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.shuffle_buffer, self.steps_per_epoch, self.seed = shuffle_buffer, steps_per_epoch, seed
+        self.manifest = load_manifest(self.root)
+        check_windows(self.manifest, needs, str(self.root / "manifest.json"))
+        self.paths = shard_paths(self.root, self.manifest)
+        if not self.paths:
+            raise ManifestError(f"{self.root / 'manifest.json'} lists no shards; nothing to train on")
+        fmt = (self.manifest.get("image") or {}).get("format", "jpg")
+        if fmt not in IMAGE_FORMATS:
+            raise ShardError(f"manifest image.format={fmt!r} is not one of {IMAGE_FORMATS}")
+
+    def stream(self, rank: int = 0, world_size: int = 1) -> ShardStream:
+        return ShardStream(self.paths, self.needs, self.batch_size, self.steps_per_epoch, self.shuffle_buffer,
+                           self.seed, rank, world_size, episode_success(self.manifest))
+
+    def train_dataloader(self) -> EpochLoader:
+        trainer = getattr(self, "trainer", None)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        start = trainer.current_epoch if trainer is not None else 0
+        return EpochLoader(self.stream(rank, world), start_epoch=start, num_workers=self.num_workers,
+                           persistent_workers=False, prefetch_factor=2 if self.num_workers else None)

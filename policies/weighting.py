@@ -1,0 +1,178 @@
+"""Sample weighting for reward-aligned behaviour cloning (the single definition of the rules).
+
+The interface is one function per rule: given a batch's progress windows (and the dataset statistics the rule
+needs) return one weight per sample. The training step then uses ``loss = Σ wᵢ ℓᵢ / Σ wᵢ``.
+
+    stats = GainStats.from_gains(gains)             # once per run, see below
+    w = weigh("rabc", progress, stats, kappa=0.01)  # progress: (B, H+1) windows p[t : t+H+1]
+
+Every rule reads the progress gain over a sample's action chunk, ``Δᵢ = p[t+H] − p[t]``, i.e. the last minus
+the first entry of its progress window (the shards store the window already clamped at the episode's last
+frame, so a chunk that runs past the end gains only what the episode still made). ``H`` is the number of
+future actions the policy is trained on from ``t``; the trainer cuts the shards' windows to that length before
+it calls the rules and before it fits the statistics, so both see the same Δ.
+
+Dataset statistics (:class:`GainStats`: mean and std of Δ over the training set, the sorted Δ for the
+``filter`` threshold) are fitted ONCE per run, before training, by
+:func:`data.loader.fit_gain_stats`: from the ``progress.parquet`` beside the shards when it is there (one row
+per frame, so Δ of every frame is exact), otherwise by one pass over the shards' ``progress.npy`` windows.
+
+Rules (../shared/docs/TOPREWARD.md, "Reward-aligned behaviour cloning"):
+
+- ``none``: w = 1 (plain behaviour cloning; Σwℓ/Σw is the batch mean).
+- ``top_awr`` (TOPReward Eq. 3): w = clip(τ · exp(Δ), 0, δ_max), τ = 2, δ_max = 2. Read literally this
+  saturates at δ_max for every Δ ≥ log(δ_max/τ) (= 0 with the defaults) and only down-weights regress.
+  ``centered=True`` is the mean-centred variant the paper's text describes: exp(Δ − mean Δ).
+- ``rabc`` (SARM / lerobot RA-BC, κ rule): μ = max(mean Δ, 0), σ = max(std Δ, ε);
+  w̃ = clip((Δ − (μ − 2σ)) / (4σ + ε), 0, 1); w = 1 if Δ > κ, w̃ if 0 ≤ Δ ≤ κ, 0 if Δ < 0.
+- ``awr``: w = min(exp((Δ − mean Δ) / (β · std Δ)), w_max).
+- ``filter``: w ∈ {0, 1}: 1 for Δ at or above the dataset's (1 − q) quantile of Δ (the top q fraction; ties
+  at the threshold are all kept), and, with ``min_success`` set, 0 for every sample of an episode whose
+  success score (manifest ``episodes[].success_score``) is below it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+class WeightingError(ValueError):
+    """An unknown rule, a bad parameter, or statistics the rule needs are missing."""
+
+
+@dataclass(frozen=True)
+class GainStats:
+    """Statistics of the chunk progress gain Δ over the training set (see the module docstring for where)."""
+
+    mean: float
+    std: float
+    count: int
+    sorted_gains: np.ndarray = field(repr=False)
+
+    @classmethod
+    def from_gains(cls, gains) -> GainStats:
+        g = np.sort(np.asarray(gains, dtype=np.float64).ravel())
+        if g.size == 0:
+            raise WeightingError("no progress windows to fit the weighting statistics on (empty dataset?)")
+        if not np.all(np.isfinite(g)):
+            raise WeightingError(f"{int((~np.isfinite(g)).sum())} progress gains are NaN/inf; check the shards' progress")
+        return cls(mean=float(g.mean()), std=float(g.std()), count=int(g.size), sorted_gains=g)
+
+    def quantile(self, q: float) -> float:
+        return float(np.quantile(self.sorted_gains, q))
+
+
+def chunk_gain(progress: Tensor) -> Tensor:
+    """Δ = p[t+H] − p[t] for windows ``progress`` of shape (B, H+1)."""
+    if progress.ndim != 2 or progress.shape[1] < 2:
+        raise WeightingError(f"progress windows must be (batch, H+1) with H >= 1, got {tuple(progress.shape)}")
+    return (progress[:, -1] - progress[:, 0]).float()
+
+
+def _need(stats: GainStats | None, rule: str) -> GainStats:
+    if stats is None:
+        raise WeightingError(f"weighting {rule!r} needs dataset statistics of the progress gain (GainStats); got None")
+    return stats
+
+
+def none(progress: Tensor, stats: GainStats | None = None, **_) -> Tensor:
+    """Plain behaviour cloning: every weight is 1."""
+    return torch.ones(progress.shape[0], dtype=torch.float32, device=progress.device)
+
+
+def top_awr(progress: Tensor, stats: GainStats | None = None, *, tau: float = 2.0, delta_max: float = 2.0,
+            centered: bool = False, **_) -> Tensor:
+    """TOPReward Eq. 3: clip(τ·exp(Δ), 0, δ_max); ``centered`` uses Δ − mean Δ (needs ``stats``)."""
+    if tau <= 0 or delta_max <= 0:
+        raise WeightingError(f"top_awr needs tau > 0 and delta_max > 0, got tau={tau}, delta_max={delta_max}")
+    d = chunk_gain(progress)
+    if centered:
+        d = d - _need(stats, "top_awr (centered)").mean
+    return torch.clamp(tau * torch.exp(d), 0.0, delta_max)
+
+
+def rabc(progress: Tensor, stats: GainStats | None = None, *, kappa: float = 0.01, eps: float = 1e-6, **_) -> Tensor:
+    """The SARM / lerobot RA-BC κ rule (hard 1 above κ, soft in [0, κ], 0 for regress)."""
+    st = _need(stats, "rabc")
+    d = chunk_gain(progress)
+    mu = max(st.mean, 0.0)
+    sigma = max(st.std, eps)
+    soft = torch.clamp((d - (mu - 2 * sigma)) / (4 * sigma + eps), 0.0, 1.0)
+    w = torch.where(d > kappa, torch.ones_like(d), soft)
+    return torch.where(d < 0, torch.zeros_like(d), w)
+
+
+def awr(progress: Tensor, stats: GainStats | None = None, *, beta: float = 1.0, w_max: float = 20.0,
+        eps: float = 1e-6, **_) -> Tensor:
+    """Advantage-weighted regression on the standardised gain: min(exp((Δ − mean)/(β·std)), w_max)."""
+    if beta <= 0 or w_max <= 0:
+        raise WeightingError(f"awr needs beta > 0 and w_max > 0, got beta={beta}, w_max={w_max}")
+    st = _need(stats, "awr")
+    d = chunk_gain(progress)
+    return torch.clamp(torch.exp((d - st.mean) / (beta * max(st.std, eps))), max=w_max)
+
+
+def filter_top(progress: Tensor, stats: GainStats | None = None, *, top_fraction: float = 0.5,
+               min_success: float | None = None, success: Tensor | None = None, **_) -> Tensor:
+    """Keep (w = 1) samples whose Δ is in the dataset's top ``top_fraction``; optionally drop episodes whose
+    success score is below ``min_success`` (``success``: one score per sample, from the manifest)."""
+    if not 0 < top_fraction <= 1:
+        raise WeightingError(f"filter.top_fraction={top_fraction} must be in (0, 1]")
+    st = _need(stats, "filter")
+    d = chunk_gain(progress)
+    keep = d >= st.quantile(1.0 - top_fraction) if top_fraction < 1 else torch.ones_like(d, dtype=torch.bool)
+    if min_success is not None:
+        if success is None:
+            raise WeightingError("filter.min_success is set but the batch carries no success scores "
+                                 "(the manifest's episodes lack success_score)")
+        s = success.to(d.device).float()
+        if torch.isnan(s).any():
+            raise WeightingError("filter.min_success is set but some episodes have no success_score in the manifest")
+        keep = keep & (s >= min_success)
+    return keep.float()
+
+
+WeightFn = Callable[..., Tensor]
+
+WEIGHTINGS: dict[str, WeightFn] = {
+    "none": none,
+    "top_awr": top_awr,
+    "rabc": rabc,
+    "awr": awr,
+    "filter": filter_top,
+}
+
+# rules whose result depends on dataset statistics (the trainer fits GainStats only when one is chosen)
+NEEDS_STATS = {"rabc", "awr", "filter", "top_awr"}
+
+
+def get_weighting(name: str) -> WeightFn:
+    try:
+        return WEIGHTINGS[name]
+    except KeyError:
+        raise WeightingError(f"unknown weighting {name!r}; valid: {', '.join(WEIGHTINGS)}") from None
+
+
+def weigh(name: str, progress: Tensor, stats: GainStats | None = None, **params) -> Tensor:
+    """One weight per sample of ``progress`` (B, H+1) under rule ``name`` with its ``params``."""
+    return get_weighting(name)(progress, stats, **params)
+
+
+def weight_summary(w: Tensor) -> dict[str, float]:
+    """What the trainer logs each step: mean weight, fraction of zero weights, effective sample size."""
+    w = w.detach().float()
+    s1, s2 = w.sum(), (w * w).sum()
+    ess = (s1 * s1 / s2).item() if s2 > 0 else 0.0
+    return {"weight_mean": w.mean().item(), "weight_zero_frac": (w == 0).float().mean().item(), "ess": ess}
+
+
+def weighted_loss(per_sample: Tensor, w: Tensor) -> Tensor:
+    """Σ wᵢ ℓᵢ / Σ wᵢ (a batch whose weights are all zero contributes a zero loss with zero gradient)."""
+    w = w.to(per_sample.dtype)
+    total = w.sum()
+    return (w * per_sample).sum() / total.clamp_min(torch.finfo(per_sample.dtype).tiny)
