@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pipeline.progress import PrefixScores
 from pipeline.schedule import group_ends, prefix_ends, sample_indices, select_groups
+from pipeline.vlm import check_frames, frame_resolution, load_vlm, resize_frames
 
 PROMPT_PREFIX = "The above video shows a robot manipulation trajectory that completes the following task: "
 PROMPT_SUFFIX = " Decide whether the above statement is True or not. The answer is:"
@@ -77,16 +77,6 @@ class ScorerOptions:
             raise ScoringError(f"max_frame_pixels={self.max_frame_pixels} must be positive")
 
 
-def _dtype(name: str | torch.dtype) -> torch.dtype:
-    if isinstance(name, torch.dtype):
-        return name
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
-    if name not in table:
-        raise ScoringError(f"dtype={name!r} is not one of {sorted(table)}")
-    return table[name]
-
-
 @dataclass
 class _Layout:
     """Token layout of the full-video sequence ``[pre | groups | tail]`` and its model inputs."""
@@ -128,13 +118,11 @@ class TOPRewardScorer:
                         attn_implementation: str | None = "sdpa", revision: str | None = None,
                         **options) -> TOPRewardScorer:
         """Load a Qwen3-VL (dense or MoE) checkpoint and its processor: a hub id or a local folder."""
-        from transformers import AutoModelForImageTextToText, AutoProcessor
-
-        kwargs = {"revision": revision} if revision else {}
-        processor = AutoProcessor.from_pretrained(str(model_id_or_path), **kwargs)
-        model = AutoModelForImageTextToText.from_pretrained(
-            str(model_id_or_path), dtype=_dtype(dtype), attn_implementation=attn_implementation, **kwargs
-        ).to(device)
+        try:
+            model, processor = load_vlm(model_id_or_path, device=device, dtype=dtype,
+                                        attn_implementation=attn_implementation, revision=revision)
+        except ValueError as exc:
+            raise ScoringError(str(exc)) from exc
         return cls(model, processor, device=device, model_id=str(model_id_or_path), revision=revision, **options)
 
     def _single_token(self, text: str) -> int:
@@ -179,26 +167,12 @@ class TOPRewardScorer:
         return rendered[:cut] + instruction + o.prompt_suffix
 
     def resolution_for(self, height: int, width: int) -> tuple[int, int]:
-        """The fixed (h, w), multiples of the vision patch × merge size, every frame of an episode is shown at."""
-        f = self.factor
-        res = self.options.resolution
-        if isinstance(res, (list, tuple)):
-            h, w = (int(x) for x in res)
-        else:
-            scale = 1.0
-            if res is not None:
-                scale = int(res) / max(height, width)
-            elif height * width > self.options.max_frame_pixels:
-                scale = (self.options.max_frame_pixels / (height * width)) ** 0.5
-            h, w = height * scale, width * scale
-        return max(f, int(round(h / f)) * f), max(f, int(round(w / f)) * f)
+        """The fixed (h, w) every frame of an episode is shown at (depends on the frame size only)."""
+        o = self.options
+        return frame_resolution(height, width, self.factor, o.resolution, o.max_frame_pixels)
 
     def _prepare_frames(self, frames: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        h, w = self.resolution_for(frames.shape[1], frames.shape[2])
-        clip = torch.from_numpy(np.ascontiguousarray(frames[idx])).permute(0, 3, 1, 2).float()
-        if (h, w) != tuple(clip.shape[-2:]):
-            clip = F.interpolate(clip, size=(h, w), mode="bicubic", antialias=True, align_corners=False)
-        return clip.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        return resize_frames(frames[idx], self.resolution_for(frames.shape[1], frames.shape[2]))
 
     def _process(self, text: str, clip: np.ndarray, indices: np.ndarray, fps: float, total: int) -> dict:
         return self.processor(
@@ -229,18 +203,7 @@ class TOPRewardScorer:
         )
 
     def _check(self, frames: np.ndarray, fps: float, instruction: str) -> None:
-        if not isinstance(frames, np.ndarray):
-            raise ScoringError(f"frames must be a numpy uint8 array T×H×W×3, got {type(frames).__name__}")
-        if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ScoringError(f"frames must be T×H×W×3 (RGB), got shape {frames.shape}")
-        if frames.dtype != np.uint8:
-            raise ScoringError(f"frames must be uint8 (0..255), got {frames.dtype}; convert with .astype(np.uint8)")
-        if frames.shape[0] < 1:
-            raise ScoringError("frames has 0 frames: an episode needs at least 1 frame to score")
-        if not (isinstance(fps, (int, float)) and np.isfinite(fps) and fps > 0):
-            raise ScoringError(f"fps={fps!r} must be the clip's native frame rate, > 0")
-        if not isinstance(instruction, str) or not instruction.strip():
-            raise ScoringError(f"instruction={instruction!r} is empty: give the episode's task text")
+        check_frames(frames, fps, instruction, error=ScoringError)
 
     # ----------------------------------------------------------------------------------------------- scoring
     @torch.no_grad()
