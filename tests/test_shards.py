@@ -1,0 +1,65 @@
+"""data.shards: atomic shards, roll-over at episode boundaries, journal-based resume after a crash."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from data.schema import episode_samples
+from data.shards import ShardWriter, iter_shard, journal_path, read_journal
+
+
+def _episode(ep: int, length: int = 5):
+    rng = np.random.default_rng(ep)
+    return list(episode_samples(
+        episode_index=ep, index_offset=100 * ep, task="t", fps=10.0,
+        images={"observation.images.top": rng.integers(0, 255, (length, 8, 8, 3), dtype=np.uint8)},
+        arrays={"observation.state": rng.normal(size=(length, 2))}, action=rng.normal(size=(length, 3)),
+        progress=np.linspace(0, 1, length), obs_steps=1, horizon=2, image_format="png"))
+
+
+def _write(out, episodes, max_count=8, stop_after=None):
+    w = ShardWriter(out, rank=0, max_count=max_count)
+    for i, ep in enumerate(episodes):
+        if ep in w.done_episodes:
+            continue
+        w.write_episode(_episode(ep), {"episode_index": ep})
+        if stop_after is not None and i == stop_after:
+            return w  # "killed": the open shard is never committed, nothing is cleaned up
+    w.close()
+    return w
+
+
+def _files(out):
+    return {p.name: p.read_bytes() for p in sorted((out / "shards").iterdir())}
+
+
+def test_rollover_at_episode_boundaries_and_bytes_are_deterministic(tmp_path):
+    w = _write(tmp_path / "a", range(5))
+    assert [r["count"] for r in w.committed] == [10, 10, 5]  # 5-sample episodes, max_count=8: whole episodes
+    assert [[e["episode_index"] for e in r["episodes"]] for r in w.committed] == [[0, 1], [2, 3], [4]]
+    keys = [s["__key__"] for s in iter_shard(tmp_path / "a" / w.committed[1]["name"])]
+    assert keys == [f"{e:06d}_{t:06d}" for e in (2, 3) for t in range(5)]
+    _write(tmp_path / "b", range(5))
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+
+
+def test_crash_leaves_no_visible_partial_shard_and_resume_is_identical(tmp_path):
+    ref = tmp_path / "ref"
+    _write(ref, range(5))
+    out = tmp_path / "out"
+    _write(out, range(5), stop_after=2)  # episodes 0,1 committed; 2 in an open temporary shard
+    names = sorted(p.name for p in (out / "shards").iterdir())
+    assert names == [".r000-000001.tar.tmp", "r000-000000.tar"]
+    # torn journal line (killed while appending) is ignored
+    with open(journal_path(out, 0), "a") as f:
+        f.write('{"name": "shards/r000-0000')
+    assert len(read_journal(out, 0)) == 1
+    # a shard renamed but not journaled (killed between the two) is rewritten
+    (out / "shards" / "r000-000001.tar").write_bytes(b"stale")
+    w = _write(out, range(5))
+    assert _files(out) == _files(ref)
+    assert read_journal(out, 0) == read_journal(ref, 0)
+    assert w.done_episodes == set(range(5))
+    # negative control: a different episode order gives different shards
+    _write(tmp_path / "other", [1, 0, 2, 3, 4])
+    assert _files(tmp_path / "other") != _files(ref)
