@@ -1,0 +1,113 @@
+"""GVL baseline: robust parsing, seeded shuffling and un-shuffling, NaN accounting, provenance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.gvl import GVLError, GVLScorer, parse_completions
+
+TASK = "push the puck to the goal"
+
+
+def test_parse_well_formed():
+    text = "".join(f"Frame {i}: Frame Description: arm moves, Task Completion Percentage: {10 * i}%\n"
+                   for i in range(1, 6))
+    p = parse_completions(text, 5)
+    np.testing.assert_array_equal(p.values, [10, 20, 30, 40, 50])
+    assert (p.nan_count, p.missing, p.malformed, p.out_of_range) == (0, 0, 0, 0)
+
+
+def test_parse_variants_decimals_and_case():
+    text = "frame 2 : task completion percentages = 12.5 %  FRAME 1: Task Completion Percentage:0%"
+    p = parse_completions(text, 2)
+    np.testing.assert_array_equal(p.values, [0.0, 12.5])
+
+
+def test_parse_malformed_partial_out_of_range_duplicates():
+    text = (
+        "Frame 1: Frame Description: start, Task Completion Percentage: 5%\n"
+        "Frame 2: Frame Description: the gripper closes, Task Completion Percentage: about half\n"  # malformed
+        "Frame 3: Task Completion Percentage: 140%\n"  # out of range
+        "Frame 3: Task Completion Percentage: 30%\n"  # duplicate: the first entry counts
+        "Frame 4: Task Completion Percentage: -3%\n"  # out of range
+        "Frame 9: Task Completion Percentage: 90%\n"  # no such frame
+    )  # frame 5 never appears (partial output)
+    p = parse_completions(text, 5)
+    np.testing.assert_array_equal(np.isnan(p.values), [False, True, True, True, True])
+    assert p.values[0] == 5.0
+    assert (p.malformed, p.out_of_range, p.duplicates, p.unknown_frames, p.missing) == (1, 2, 1, 1, 1)
+    assert p.nan_count == 4
+
+
+def test_parse_garbage_and_empty():
+    for text in ["", "no frames here", "Frame one: 50%"]:
+        p = parse_completions(text, 3)
+        assert p.nan_count == 3 and p.missing == 3
+
+
+@pytest.fixture(scope="module")
+def gvl(tiny_vlm_dir):
+    return GVLScorer.from_pretrained(tiny_vlm_dir, sample_fps=2.0, max_frames=6, seed=7,
+                                     max_new_tokens_per_frame=6)
+
+
+def clip(n=40, size=32):
+    return np.random.default_rng(1).integers(0, 255, (n, size, size, 3)).astype(np.uint8)
+
+
+def test_unshuffle_puts_values_back_in_time_order(gvl, monkeypatch):
+    idx = gvl.frame_indices(40, 10.0)
+    n = len(idx)
+    order = gvl.shuffle(n, episode_key=3)
+    assert not np.array_equal(order, np.arange(n))  # the frames really are shown out of order
+    truth = np.linspace(0, 100, n)  # time-ordered true completion of each sampled frame
+    seen = {}
+
+    def fake_generate(text, images, max_new_tokens):
+        seen["images"] = images
+        return "".join(f"Frame {j + 1}: Task Completion Percentage: {truth[order[j]]:.1f}%\n" for j in range(n))
+
+    monkeypatch.setattr(gvl, "generate", fake_generate)
+    res = gvl.score(clip(), 10.0, TASK, episode_key=3)
+    np.testing.assert_allclose(res.raw, truth / 100)
+    np.testing.assert_array_equal(res.prefix_ends, idx + 1)
+    np.testing.assert_allclose(res.progress, truth / 100)
+    assert len(seen["images"]) == n + 1  # the 0 % reference first, then the shuffled frames
+    # the same seed and episode give the same order; another episode another
+    np.testing.assert_array_equal(gvl.shuffle(n, 3), order)
+    assert not np.array_equal(gvl.shuffle(n, 4), order)
+
+
+def test_partial_output_leaves_nan_and_interpolates_the_rest(gvl, monkeypatch):
+    n = len(gvl.frame_indices(40, 10.0))
+    order = gvl.shuffle(n, 0)
+    shown_values = {0: 0.0, 2: 60.0, 3: 100.0}  # shown positions 1, 4, 5.. never answered
+
+    def fake_generate(text, images, max_new_tokens):
+        return "".join(f"Frame {j + 1}: Task Completion Percentage: {v}%\n" for j, v in shown_values.items())
+
+    monkeypatch.setattr(gvl, "generate", fake_generate)
+    res = gvl.score(clip(), 10.0, TASK)
+    assert res.parse.nan_count == n - 3
+    assert int(np.isnan(res.raw).sum()) == n - 3
+    np.testing.assert_array_equal(np.flatnonzero(~np.isnan(res.raw)), np.sort(order[list(shown_values)]))
+    fp = res.frame_progress()
+    assert fp.shape == (40,) and np.isfinite(fp).all()
+    assert fp.min() == 0.0 and fp.max() == 1.0
+
+
+def test_tiny_model_generates_and_nothing_is_invented(gvl):
+    """The random model writes no usable numbers: the episode fails with the counts, nothing is filled in."""
+    with pytest.raises(GVLError, match=r"no usable completion percentage for any of 6 frames \(missing"):
+        gvl.score(clip(), 10.0, TASK)
+
+
+def test_provenance_and_bad_input(gvl, tiny_vlm_dir):
+    prov = gvl.provenance
+    assert prov["type"] == "gvl" and prov["model"] == str(tiny_vlm_dir) and prov["decoding"] == "greedy"
+    assert "{task}" in prov["prompt"]["intro"]
+    with pytest.raises(GVLError, match="instruction"):
+        gvl.score(clip(), 10.0, "")
+    with pytest.raises(GVLError, match="uint8"):
+        gvl.score(clip().astype(np.float32), 10.0, TASK)
