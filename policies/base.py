@@ -1,0 +1,118 @@
+"""Policies the trainer can train: a name → adapter table (lazy imports) and the adapter interface.
+
+An adapter builds the real lerobot policy from our YAML (``configs/policy/<name>.yaml`` holds the fields of the
+lerobot config class), says which windows it trains on, shapes a shard batch the way lerobot's ``forward``
+expects it, and computes the PER-SAMPLE loss (lerobot's ``forward`` returns only the batch mean).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from data.loader import WindowNeeds
+
+POLICIES: dict[str, str] = {
+    "act": "policies.act:ACTAdapter",
+    "diffusion": "policies.diffusion:DiffusionAdapter",
+}
+
+
+class PolicyConfigError(ValueError):
+    """An unknown policy name or a bad field of its config."""
+
+
+def get_adapter_class(name: str) -> type[PolicyAdapter]:
+    if name not in POLICIES:
+        raise PolicyConfigError(f"unknown policy {name!r}; valid: {', '.join(POLICIES)}")
+    module, _, cls = POLICIES[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, list):
+        return tuple(_plain(x) for x in v)
+    return v
+
+
+class PolicyAdapter:
+    """Base of the per-policy adapters (see the module docstring)."""
+
+    name: str = ""
+    # tuple-typed lerobot config fields that YAML gives as lists
+    tuple_fields: tuple[str, ...] = ()
+
+    @classmethod
+    def config_class(cls):
+        raise NotImplementedError
+
+    @classmethod
+    def policy_class(cls):
+        raise NotImplementedError
+
+    def __init__(self, policy_cfg: dict, features: dict, device: str = "cpu"):
+        """``policy_cfg``: fields of the lerobot config (the ``policy`` node, ``name`` is dropped);
+        ``features``: the lerobot feature dicts stored in the shards (manifest ``features``)."""
+        from lerobot.configs.types import FeatureType
+        from lerobot.utils.feature_utils import dataset_to_policy_features
+
+        cfg_cls = self.config_class()
+        fields = {f.name for f in dataclasses.fields(cfg_cls)}
+        values = {k: v for k, v in dict(policy_cfg).items() if k != "name"}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise PolicyConfigError(f"policy {self.name}: unknown fields {unknown} in configs/policy/{self.name}.yaml; "
+                                    f"fields of {cfg_cls.__name__}: {', '.join(sorted(fields))}")
+        for k in list(values):
+            if isinstance(values[k], list | tuple):
+                values[k] = _plain(list(values[k]))
+        pf = dataset_to_policy_features({k: {**v, "shape": tuple(v["shape"])} for k, v in features.items()})
+        values["input_features"] = {k: f for k, f in pf.items() if f.type is not FeatureType.ACTION}
+        values["output_features"] = {k: f for k, f in pf.items() if f.type is FeatureType.ACTION}
+        if not values["output_features"]:
+            raise PolicyConfigError(f"the shards store no action feature (features: {sorted(features)})")
+        values["device"] = device
+        try:
+            self.config = cfg_cls(**values)
+            self.config.validate_features()
+        except (ValueError, NotImplementedError) as exc:
+            raise PolicyConfigError(f"policy {self.name}: {exc}") from exc
+
+    # -- what the data must hold
+    def needs(self) -> WindowNeeds:
+        raise NotImplementedError
+
+    @property
+    def observation_features(self) -> tuple[str, ...]:
+        return tuple(self.config.input_features)
+
+    def make_policy(self):
+        return self.policy_class()(self.config)
+
+    def make_processors(self, stats: dict):
+        from lerobot.policies.factory import make_pre_post_processors
+
+        return make_pre_post_processors(self.config, dataset_stats=stats)
+
+    # -- shard batch → lerobot batch (before the preprocessor)
+    def policy_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def per_sample_loss(self, policy, batch: dict[str, Tensor]) -> Tensor:
+        """One loss per sample of a preprocessed batch, (B,)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def masked_mean(err: Tensor, is_pad: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-sample mean of ``err`` (B, H, D) over the valid (not padded) steps; also the valid counts."""
+        valid = (~is_pad).unsqueeze(-1).to(err.dtype)
+        count = valid.sum(dim=(1, 2)) * err.shape[-1]
+        return (err * valid).sum(dim=(1, 2)) / count.clamp_min(1), count
+
+
+def batch_to(batch: dict[str, Tensor], device: torch.device | str) -> dict[str, Tensor]:
+    return {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in batch.items()}
