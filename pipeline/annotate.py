@@ -373,6 +373,7 @@ def annotate(cfg: DictConfig, fabric=None) -> AnnotateResult:
         todo = [e for e in mine if e.index not in done]
         result.skipped = len(mine) - len(todo)
         bar = _progress_bar(cfg, rank, world, len(mine), result.skipped)
+        t_loop = time.perf_counter()
         for ep in todo:
             try:
                 samples, summary, gt = annotate_episode(ep, cfg=cfg, src=src, plan=plan, reward=reward, out=out)
@@ -385,7 +386,7 @@ def annotate(cfg: DictConfig, fabric=None) -> AnnotateResult:
                 if cfg.plots:
                     _plot(plots_dir, summary, src.fps, gt, plan.ground_truth)
             if bar is not None:
-                elapsed = time.perf_counter() - t_start
+                elapsed = time.perf_counter() - t_loop
                 bar.set_postfix_str(f"{result.frames / max(elapsed, 1e-9):.0f} frames/s, "
                                     f"{len(result.failures)} failed", refresh=False)
                 bar.update(1)
