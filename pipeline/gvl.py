@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.progress import PrefixScores, minmax, to_frames
+from pipeline.progress import PrefixScores
 from pipeline.schedule import sample_indices
 from pipeline.vlm import check_frames, frame_resolution, load_vlm, resize_frames
 
@@ -98,31 +98,14 @@ class GVLResult(PrefixScores):
     parse: ParsedCompletions | None = None
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        if not np.isfinite(self.raw).any():
+        if np.isnan(np.asarray(self.raw, dtype=np.float64)).all():
+            p = self.parse
             raise GVLError(
                 f"the model gave no usable completion percentage for any of {len(self.raw)} frames "
-                f"(missing {self.parse.missing if self.parse else '?'}, malformed "
-                f"{self.parse.malformed if self.parse else '?'}); generated text begins {self.text[:200]!r}"
+                f"(missing {p.missing if p else '?'}, malformed {p.malformed if p else '?'}, out of range "
+                f"{p.out_of_range if p else '?'}); generated text begins {self.text[:200]!r}"
             )
-
-    @property
-    def valid(self) -> np.ndarray:
-        return np.isfinite(self.raw)
-
-    @property
-    def progress(self) -> np.ndarray:
-        out = np.full(self.raw.shape, np.nan)
-        out[self.valid] = minmax(self.raw[self.valid])
-        return out
-
-    def frame_progress(self) -> np.ndarray:
-        v = self.valid
-        return to_frames(self.prefix_ends[v], self.progress[v], self.num_frames)
-
-    @property
-    def success_score(self) -> float:
-        return float(self.raw[self.valid][-3:].mean())
+        super().__post_init__()
 
 
 class GVLScorer:

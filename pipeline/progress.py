@@ -62,10 +62,14 @@ def voc(values: np.ndarray, reference: np.ndarray | None = None) -> float:
 
 @dataclass
 class PrefixScores:
-    """What every reward model returns for one episode: raw scores of K prefixes of a T-frame clip."""
+    """What every reward model returns for one episode: raw scores of K prefixes of a T-frame clip.
+
+    A NaN raw score means the model gave no score for that prefix (GVL's unparsable answers): it is left out
+    of the normalisation, the interpolation and the success score, and counted by :attr:`missing`.
+    """
 
     prefix_ends: np.ndarray  # (K,) int64, exclusive raw frame index where each prefix ends
-    raw: np.ndarray  # (K,) float, the raw reward of each prefix (TOPReward: log p(" True"))
+    raw: np.ndarray  # (K,) float, the raw reward of each prefix (TOPReward: log p(" True")); NaN = no score
     num_frames: int  # T
     extras: dict[str, np.ndarray] = field(default_factory=dict)  # other per-prefix arrays (e.g. logp_false)
 
@@ -74,16 +78,32 @@ class PrefixScores:
         self.raw = np.asarray(self.raw, dtype=np.float64)
         if self.prefix_ends.shape != self.raw.shape:
             raise ValueError(f"{self.prefix_ends.shape} prefix ends vs {self.raw.shape} scores")
+        if np.isinf(self.raw).any():
+            raise ValueError(f"infinite scores at prefixes {np.flatnonzero(np.isinf(self.raw))[:5].tolist()}")
+        if self.raw.size and np.isnan(self.raw).all():
+            raise ValueError(f"all {self.raw.size} prefix scores are missing (NaN): nothing to make progress from")
+
+    @property
+    def valid(self) -> np.ndarray:
+        """Prefixes that have a score."""
+        return ~np.isnan(self.raw)
+
+    @property
+    def missing(self) -> int:
+        return int((~self.valid).sum())
 
     @property
     def progress(self) -> np.ndarray:
-        """Per-prefix progress in [0, 1] (min-max of the raw scores)."""
-        return minmax(self.raw)
+        """Per-prefix progress in [0, 1] (min-max of the raw scores; NaN where a score is missing)."""
+        out = np.full(self.raw.shape, np.nan)
+        out[self.valid] = minmax(self.raw[self.valid])
+        return out
 
     def frame_progress(self) -> np.ndarray:
-        """Progress for every raw frame 0..T-1."""
-        return to_frames(self.prefix_ends, self.progress, self.num_frames)
+        """Progress for every raw frame 0..T-1 (interpolated between the prefixes that have a score)."""
+        v = self.valid
+        return to_frames(self.prefix_ends[v], self.progress[v], self.num_frames)
 
     @property
     def success_score(self) -> float:
-        return success_score(self.raw)
+        return success_score(self.raw[self.valid])

@@ -231,8 +231,11 @@ class TOPRewardScorer:
             lt, lf, tokens = self._one_pass(layout, chosen)
         else:
             lt, lf, tokens = self._naive(text, clip, sampled, ends_sampled[chosen], fps, T)
-        processor = self.processor
-        group_ts = processor._calculate_timestamps(sampled, fps, self.temporal_patch)
+        if not (np.isfinite(lt).all() and np.isfinite(lf).all()):
+            raise ScoringError(f"the model produced non-finite log-probs for prefixes "
+                               f"{np.flatnonzero(~np.isfinite(lt))[:5].tolist()} (dtype {self.provenance['dtype']}); "
+                               f"score in float32 or check the checkpoint")
+        group_ts = self.processor._calculate_timestamps(sampled, fps, self.temporal_patch)
         return TOPRewardResult(
             prefix_ends=prefix_ends(sampled, ends_sampled[chosen]),
             raw=lt,

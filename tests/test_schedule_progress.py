@@ -83,3 +83,16 @@ def test_voc_matches_scipy_and_counts_undefined():
     assert voc(np.arange(5.0)) == pytest.approx(1.0)
     assert np.isnan(voc(np.ones(5)))
     assert np.isnan(voc(np.array([0.3])))
+
+
+def test_missing_scores_are_left_out_and_counted():
+    s = PrefixScores(prefix_ends=[2, 4, 6, 8], raw=[0.0, np.nan, 1.0, 0.5], num_frames=8)
+    assert s.missing == 1
+    np.testing.assert_array_equal(np.isnan(s.progress), [False, True, False, False])
+    # frame 3 (anchor of the missing prefix) is interpolated between frames 1 and 5
+    np.testing.assert_allclose(s.frame_progress(), [0, 0, 0.25, 0.5, 0.75, 1.0, 0.75, 0.5])
+    assert s.success_score == pytest.approx(0.5)  # mean of the last 3 scored prefixes: 0, 1, 0.5
+    with pytest.raises(ValueError, match="all 2 prefix scores are missing"):
+        PrefixScores(prefix_ends=[1, 2], raw=[np.nan, np.nan], num_frames=2)
+    with pytest.raises(ValueError, match="infinite"):
+        PrefixScores(prefix_ends=[1, 2], raw=[0.0, -np.inf], num_frames=2)
