@@ -57,7 +57,7 @@ def voc(values: np.ndarray, reference: np.ndarray | None = None) -> float:
         raise ValueError(f"VOC needs equal lengths, got {len(v)} values and {len(r)} reference points")
     if len(v) < 2 or np.ptp(v) == 0 or np.ptp(r) == 0:
         return float("nan")
-    return float(spearman_corrcoef(torch.from_numpy(v), torch.from_numpy(r)))
+    return float(spearman_corrcoef(torch.from_numpy(np.ascontiguousarray(v)), torch.from_numpy(np.ascontiguousarray(r))))
 
 
 @dataclass

@@ -1,0 +1,101 @@
+"""Reward-quality report: metrics against independent computations, undefined VOC, rendering, comparison."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from annotate_helpers import run_annotate
+from scipy.stats import mannwhitneyu, spearmanr
+
+from data.synthetic import make_synthetic_dataset
+from pipeline.progress import voc
+from pipeline.report import compare, main, success_detection, voc_summary, write_report
+
+
+def test_auroc_and_threshold_match_independent_values():
+    rng = np.random.default_rng(0)
+    scores = np.concatenate([rng.normal(-3.0, 1.0, 12), rng.normal(-2.0, 1.0, 9)])
+    labels = np.array([0] * 12 + [1] * 9)
+    det = success_detection(scores, labels)
+    u = mannwhitneyu(scores[labels == 1], scores[labels == 0]).statistic
+    assert det["auroc"] == pytest.approx(u / (9 * 12), abs=1e-6)
+    # the chosen threshold maximises balanced accuracy over every candidate cut
+    bal = [(np.mean(scores[labels == 1] >= c) + np.mean(scores[labels == 0] < c)) / 2 for c in scores]
+    assert det["balanced_accuracy"] == pytest.approx(max(bal))
+    # log-probs far below zero are not squashed into ties
+    det2 = success_detection(scores - 500.0, labels)
+    assert det2["auroc"] == pytest.approx(det["auroc"])
+    # negative control: flipping the labels gives 1 - AUROC
+    assert success_detection(scores, 1 - labels)["auroc"] == pytest.approx(1 - det["auroc"], abs=1e-6)
+    assert success_detection(scores, np.ones_like(labels))["auroc"] is None
+
+
+def test_voc_on_hand_made_curves_and_undefined_counted():
+    t = np.arange(10.0)
+    curves = [t, t[::-1], np.ones(10), np.array([0.2]), np.array([0, 2, 1, 3, 5, 4, 6, 8, 7, 9.0])]
+    vocs = [voc(c) for c in curves]
+    assert vocs[0] == pytest.approx(1.0) and vocs[1] == pytest.approx(-1.0)
+    assert vocs[4] == pytest.approx(spearmanr(curves[4], np.arange(10)).statistic)
+    s = voc_summary(vocs)
+    assert s["undefined"] == 2 and s["defined"] == 3
+    assert s["mean"] == pytest.approx(np.mean([vocs[0], vocs[1], vocs[4]]))
+
+
+@pytest.fixture(scope="module")
+def annotated(tmp_path_factory, tiny_vlm_dir):
+    root = tmp_path_factory.mktemp("rep")
+    ds = make_synthetic_dataset(root / "ds", episodes=3, length=[14, 10, 12], fps=4, image_size=(32, 32),
+                                cameras=("top",), seed=2)
+    col, top = root / "column", root / "topreward"
+    run_annotate(ds, col, "window.horizon=4")
+    run_annotate(ds, top, "window.horizon=4", "reward=topreward", f"reward.model={tiny_vlm_dir}", "reward.sample_fps=2.0")
+    labels = root / "labels.json"
+    labels.write_text(json.dumps({"0": 1, "1": 0, "2": 1}))
+    return root, col, top, labels
+
+
+def test_report_renders_markdown_png_json(annotated):
+    root, col, top, labels = annotated
+    r = write_report(col, labels=str(labels))
+    rep = col / "report"
+    for name in ["report.md", "report.json", "voc_hist.png", "roc.png", "worst_episodes.png"]:
+        assert (rep / name).stat().st_size > 0, name
+    data = json.loads((rep / "report.json").read_text())
+    manifest = json.loads((col / "manifest.json").read_text())
+    assert data["episodes"] == 3 and data["ground_truth"] == "next.reward"
+    # the column reward against its own column: VOC vs ground truth is 1 where defined
+    for e in data["per_episode"]:
+        assert e["voc_ground_truth"] == pytest.approx(1.0)
+        m = next(x for x in manifest["episodes"] if x["episode_index"] == e["episode_index"])
+        assert e["voc"] == pytest.approx(m["voc"], abs=1e-9)
+        assert e["success_score"] == pytest.approx(np.mean(m["raw_scores"][-3:]))
+    scores = np.array([e["success_score"] for e in data["per_episode"]])
+    u = mannwhitneyu(scores[[0, 2]], scores[[1]]).statistic
+    assert data["auroc"] == pytest.approx(u / 2)
+    assert "voc_mean" in data and "voc_undefined" in data and r["voc_mean"] == data["voc_mean"]
+    text = (rep / "report.md").read_text()
+    assert "`column` reward" in text and "AUROC" in text and "![ROC](roc.png)" in text
+
+
+def test_report_says_which_model_and_compares(annotated):
+    root, col, top, labels = annotated
+    r = write_report(top, labels="none")
+    assert r["reward"]["type"] == "topreward" and r["auroc"] is None
+    text = (top / "report" / "report.md").read_text()
+    assert "tiny random test model" in text and str(r["reward"]["model"]) in text
+    out = compare([col, top], root / "cmp", labels="none")
+    assert (root / "cmp" / "compare_curves.png").stat().st_size > 0
+    table = (root / "cmp" / "compare.md").read_text()
+    assert "| column |" in table and "| topreward |" in table
+    assert out["common_episodes"] == [0, 1, 2]
+
+
+def test_cli_errors(annotated, tmp_path, capsys):
+    root, col, top, labels = annotated
+    assert main([str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main([str(col), "labels=no.such.column"]) == 2
+    assert "available" in capsys.readouterr().err
+    assert main([str(col), "labels=none"]) == 0
