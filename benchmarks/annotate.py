@@ -1,0 +1,94 @@
+"""End-to-end annotation throughput: `column` (pipeline only) and TOPReward with a ≥ 20M-parameter random VLM.
+
+    python -m benchmarks.annotate --json
+
+Generates a synthetic LeRobot dataset (``--episodes`` × ``--length`` frames at ``--size``² pixels, one camera),
+then runs ``pipeline.annotate`` in this process, once per reward, into fresh output folders, with the default
+configuration (JPEG, window from configs/annotate.yaml, plots on). Reports frames/s over the whole
+``annotate()`` call (dataset open, decode, scoring, encoding, shard writing, manifest, plots; module imports
+are done before timing) and the share of that wall time spent outside the reward model's ``score`` call
+(for `column` that call only wraps the column, so nearly all time is pipeline overhead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from configs import load_config
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def run_once(root: Path, out: Path, overrides: list[str]) -> dict:
+    from pipeline.annotate import annotate
+
+    cfg = load_config("annotate", [f"dataset.root={root}", f"out={out}", "progress_bar=false", *overrides])
+    t0 = time.perf_counter()
+    result = annotate(cfg)
+    wall = time.perf_counter() - t0
+    if not result.ok:
+        raise RuntimeError(f"benchmark run failed: {result.failures}")
+    return {
+        "seconds": round(wall, 3),
+        "frames": result.frames,
+        "frames_per_s": round(result.frames / wall, 1),
+        "model_seconds": round(result.model_seconds, 3),
+        "outside_model_share": round(1 - result.model_seconds / wall, 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--episodes", type=int, default=20)
+    ap.add_argument("--length", type=int, default=100, help="frames per episode")
+    ap.add_argument("--fps", type=int, default=10)
+    ap.add_argument("--size", type=int, default=96, help="image side in pixels")
+    ap.add_argument("--skip-topreward", action="store_true", help="only the column reward")
+    ap.add_argument("--plots", choices=("true", "false"), default="true")
+    ap.add_argument("--json", action="store_true", help="print one JSON line only")
+    args = ap.parse_args(argv)
+
+    from data.synthetic import make_synthetic_dataset
+
+    # one-time imports (a CLI run pays them once at start-up) stay out of the timed calls
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import torchmetrics.functional  # noqa: F401
+
+    import pipeline.annotate  # noqa: F401
+    import pipeline.plots  # noqa: F401
+
+    report = {"episodes": args.episodes, "length": args.length, "fps": args.fps,
+              "image_size": [args.size, args.size], "plots": args.plots == "true",
+              "torch_threads": __import__("torch").get_num_threads()}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        t0 = time.perf_counter()
+        root = make_synthetic_dataset(tmp / "ds", episodes=args.episodes, length=args.length, fps=args.fps,
+                                      image_size=(args.size, args.size), cameras=("top",), seed=0)
+        report["dataset_seconds"] = round(time.perf_counter() - t0, 2)
+        common = [f"plots={args.plots}"]
+        report["column"] = run_once(root, tmp / "out_column", ["reward=column", "reward.column=next.reward",
+                                                                *common])
+        if not args.skip_topreward:
+            from benchmarks.scoring import BENCH_MODEL
+            from pipeline.tiny_vlm import build_tiny_qwen3vl, num_parameters
+
+            model_dir = build_tiny_qwen3vl(tmp / "vlm", seed=0, logit_scale=4.0, **BENCH_MODEL)
+            tr = run_once(root, tmp / "out_topreward", ["reward=topreward", f"reward.model={model_dir}",
+                                                         "reward.sample_fps=2", *common])
+            tr["parameters"] = num_parameters(model_dir)
+            report["topreward"] = tr
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(json.dumps(report, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    main()
