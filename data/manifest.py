@@ -17,6 +17,13 @@ Layout (keys the code relies on)::
       "failures": [{"episode_index", "reason"}],
     }
 
+Also written by ``pipeline.annotate`` (informative): ``cameras`` (every camera stored in the shards),
+``ground_truth`` (the per-frame column used for ``voc_ground_truth``, or null), ``totals`` (episodes_ok,
+episodes_failed, samples, world_size), ``config`` (the resolved annotate config); per episode also
+``voc_ground_truth``, ``missing_prefixes``, ``count`` (samples), and reward extras (TOPReward: ``logp_false``,
+``resolution``, ``tokens``, ``sampled_indices``); in ``reward`` also ``resolutions_used`` and
+``lerobot_version``.
+
 Stats fields are lerobot's ``meta/stats.json`` fields (lists of floats per dimension; images per channel
 with shape (3, 1, 1)), so :func:`lerobot_stats` hands them straight to ``make_pre_post_processors``.
 """

@@ -221,13 +221,15 @@ def _channel_histograms(frames: np.ndarray) -> list[list[int]]:
     return np.bincount(codes.ravel(), minlength=768).reshape(3, 256).tolist()
 
 
-def _load_cached_scores(path: Path, length: int) -> PrefixScores | None:
+def _load_cached_scores(path: Path, length: int) -> tuple[PrefixScores, dict] | None:
+    """Scores of an episode scored by an earlier (killed) run; None when absent or unreadable."""
     if not path.exists():
         return None
     try:
         d = json.loads(path.read_text())
-        return PrefixScores(prefix_ends=d["prefix_ends"], raw=d["raw"], num_frames=length,
-                            extras={k: np.asarray(v) for k, v in d.get("extras", {}).items()})
+        scores = PrefixScores(prefix_ends=d["prefix_ends"], raw=d["raw"], num_frames=length,
+                              extras={k: np.asarray(v) for k, v in d["extras"].items()})
+        return scores, d["info"]
     except (json.JSONDecodeError, KeyError, ValueError):
         return None
 
@@ -251,15 +253,19 @@ def annotate_episode(ep: Episode, *, cfg: DictConfig, src: SourceDataset, plan: 
         raise EpisodeError(str(exc)) from exc
 
     cache = out / JOURNAL_DIR / SCORES_DIR / f"e{ep.index:06d}.json"
-    scores = _load_cached_scores(cache, ep.length)
-    if scores is None:
+    cached = _load_cached_scores(cache, ep.length)
+    if cached is None:
         try:
             scores = reward.score(EpisodeInput(fps=src.fps, instruction=task, num_frames=ep.length,
                                                frames=frames.get(plan.camera), columns=cols))
         except ValueError as exc:
             raise EpisodeError(f"episode {ep.index}: scoring failed: {exc}") from exc
+        info = reward.episode_info(scores)
         _atomic_write(cache, json.dumps({"prefix_ends": scores.prefix_ends.tolist(), "raw": scores.raw.tolist(),
-                                         "extras": {k: np.asarray(v).tolist() for k, v in scores.extras.items()}}))
+                                         "extras": {k: np.asarray(v).tolist() for k, v in scores.extras.items()},
+                                         "info": info}))
+    else:
+        scores, info = cached
     if scores.num_frames != ep.length:
         raise EpisodeError(f"episode {ep.index}: the reward scored {scores.num_frames} frames, not {ep.length}")
     try:
@@ -278,7 +284,9 @@ def annotate_episode(ep: Episode, *, cfg: DictConfig, src: SourceDataset, plan: 
         "final_progress": float(progress[-1]),
         "raw_scores": scores.raw.tolist(),
         "prefix_ends": scores.prefix_ends.tolist(),
+        "missing_prefixes": int(np.isnan(scores.raw).sum()),
         **{k: np.asarray(v).tolist() for k, v in scores.extras.items()},
+        **info,
         "image_hist": {cam: _channel_histograms(frames[cam]) for cam in plan.cameras},
     }
     samples = episode_samples(
@@ -478,6 +486,9 @@ def _finish(cfg: DictConfig, src: SourceDataset, plan: Plan, reward: RewardModel
         features[name] = {"dtype": f["dtype"], "shape": f["shape"], "names": f.get("names")}
     provenance = {**reward.provenance, "package_version": _version("topbc"),
                   "lerobot_version": _version("lerobot")}
+    used = sorted({tuple(e["resolution"]) for e in episodes if "resolution" in e})
+    if used:
+        provenance["resolutions_used"] = [list(r) for r in used]
     if reward.name == "column":
         provenance["sample_fps"] = src.fps
         provenance["resolution"] = list(src_features[plan.camera]["shape"][:2]) if plan.camera else None

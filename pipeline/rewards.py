@@ -55,6 +55,10 @@ class RewardModel:
     def _score(self, episode: EpisodeInput) -> PrefixScores:
         raise NotImplementedError
 
+    def episode_info(self, scores: PrefixScores) -> dict:
+        """JSON-able per-episode facts of a result beyond the per-prefix arrays (e.g. the resolution used)."""
+        return {}
+
     def score(self, episode: EpisodeInput) -> PrefixScores:
         t0 = time.perf_counter()
         try:
@@ -121,6 +125,10 @@ class TOPReward(RewardModel):
 
     def _score(self, episode: EpisodeInput) -> PrefixScores:
         return self.scorer.score(episode.frames, float(episode.fps), episode.instruction)
+
+    def episode_info(self, scores) -> dict:
+        return {"resolution": [int(x) for x in scores.resolution], "tokens": int(scores.tokens),
+                "sampled_indices": np.asarray(scores.sampled_indices).tolist()}
 
 
 def build_reward(reward_cfg, device: str = "cpu") -> RewardModel:

@@ -27,6 +27,7 @@ def test_topreward_annotation_matches_the_scorer(small_dataset, tiny_vlm_dir, tm
     assert m["reward"]["type"] == "topreward" and m["reward"]["model"] == str(tiny_vlm_dir)
     assert m["reward"]["sample_fps"] == 2.0 and "Decide whether" in m["reward"]["prompt"]
     assert m["reward"]["package_version"] and m["reward"]["transformers_version"]
+    assert m["reward"]["resolutions_used"] == [[32, 32]]
 
     scorer = TOPRewardScorer.from_pretrained(tiny_vlm_dir, sample_fps=2.0)
     src = open_dataset(small_dataset)
@@ -38,6 +39,8 @@ def test_topreward_annotation_matches_the_scorer(small_dataset, tiny_vlm_dir, tm
         np.testing.assert_array_equal(summary["prefix_ends"], ref.prefix_ends)
         np.testing.assert_allclose(summary["logp_false"], ref.logp_false, atol=1e-6)
         assert summary["success_score"] == pytest.approx(ref.success_score, abs=1e-6)
+        assert summary["resolution"] == list(ref.resolution) and summary["missing_prefixes"] == 0
+        assert summary["sampled_indices"] == ref.sampled_indices.tolist()
         p = ref.frame_progress().astype(np.float32)
         assert np.ptp(p) > 0, "prefixes should score differently, or the comparison proves little"
         got = np.array([samples[f"{ep.index:06d}_{t:06d}"]["progress"][0] for t in range(ep.length)])
