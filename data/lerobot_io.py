@@ -221,10 +221,14 @@ def open_dataset(root: str | Path | None = None, repo_id: str | None = None,
         if not (root / "meta" / "info.json").is_file():
             raise SourceError(f"dataset.root={root} is not a LeRobot v3 dataset (no {root / 'meta' / 'info.json'})")
     try:
-        meta = LeRobotDatasetMetadata(repo_id or f"local/{Path(root).name}", root=root)
-    except SourceError:
-        raise
-    except Exception as exc:  # noqa: BLE001
+        if root:
+            meta = LeRobotDatasetMetadata(repo_id or f"local/{Path(root).name}", root=root)
+        else:
+            # a hub dataset: LeRobotDataset fetches meta, data and videos into lerobot's cache
+            from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+            meta = LeRobotDataset(repo_id, download_videos=True, video_backend=video_backend).meta
+    except Exception as exc:  # noqa: BLE001 - hub, parquet and json errors alike: say what was opened
         raise SourceError(f"cannot open dataset repo_id={repo_id!r} root={root!r}: {type(exc).__name__}: {exc}") from exc
     version = str(meta.info.codebase_version or "")
     if version and not version.startswith("v3"):
