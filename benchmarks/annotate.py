@@ -53,18 +53,18 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", action="store_true", help="print one JSON line only")
     args = ap.parse_args(argv)
 
-    from data.synthetic import make_synthetic_dataset
-
     # one-time imports (a CLI run pays them once at start-up) stay out of the timed calls
     import matplotlib.backends.backend_agg  # noqa: F401
+    import torch
     import torchmetrics.functional  # noqa: F401
 
     import pipeline.annotate  # noqa: F401
     import pipeline.plots  # noqa: F401
+    from data.synthetic import make_synthetic_dataset
 
     report = {"episodes": args.episodes, "length": args.length, "fps": args.fps,
               "image_size": [args.size, args.size], "plots": args.plots == "true",
-              "torch_threads": __import__("torch").get_num_threads()}
+              "torch_threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()

@@ -39,7 +39,7 @@ from pipeline.rewards import EpisodeInput, RewardModel, build_reward
 
 RUN_FILE = "run.json"
 SCORES_DIR = "scores"
-QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
+QUANTILES = {f: int(f[1:]) / 100 for f in STATS_FIELDS if f.startswith("q")}  # q01 -> 0.01, ...
 # keys that change nothing in the output: a re-run may differ in them and still resume
 _NOT_FINGERPRINTED = ("overwrite", "progress_bar")
 
@@ -156,9 +156,9 @@ def _prepare_output(out: Path, run: dict, overwrite: bool) -> None:
             elif p.exists():
                 p.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    (out / JOURNAL_DIR / SCORES_DIR).mkdir(parents=True, exist_ok=True)
-    if not (out / RUN_FILE).exists():
+    if not (out / RUN_FILE).exists():  # first, so a folder of ours is never without it
         _atomic_write(out / RUN_FILE, json.dumps(run, indent=1, default=str))
+    (out / JOURNAL_DIR / SCORES_DIR).mkdir(parents=True, exist_ok=True)
 
 
 def _atomic_write(path: Path, text: str | bytes) -> None:
