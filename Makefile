@@ -24,6 +24,7 @@ test-all: venv
 
 bench: venv
 	$(PY) -m benchmarks.scoring --json
+	$(PY) -m benchmarks.annotate --json
 
 lint: venv
 	$(PY) -m ruff check .
