@@ -37,7 +37,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from data.manifest import ManifestError, load_manifest, shard_paths
-from data.schema import ACTION, IMAGE_FORMATS, PROGRESS, decode_sample
+from data.schema import ACTION, IMAGE_FORMATS, PROGRESS, SampleError, decode_sample
 
 Handler = Callable[[Exception], bool]
 
@@ -93,17 +93,27 @@ def check_windows(manifest: dict, needs: WindowNeeds, where: str = "manifest.jso
 # ---------------------------------------------------------------- stages
 
 
-def tar_samples(paths: Iterable[Path | str], handler: Handler = reraise) -> Iterator[dict]:
-    """Raw webdataset samples of each shard in turn; a tar that cannot be read raises ShardError naming it."""
+def tar_samples(paths: Iterable[Path | str], handler: Handler = reraise,
+                counts: dict[str, int] | None = None) -> Iterator[dict]:
+    """Raw webdataset samples of each shard in turn.
+
+    A tar that cannot be read, or (with ``counts``: shard path → the manifest's sample count) one that ends
+    early, raises ShardError naming it.
+    """
     from webdataset.tariterators import tarfile_samples
 
     for path in paths:
+        n = 0
         try:
             for sample in tarfile_samples(iter([{"url": str(path)}])):
+                n += 1
                 yield sample
+            expected = (counts or {}).get(str(path))
+            if expected is not None and n != expected:
+                raise EOFError(f"it holds {n} samples but the manifest lists {expected}")
         except Exception as exc:  # tarfile.ReadError, EOFError, duplicate members ...
-            err = ShardError(f"shard {path} is corrupt or truncated ({type(exc).__name__}: {exc.args[0] if exc.args else exc}); "
-                             "delete it and re-run pipeline.annotate to rewrite it")
+            err = ShardError(f"shard {path} is corrupt or truncated ({type(exc).__name__}: "
+                             f"{exc.args[0] if exc.args else exc}); re-run pipeline.annotate to rewrite it")
             err.__cause__ = exc
             if handler(err):
                 continue
@@ -175,7 +185,11 @@ class SampleDecoder:
     def __call__(self, raw: dict) -> dict:
         n = self.needs
         src = raw.get("__url__", "?")
-        s = decode_sample(raw)
+        try:
+            s = decode_sample(raw)
+        except SampleError as exc:
+            raise ShardError(f"{exc.args[0]} (the shard may be truncated or written by another schema version; "
+                             "re-run pipeline.annotate)") from exc
         missing = [f for f in n.features if f not in s]
         if missing:
             raise ShardError(f"sample {s['__key__']} in {src} lacks {missing} that the policy needs; "
@@ -214,7 +228,8 @@ class ShardStream(IterableDataset):
 
     def __init__(self, paths: list[Path], needs: WindowNeeds, batch_size: int, steps_per_epoch: int,
                  shuffle_buffer: int = 1000, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 success: dict[int, float] | None = None, handler: Handler = reraise):
+                 success: dict[int, float] | None = None, handler: Handler = reraise,
+                 counts: dict[str, int] | None = None):
         if batch_size < 1 or steps_per_epoch < 1:
             raise ValueError(f"batch_size={batch_size} and steps_per_epoch={steps_per_epoch} must be >= 1")
         self.paths = [Path(p) for p in paths]
@@ -222,6 +237,7 @@ class ShardStream(IterableDataset):
         self.shuffle_buffer, self.seed, self.rank, self.world_size = shuffle_buffer, seed, rank, world_size
         self.decoder = SampleDecoder(needs, success)
         self.handler = handler
+        self.counts = counts
         self.epoch = 0
 
     def _reader(self) -> tuple[int, int, int]:
@@ -241,7 +257,7 @@ class ShardStream(IterableDataset):
             while True:
                 order = list(mine)
                 rng.shuffle(order)
-                stream = tar_samples(order, self.handler)
+                stream = tar_samples(order, self.handler, self.counts)
                 if self.needs.past_actions:
                     stream = with_past_actions(stream, self.needs.past_actions, self.handler)
                 if not by_shard:
@@ -292,6 +308,11 @@ def episode_success(manifest: dict) -> dict[int, float]:
             if e.get("success_score") is not None}
 
 
+def shard_counts(root: str | Path, manifest: dict) -> dict[str, int]:
+    """Shard path → the sample count the manifest lists for it (to detect truncated tars)."""
+    return {str(Path(root) / s["name"]): int(s["count"]) for s in manifest["shards"] if "count" in s}
+
+
 def fit_gain_stats(root: str | Path, future_actions: int, manifest: dict | None = None) -> np.ndarray:
     """Progress gains Δ = p[t+F] − p[t] of every sample, read once from the shards' ``progress.npy`` windows.
 
@@ -300,7 +321,7 @@ def fit_gain_stats(root: str | Path, future_actions: int, manifest: dict | None 
     """
     manifest = manifest if manifest is not None else load_manifest(root)
     gains = []
-    for sample in tar_samples(shard_paths(root, manifest)):
+    for sample in tar_samples(shard_paths(root, manifest), counts=shard_counts(root, manifest)):
         if PROGRESS not in sample:
             raise ShardError(f"sample {sample['__key__']} in {sample.get('__url__')} lacks {PROGRESS}")
         p = _npy(sample[PROGRESS])
@@ -331,7 +352,8 @@ class ShardDataModule(pl.LightningDataModule):
 
     def stream(self, rank: int = 0, world_size: int = 1) -> ShardStream:
         return ShardStream(self.paths, self.needs, self.batch_size, self.steps_per_epoch, self.shuffle_buffer,
-                           self.seed, rank, world_size, episode_success(self.manifest))
+                           self.seed, rank, world_size, episode_success(self.manifest),
+                           counts=shard_counts(self.root, self.manifest))
 
     def train_dataloader(self) -> EpochLoader:
         trainer = getattr(self, "trainer", None)

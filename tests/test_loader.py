@@ -1,0 +1,153 @@
+"""The shard DataModule: values, windows, past actions, splitting, epochs and bad input."""
+
+import io
+import shutil
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+
+from data.fixtures import CAMERA, STATE, tiny_episode, write_tiny_shards
+from data.loader import (
+    EpochLoader,
+    ShardDataModule,
+    ShardError,
+    ShardStream,
+    WindowError,
+    WindowNeeds,
+    episode_success,
+    fit_gain_stats,
+)
+from data.manifest import ManifestError, load_manifest, shard_paths
+
+LENGTH = 12
+FEATURES = (CAMERA, STATE)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return write_tiny_shards(tmp_path_factory.mktemp("loader"), episodes=4, length=LENGTH, obs_steps=3, horizon=6)
+
+
+def _all_examples(shards, needs, **kw):
+    stream = ShardStream(shard_paths(shards), needs, batch_size=1, steps_per_epoch=1, shuffle_buffer=1,
+                         success=episode_success(load_manifest(shards)), **kw)
+    it = stream.samples()
+    return [next(it) for _ in range(4 * LENGTH)]
+
+
+def test_batch_values_match_the_episodes(shards):
+    needs = WindowNeeds(obs_steps=2, future_actions=4, past_actions=1, features=FEATURES)
+    seen = set()
+    for ex in _all_examples(shards, needs):
+        e, t = int(ex["episode_index"]), int(ex["frame_index"])
+        seen.add((e, t))
+        ep = tiny_episode(e, LENGTH)
+        obs = np.clip(np.arange(t - 1, t + 1), 0, LENGTH - 1)
+        np.testing.assert_array_equal(ex[STATE].numpy(), ep[STATE][obs])
+        img = ex[CAMERA]
+        assert img.shape == (2, 3, 32, 32) and img.dtype == torch.float32
+        np.testing.assert_allclose(img.numpy(), ep[CAMERA][obs].transpose(0, 3, 1, 2) / 255.0, atol=1e-6)  # png
+        # lerobot's window for actions [t-1, t+4): indices clamped into the episode, padding outside it
+        idx = np.arange(t - 1, t + 4)
+        np.testing.assert_array_equal(ex["action"].numpy(), ep["action"][np.clip(idx, 0, LENGTH - 1)])
+        np.testing.assert_array_equal(ex["action_is_pad"].numpy(), (idx < 0) | (idx >= LENGTH))
+        np.testing.assert_array_equal(ex["obs_is_pad"].numpy(), np.arange(t - 1, t + 1) < 0)
+        np.testing.assert_array_equal(ex["progress"].numpy(), ep["progress"][np.clip(np.arange(t, t + 5), 0, LENGTH - 1)])
+        assert ex["success_score"].item() == pytest.approx(float(ep["progress"][-3:].mean()))
+    assert seen == {(e, t) for e in range(4) for t in range(LENGTH)}
+
+
+def test_windows_longer_than_the_shards_are_refused(shards):
+    with pytest.raises(WindowError, match=r"observation window.*window\.obs_steps=3"):
+        ShardDataModule(shards, WindowNeeds(obs_steps=4, future_actions=2, features=FEATURES))
+    with pytest.raises(WindowError, match=r"action window.*window\.horizon=6"):
+        ShardDataModule(shards, WindowNeeds(obs_steps=1, future_actions=7, features=FEATURES))
+    ShardDataModule(shards, WindowNeeds(obs_steps=3, future_actions=6, features=FEATURES))  # exactly enough
+
+
+def test_missing_folder_or_manifest(tmp_path):
+    needs = WindowNeeds(obs_steps=1, future_actions=2)
+    with pytest.raises(ManifestError, match="does not exist"):
+        ShardDataModule(tmp_path / "nope", needs)
+    with pytest.raises(ManifestError, match="manifest.json is missing"):
+        ShardDataModule(tmp_path, needs)
+
+
+def test_feature_missing_from_the_manifest(shards):
+    with pytest.raises(ShardError, match="observation.images.side"):
+        ShardDataModule(shards, WindowNeeds(obs_steps=1, future_actions=2, features=("observation.images.side",)))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupt_shard_names_it(shards, tmp_path, damage):
+    root = tmp_path / "copy"
+    shutil.copytree(shards, root)
+    bad = shard_paths(root)[2]
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 2 + 100] if damage == "truncate" else b"\x13" * 5000)
+    dm = ShardDataModule(root, WindowNeeds(obs_steps=1, future_actions=2, features=FEATURES), batch_size=4,
+                         num_workers=0, steps_per_epoch=200, shuffle_buffer=1)
+    with pytest.raises(ShardError, match=str(bad)):
+        for _ in dm.train_dataloader():
+            pass
+
+
+def test_sample_missing_a_key_names_it(shards, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(shards, root)
+    path = shard_paths(root)[0]
+    with tarfile.open(path) as src:
+        members = [(m, src.extractfile(m).read()) for m in src.getmembers()]
+    with tarfile.open(path, "w") as dst:
+        for m, data in members:
+            if m.name == f"000000_000003.{STATE}.npy":
+                continue
+            dst.addfile(m, io.BytesIO(data))
+    needs = WindowNeeds(obs_steps=1, future_actions=2, features=FEATURES)
+    with pytest.raises(ShardError, match=r"000000_000003.*lacks \['observation.state'\]"):
+        _all_examples(root, needs)
+
+
+def test_ranks_and_workers_see_disjoint_samples(shards):
+    needs = WindowNeeds(obs_steps=1, future_actions=2, features=FEATURES)
+    paths = shard_paths(shards)
+    for world, use in [(2, paths), (2, paths[:1]), (4, paths[:3])]:  # by shard, and by key when shards < readers
+        keys = []
+        for rank in range(world):
+            s = ShardStream(use, needs, batch_size=1, steps_per_epoch=1, shuffle_buffer=1, rank=rank, world_size=world)
+            it = s.samples()
+            n = len(use) * LENGTH
+            keys.append({(int(x["episode_index"]), int(x["frame_index"])) for x in (next(it) for _ in range(2 * n))})
+        for a in range(world):
+            for b in range(a + 1, world):
+                assert not keys[a] & keys[b]
+        assert len(set().union(*keys)) == len(use) * LENGTH  # together they cover the data
+
+
+def _keys(loader):
+    return [tuple(zip(b["episode_index"].tolist(), b["frame_index"].tolist(), strict=True)) for b in loader]
+
+
+def test_epochs_have_fixed_length_and_are_reproducible(shards):
+    needs = WindowNeeds(obs_steps=1, future_actions=2, features=FEATURES)
+    dm = ShardDataModule(shards, needs, batch_size=4, num_workers=2, steps_per_epoch=5, shuffle_buffer=16, seed=3)
+    loader = dm.train_dataloader()
+    e0, e1 = _keys(loader), _keys(loader)
+    assert len(e0) == len(e1) == 5
+    assert e0 != e1  # the next epoch is another order
+    again = EpochLoader(dm.stream(), start_epoch=1, num_workers=2)
+    assert _keys(again) == e1  # a loader that starts at epoch 1 (resume) replays epoch 1 exactly
+
+
+def test_fit_gain_stats_reads_every_window(shards):
+    gains = fit_gain_stats(shards, 4)
+    expected = []
+    for e in range(4):
+        p = tiny_episode(e, LENGTH)["progress"]
+        expected += [p[min(t + 4, LENGTH - 1)] - p[t] for t in range(LENGTH)]
+    np.testing.assert_allclose(np.sort(gains), np.sort(expected), atol=1e-6)
+    with pytest.raises(WindowError):
+        fit_gain_stats(shards, 7)
+    assert load_manifest(shards)["window"]["horizon"] == 6
