@@ -9,7 +9,8 @@ Configuration: ``configs/annotate.yaml`` (+ ``configs/reward/*.yaml``). Output i
 ``plots/`` (a PNG per episode, ``index.html``), ``config.yaml``, and the resume bookkeeping (``run.json``,
 ``journal/``).
 
-The unit of work is an episode; rank r of W takes episodes ``sorted[r::W]``. An episode that cannot be read or
+The unit of work is an episode; rank r of W takes episodes ``sorted[r::W]`` and writes its own shards (on
+several nodes ``out`` must be a shared file system). An episode that cannot be read or
 scored is recorded with its reason and skipped; the command then exits with status 1 and names it. A killed
 run re-run with the same command continues where it stopped (``data.shards``); ``overwrite=true`` starts
 over; an output folder of a different run is refused.
