@@ -42,7 +42,7 @@ RUN_FILE = "run.json"
 SCORES_DIR = "scores"
 QUANTILES = {f: int(f[1:]) / 100 for f in STATS_FIELDS if f.startswith("q")}  # q01 -> 0.01, ...
 # keys that change nothing in the output: a re-run may differ in them and still resume
-_NOT_FINGERPRINTED = ("overwrite", "progress_bar")
+_NOT_FINGERPRINTED = ("overwrite", "progress_bar", "out")
 
 
 class EpisodeError(ValueError):
@@ -259,8 +259,8 @@ def annotate_episode(ep: Episode, *, cfg: DictConfig, src: SourceDataset, plan: 
         try:
             scores = reward.score(EpisodeInput(fps=src.fps, instruction=task, num_frames=ep.length,
                                                frames=frames.get(plan.camera), columns=cols))
-        except ValueError as exc:
-            raise EpisodeError(f"episode {ep.index}: scoring failed: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - one episode the model cannot score must not stop the others
+            raise EpisodeError(f"episode {ep.index}: scoring failed: {type(exc).__name__}: {exc}") from exc
         info = reward.episode_info(scores)
         _atomic_write(cache, json.dumps({"prefix_ends": scores.prefix_ends.tolist(), "raw": scores.raw.tolist(),
                                          "extras": {k: np.asarray(v).tolist() for k, v in scores.extras.items()},
@@ -345,6 +345,10 @@ def annotate(cfg: DictConfig, fabric=None) -> AnnotateResult:
     """
     _check_config(cfg)
     if fabric is None:
+        if cfg.devices * cfg.num_nodes > 1 and "LOCAL_RANK" not in os.environ:
+            raise ConfigError(f"devices={cfg.devices}, num_nodes={cfg.num_nodes}: several processes are started "
+                              f"by the command line (python -m pipeline.annotate ...) or a launcher such as "
+                              f"torchrun; call annotate(cfg) in-process with devices=1, or pass a launched Fabric")
         fabric = _fabric(cfg)
         fabric.launch()
     rank, world = fabric.global_rank, fabric.world_size

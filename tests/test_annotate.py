@@ -209,6 +209,8 @@ def test_config_errors_name_the_choices(dataset, tmp_path):
         annotate(load_config("annotate", [f"out={tmp_path / 'c'}"]))
     with pytest.raises(ConfigError, match="window.horizon=0"):
         annotate(annotate_cfg(dataset, tmp_path / "d", "window.horizon=0"))
+    with pytest.raises(ConfigError, match="devices=2.*python -m pipeline.annotate"):
+        annotate(annotate_cfg(dataset, tmp_path / "e", "devices=2"))
 
 
 # ---------------------------------------------------------------------------------------------- bad input
@@ -275,3 +277,26 @@ def test_summary_of_a_clean_run(dataset, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "annotated 1 episodes (9 frames)" in text and "0 failed" in text
     assert json.loads((tmp_path / "o" / "manifest.json").read_text())["source"]["episodes"] == [1]
+
+
+def test_a_model_error_fails_its_episode_only(dataset, tmp_path, monkeypatch):
+    from pipeline.rewards import ColumnReward
+
+    original = ColumnReward._score
+
+    def flaky(self, episode):
+        if episode.num_frames == LENGTHS[1]:
+            raise RuntimeError("out of memory")
+        return original(self, episode)
+
+    monkeypatch.setattr(ColumnReward, "_score", flaky)
+    res = run_annotate(dataset, tmp_path / "o", "plots=false")
+    assert res.failures == [{"episode_index": 1, "reason": "episode 1: scoring failed: RuntimeError: out of memory"}]
+    assert res.episodes_ok == [0, 2] and {k[:6] for k in raw_samples(tmp_path / "o")} == {"000000", "000002"}
+    # the fixed model then scores only what is missing
+    monkeypatch.setattr(ColumnReward, "_score", original)
+    again = run_annotate(dataset, tmp_path / "o", "plots=false")
+    assert again.ok and again.skipped == 2 and again.episodes_ok == [1]  # this run's work
+    m = load_manifest(tmp_path / "o")
+    assert m["failures"] == [] and [e["episode_index"] for e in m["episodes"]] == [0, 1, 2]
+    assert len(raw_samples(tmp_path / "o")) == sum(LENGTHS)
