@@ -131,7 +131,8 @@ class SourceDataset:
                 videos[key] = (rel, float(row[f"videos/{key}/from_timestamp"]))
             data_file = self.meta.data_path.format(chunk_index=row["data/chunk_index"],
                                                    file_index=row["data/file_index"])
-            tasks = row.get("tasks") or []
+            tasks = row.get("tasks")
+            tasks = [] if tasks is None else list(tasks)
             out.append(Episode(index=idx, length=int(row["length"]), from_index=int(row["dataset_from_index"]),
                                tasks=tuple(str(t) for t in tasks if t is not None), data_file=data_file,
                                videos=videos))

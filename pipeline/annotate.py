@@ -55,6 +55,8 @@ class OutputError(ConfigError):
 
 @dataclass
 class AnnotateResult:
+    """What one invocation did (episodes it annotated or failed); the manifest holds the whole output."""
+
     out: Path
     episodes_ok: list[int] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)
