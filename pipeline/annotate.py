@@ -260,7 +260,8 @@ def annotate_episode(ep: Episode, *, cfg: DictConfig, src: SourceDataset, plan: 
     if cached is None:
         try:
             scores = reward.score(EpisodeInput(fps=src.fps, instruction=task, num_frames=ep.length,
-                                               frames=frames.get(plan.camera), columns=cols))
+                                               episode_index=ep.index, frames=frames.get(plan.camera),
+                                               columns=cols))
         except Exception as exc:  # noqa: BLE001 - one episode the model cannot score must not stop the others
             raise EpisodeError(f"episode {ep.index}: scoring failed: {type(exc).__name__}: {exc}") from exc
         info = reward.episode_info(scores)

@@ -20,21 +20,15 @@ from pipeline.progress import PrefixScores
 from pipeline.schedule import sample_indices
 from pipeline.vlm import check_frames, frame_resolution, load_vlm, resize_frames
 
-DEFAULT_PROMPT = {
-    "intro": (
-        "You are an expert roboticist tasked to predict task completion percentages for frames of a robot for "
-        "the task of {task}. The task completion percentages are between 0 and 100, where 100 corresponds to "
-        "full task completion. Note that these frames are in random order, so please pay attention to the "
-        "individual frames when reporting task completion percentage.\nInitial robot scene: "
-    ),
-    "reference": (
-        "\nIn the initial robot scene, the task completion percentage is 0.\nNow, for the task of {task}, output "
-        "the task completion percentage for the following frames that are presented in random order. For each "
-        "frame, format your response as follow: Frame {{i}}: Frame Description: {{}}, Task Completion "
-        "Percentage: {{}}%\n"
-    ),
-    "frame": "Frame {i}: ",
-}
+
+def default_prompt() -> dict[str, str]:
+    """The GVL prompt texts (``intro``, ``reference``, ``frame``): defined once, in configs/reward/gvl.yaml."""
+    from omegaconf import OmegaConf
+
+    from configs import CONFIG_DIR
+
+    return dict(OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "reward" / "gvl.yaml").prompt))
+
 
 _FRAME = re.compile(r"frame\s*(\d+)\s*:", re.IGNORECASE)
 _PERCENT = re.compile(r"task\s+completion\s+percentages?\s*[:=]?\s*(-?\d+(?:\.\d+)?)\s*%?", re.IGNORECASE)
@@ -124,7 +118,7 @@ class GVLScorer:
         self.sample_fps, self.max_frames, self.seed = float(sample_fps), int(max_frames), int(seed)
         self.resolution, self.max_frame_pixels = resolution, int(max_frame_pixels)
         self.max_new_tokens_per_frame = int(max_new_tokens_per_frame)
-        self.prompt = {**DEFAULT_PROMPT, **(prompt or {})}
+        self.prompt = {**default_prompt(), **dict(prompt or {})}
         ip = processor.image_processor
         self.factor = int(ip.patch_size) * int(ip.merge_size)
 

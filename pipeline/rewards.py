@@ -7,6 +7,7 @@
 - ``column``: an existing per-frame column (e.g. ``next.reward``) is the raw score of the prefix ending at each
   frame, so progress is the column min-max normalised per episode (the same rule as every reward).
 - ``topreward``: :class:`pipeline.topreward.TOPRewardScorer` on the episode's camera frames and task string.
+- ``gvl``: :class:`pipeline.gvl.GVLScorer`, the generative baseline (per-frame completion percentages).
 
 A model says what it needs (``needs_frames``, ``columns``) so the caller reads nothing more, and keeps the
 seconds spent inside its model (``model_seconds``), so a benchmark can tell the model from the pipeline.
@@ -21,7 +22,7 @@ import numpy as np
 
 from pipeline.progress import PrefixScores
 
-REWARDS = ("column", "topreward")
+REWARDS = ("column", "topreward", "gvl")
 
 
 class RewardError(ValueError):
@@ -35,6 +36,7 @@ class EpisodeInput:
     fps: float
     instruction: str | None
     num_frames: int
+    episode_index: int = 0  # seeds what a model randomises per episode (GVL's frame order)
     frames: np.ndarray | None = None  # uint8 (T, H, W, 3) of the scoring camera
     columns: dict[str, np.ndarray] = field(default_factory=dict)  # per-frame columns, (T, D)
 
@@ -98,10 +100,9 @@ class ColumnReward(RewardModel):
         return PrefixScores(prefix_ends=np.arange(1, n + 1), raw=values, num_frames=n)
 
 
-class TOPReward(RewardModel):
-    """TOPReward through :class:`pipeline.topreward.TOPRewardScorer`."""
+class VLMReward(RewardModel):
+    """A reward computed by a video VLM scorer loaded with ``from_pretrained`` (hub id or local folder)."""
 
-    name = "topreward"
     needs_frames = True
     needs_instruction = True
 
@@ -109,11 +110,13 @@ class TOPReward(RewardModel):
                  attn_implementation: str | None = "sdpa", **options) -> None:
         super().__init__()
         if not model:
-            raise RewardError("reward=topreward needs reward.model=HUB_ID_OR_FOLDER (a Qwen3-VL checkpoint)")
-        from pipeline.topreward import TOPRewardScorer
+            raise RewardError(f"reward={self.name} needs reward.model=HUB_ID_OR_FOLDER (a Qwen3-VL checkpoint)")
+        self.scorer = self.scorer_class().from_pretrained(model, device=device, dtype=dtype, revision=revision,
+                                                          attn_implementation=attn_implementation, **options)
 
-        self.scorer = TOPRewardScorer.from_pretrained(model, device=device, dtype=dtype, revision=revision,
-                                                      attn_implementation=attn_implementation, **options)
+    @staticmethod
+    def scorer_class():
+        raise NotImplementedError
 
     @property
     def provenance(self) -> dict:
@@ -123,6 +126,18 @@ class TOPReward(RewardModel):
         prov["transformers_version"] = transformers.__version__
         return prov
 
+
+class TOPReward(VLMReward):
+    """TOPReward through :class:`pipeline.topreward.TOPRewardScorer`."""
+
+    name = "topreward"
+
+    @staticmethod
+    def scorer_class():
+        from pipeline.topreward import TOPRewardScorer
+
+        return TOPRewardScorer
+
     def _score(self, episode: EpisodeInput) -> PrefixScores:
         return self.scorer.score(episode.frames, float(episode.fps), episode.instruction)
 
@@ -131,13 +146,39 @@ class TOPReward(RewardModel):
                 "sampled_indices": np.asarray(scores.sampled_indices).tolist()}
 
 
+class GVLReward(VLMReward):
+    """The GVL baseline through :class:`pipeline.gvl.GVLScorer` (frames shuffled per episode, seeded)."""
+
+    name = "gvl"
+
+    @staticmethod
+    def scorer_class():
+        from pipeline.gvl import GVLScorer
+
+        return GVLScorer
+
+    def _score(self, episode: EpisodeInput) -> PrefixScores:
+        return self.scorer.score(episode.frames, float(episode.fps), episode.instruction,
+                                 episode_key=episode.episode_index)
+
+    def episode_info(self, scores) -> dict:
+        p = scores.parse
+        return {"order": np.asarray(scores.order).tolist(), "nan_frames": scores.missing,
+                "parse": {"missing": p.missing, "malformed": p.malformed, "out_of_range": p.out_of_range,
+                          "duplicates": p.duplicates, "unknown_frames": p.unknown_frames},
+                "generated_text": scores.text[:2000]}
+
+
+VLM_REWARDS = {"topreward": TOPReward, "gvl": GVLReward}
+
+
 def build_reward(reward_cfg, device: str = "cpu") -> RewardModel:
-    """The reward model a ``reward`` config node names (``name`` is the option chosen: column, topreward)."""
+    """The reward model a ``reward`` config node names (``name`` is the option chosen: column, topreward, gvl)."""
     cfg = dict(reward_cfg)
     name = cfg.pop("name", None)
     if name == "column":
         return ColumnReward(cfg.get("column"))
-    if name == "topreward":
+    if name in VLM_REWARDS:
         dev = cfg.pop("device", "auto")
-        return TOPReward(cfg.pop("model", None), device=device if dev in (None, "auto") else dev, **cfg)
+        return VLM_REWARDS[name](cfg.pop("model", None), device=device if dev in (None, "auto") else dev, **cfg)
     raise RewardError(f"unknown reward {name!r}; valid: {', '.join(REWARDS)} (set reward=NAME)")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.gvl import GVLError, GVLScorer, parse_completions
+from pipeline.progress import PrefixScores
 
 TASK = "push the puck to the goal"
 
@@ -111,3 +112,46 @@ def test_provenance_and_bad_input(gvl, tiny_vlm_dir):
         gvl.score(clip(), 10.0, "")
     with pytest.raises(GVLError, match="uint8"):
         gvl.score(clip().astype(np.float32), 10.0, TASK)
+
+
+def test_annotate_with_gvl_records_provenance_nans_and_failures(tiny_vlm_dir, tmp_path, monkeypatch):
+    """reward=gvl through pipeline.annotate: the parsed values become the shards' progress; an episode whose
+    text has no usable number fails with the reason, the others are kept."""
+    from annotate_helpers import decoded_samples, run_annotate
+
+    from data.manifest import load_manifest
+    from data.synthetic import make_synthetic_dataset
+
+    ds = make_synthetic_dataset(tmp_path / "ds", episodes=3, length=[16, 12, 14], fps=4, image_size=(32, 32),
+                                cameras=("top",), seed=1)
+
+    def fake_generate(self, text, images, max_new_tokens):
+        n = len(images) - 1
+        if n == 7:  # episode 2 (14 frames sampled at 2 of 4 fps = 7 frames): nothing readable
+            return "I cannot tell."
+        # answer every frame but the last shown one, with the shown position as the value
+        return "".join(f"Frame {j}: Task Completion Percentage: {10 * j}%\n" for j in range(1, n))
+
+    monkeypatch.setattr(GVLScorer, "generate", fake_generate)
+    out = tmp_path / "gvl"
+    result = run_annotate(ds, out, "window.horizon=4", "reward=gvl", f"reward.model={tiny_vlm_dir}",
+                          "reward.seed=3")
+    m = load_manifest(out)
+    assert m["reward"]["type"] == "gvl" and m["reward"]["model"] == str(tiny_vlm_dir)
+    assert m["reward"]["prompt"]["frame"] == "Frame {i}: " and m["reward"]["seed"] == 3
+    assert [f["episode_index"] for f in m["failures"]] == [2]
+    assert "no usable completion percentage" in m["failures"][0]["reason"]
+    assert result is not None
+    samples = decoded_samples(out)
+    scorer = GVLScorer.from_pretrained(tiny_vlm_dir, seed=3)
+    for e in m["episodes"]:
+        n = len(e["prefix_ends"])
+        order = scorer.shuffle(n, e["episode_index"])
+        assert e["order"] == order.tolist() and e["nan_frames"] == 1
+        expected = np.full(n, np.nan)
+        expected[order[: n - 1]] = np.arange(1, n) * 0.1
+        np.testing.assert_allclose(e["raw_scores"], expected, equal_nan=True)
+        prog = PrefixScores(e["prefix_ends"], expected, e["length"]).frame_progress()
+        for t in range(e["length"]):
+            s = samples[f"{e['episode_index']:06d}_{t:06d}"]
+            assert s["progress"][0] == pytest.approx(prog[t], abs=1e-6)
