@@ -116,13 +116,15 @@ def encode_sample(
 ) -> dict[str, bytes | str]:
     """One sample, as webdataset's writer takes it.
 
-    ``images[feature]`` is (obs_steps, H, W, 3) uint8 and ``arrays[feature]`` (obs_steps, D) — already taken at
+    ``images[feature]`` is (obs_steps, H, W, 3) uint8 (or a list of already encoded images, as
+    :func:`episode_samples` passes them) and ``arrays[feature]`` (obs_steps, D) — already taken at
     ``win.obs``; ``action`` is (H, D) taken at ``win.action``; ``progress`` is (H+1,) taken at ``win.progress``.
     """
     sample: dict[str, bytes | str] = {"__key__": sample_key(meta["episode_index"], meta["frame_index"])}
     for feature, frames in images.items():
         for j, img in enumerate(frames):
-            sample[image_field(feature, j, image_format)] = encode_image(img, image_format, quality)
+            data = img if isinstance(img, bytes) else encode_image(img, image_format, quality)
+            sample[image_field(feature, j, image_format)] = data
     for feature, values in arrays.items():
         sample[array_field(feature)] = _npy(np.asarray(values, dtype=np.float32))
     sample[ACTION] = _npy(np.asarray(action, dtype=np.float32))
@@ -195,6 +197,8 @@ def episode_samples(
     for name, a in [*images.items(), *arrays.items(), ("progress", progress)]:
         if len(a) != length:
             raise ValueError(f"episode {episode_index}: {name} has {len(a)} frames but action has {length}")
+    # every frame is encoded once, however many observation windows it appears in
+    encoded = {f: [encode_image(img, image_format, quality) for img in v] for f, v in images.items()}
     for t in range(length):
         win = windows(t, length, obs_steps, horizon)
         meta = {
@@ -208,7 +212,7 @@ def episode_samples(
         }
         yield encode_sample(
             meta=meta,
-            images={f: v[win.obs] for f, v in images.items()},
+            images={f: [v[i] for i in win.obs] for f, v in encoded.items()},
             arrays={f: v[win.obs] for f, v in arrays.items()},
             action=action[win.action],
             win=win,
