@@ -239,6 +239,7 @@ class ShardStream(IterableDataset):
         self.handler = handler
         self.counts = counts
         self.epoch = 0
+        self.start_batch = 0
 
     def _reader(self) -> tuple[int, int, int]:
         info = get_worker_info()
@@ -282,21 +283,37 @@ class ShardStream(IterableDataset):
         info = get_worker_info()
         wid = info.id if info is not None else 0
         n_batches = self.steps_per_epoch // nw + (wid < self.steps_per_epoch % nw)
+        # resuming mid-epoch: the loader interleaves workers round-robin, so worker w made batches w, w+nw, ...
+        done = len(range(wid, self.start_batch, nw))
         it = self.samples()
-        for _ in range(n_batches):
-            yield collate([next(it) for _ in range(self.batch_size)])
+        for b in range(n_batches):
+            batch = [next(it) for _ in range(self.batch_size)]
+            if b >= done:
+                yield collate(batch)
 
 
 class EpochLoader(DataLoader):
-    """A DataLoader that tells its stream which epoch it is serving (workers are re-created each epoch)."""
+    """A DataLoader that tells its stream which epoch (and, on a resume, which batch) to serve.
 
-    def __init__(self, dataset: ShardStream, start_epoch: int = 0, **kw):
+    With ``position`` (a callable returning the global training step) the epoch is ``step // steps_per_epoch``
+    and the first batch ``step % steps_per_epoch``, whatever the caller's own epoch count: the data of step k is
+    the same in a run and in its resumption. With one worker that holds exactly; with several, a mid-epoch
+    resume serves the same batches, possibly in another order (epoch-end resumes are exact). Workers are
+    re-created each epoch, so the stream's settings reach them.
+    """
+
+    def __init__(self, dataset: ShardStream, start_epoch: int = 0, position: Callable[[], int] | None = None, **kw):
         super().__init__(dataset, batch_size=None, **kw)
         self._next_epoch = start_epoch
+        self._position = position
 
     def __iter__(self):
-        self.dataset.epoch = self._next_epoch
-        self._next_epoch += 1
+        if self._position is not None:
+            epoch, skip = divmod(int(self._position()), self.dataset.steps_per_epoch)
+        else:
+            epoch, skip = self._next_epoch, 0
+        self.dataset.epoch, self.dataset.start_batch = epoch, skip
+        self._next_epoch = epoch + 1
         return super().__iter__()
 
     def __len__(self) -> int:
@@ -358,6 +375,6 @@ class ShardDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> EpochLoader:
         trainer = getattr(self, "trainer", None)
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        start = trainer.current_epoch if trainer is not None else 0
-        return EpochLoader(self.stream(rank, world), start_epoch=start, num_workers=self.num_workers,
+        position = (lambda: trainer.global_step) if trainer is not None else None
+        return EpochLoader(self.stream(rank, world), position=position, num_workers=self.num_workers,
                            persistent_workers=False, prefetch_factor=2 if self.num_workers else None)

@@ -5,8 +5,8 @@ does not know), the lerobot batch through the preprocessor (normalisation with t
 per-sample losses ℓᵢ from the policy adapter, ``loss = Σ wᵢ ℓᵢ / Σ wᵢ``. Logged per step: loss, mean weight,
 fraction of zero weights, effective sample size (Σw)²/Σw².
 
-A non-finite loss skips the update (the weights stay those of the last good step) and stops training;
-``nan_step`` says at which step.
+A non-finite loss (on any rank) raises :class:`NonFiniteLoss` before the update: training stops, no
+checkpoint is written after it, and ``nan_step`` says at which step.
 """
 
 from __future__ import annotations
@@ -20,6 +20,14 @@ import torch
 
 from policies.base import get_adapter_class
 from policies.weighting import GainStats, get_weighting, weight_summary, weighted_loss
+
+
+class NonFiniteLoss(RuntimeError):
+    """The weighted loss of a training step is NaN or infinite."""
+
+    def __init__(self, step: int):
+        super().__init__(f"loss became NaN/inf at step {step}")
+        self.step = step
 
 
 def _stats_arrays(stats: dict) -> dict:
@@ -73,14 +81,15 @@ class BCModule(pl.LightningModule):
         if self.trainer.world_size > 1:
             finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
         if not finite:
+            # raised before backward: no update is applied and no further checkpoint is written, so the last
+            # one on disk is the last good state
             self.nan_step = int(self.global_step)
-            self.trainer.should_stop = True
-            return None  # no backward, no optimiser step: the weights stay those of the last good step
+            raise NonFiniteLoss(self.nan_step)
         if self.record_samples:
             path = Path(self.record_samples) / f"rank{self.global_rank}.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a") as fh:
-                fh.write(json.dumps({"step": int(self.global_step), "keys": [
+                fh.write(json.dumps({"step": int(self.global_step), "epoch": int(self.current_epoch), "batch": batch_idx, "keys": [
                     [int(e), int(f)] for e, f in zip(batch["episode_index"].tolist(), batch["frame_index"].tolist(),
                                                      strict=True)]}) + "\n")
         ws = weight_summary(w)

@@ -4,7 +4,8 @@
     from policies.training import train
     summary = train(load_config("train", ["data.shards=outputs/shards", "policy=act", "out=outputs/run1"]))
 
-The run folder holds ``config.yaml`` (the resolved config), ``checkpoints/`` (one per epoch, ``last.ckpt``),
+The run folder holds ``config.yaml`` (the resolved config), ``checkpoints/`` (``last.ckpt``, written at the end
+of every epoch of ``data.steps_per_epoch`` steps and at the end of training),
 ``logs/`` (CSV metrics and TensorBoard events) and ``export/`` (lerobot's ``save_pretrained`` of the policy
 and its processors: load it with ``--policy.path=RUN_DIR/export``).
 """
@@ -21,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from configs import ConfigError, save_config
 from data.loader import ShardDataModule, fit_gain_stats
 from data.manifest import load_manifest
-from policies.module import BCModule
+from policies.module import BCModule, NonFiniteLoss
 from policies.weighting import GainStats, get_weighting
 
 CHECKPOINTS = "checkpoints"
@@ -83,8 +84,12 @@ def _check(cfg: DictConfig) -> None:
 
 def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
     """The module and data of a run (weighting statistics fitted), without a Trainer."""
+    import pytorch_lightning as pl
+
     _check(cfg)
     manifest = load_manifest(cfg.data.shards)
+    # seeded before the policy is built: its initial weights are a function of the seed alone
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     accelerator = _accelerator(str(cfg.trainer.accelerator))
     record = str(Path(cfg.out) / "samples") if cfg.get("debug", {}).get("record_samples") else None
     module = BCModule(
@@ -113,7 +118,6 @@ def train(cfg: DictConfig) -> TrainSummary:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out / CHECKPOINTS
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     accelerator = _accelerator(str(cfg.trainer.accelerator))
     t = cfg.trainer
     clip = t.gradient_clip_val if t.gradient_clip_val is not None else module.grad_clip_norm()
@@ -134,16 +138,20 @@ def train(cfg: DictConfig) -> TrainSummary:
     if trainer.is_global_zero:
         save_config(cfg, out)
     start = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=cfg.resume or None)
-    seconds = time.perf_counter() - start
     last = ckpt_dir / LAST
-    if module.nan_step is not None:
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=cfg.resume or None)
+    except NonFiniteLoss as exc:
         kept = f"{last} (step {torch.load(last, map_location='cpu', weights_only=True)['global_step']})" \
             if last.exists() else "none (it diverged before the first checkpoint)"
-        raise TrainingDiverged(f"loss became NaN/inf at step {module.nan_step}: training stopped without applying "
+        raise TrainingDiverged(f"loss became NaN/inf at step {exc.step}: training stopped without applying "
                                f"that update; last good checkpoint: {kept}. Lower the learning rate, check the "
-                               "shards for NaN values, or resume from it.")
-    trainer.save_checkpoint(last)
+                               "shards for NaN values, or resume from it.") from exc
+    seconds = time.perf_counter() - start
+    if trainer.global_step % int(cfg.data.steps_per_epoch) or not last.exists():
+        # max_steps ended mid-epoch: keep that state too. Epoch-end checkpoints (written by ModelCheckpoint)
+        # resume exactly, batch for batch; from a mid-epoch one the data stream restarts its epoch.
+        trainer.save_checkpoint(last)
     export = None
     if trainer.is_global_zero and cfg.get("export", True):
         export = module.export(out / EXPORT)

@@ -9,10 +9,10 @@ from configs import load_config
 TINY_POLICY = {
     "act": {"chunk_size": 8, "n_action_steps": 8, "dim_model": 32, "n_heads": 2, "dim_feedforward": 64,
             "n_encoder_layers": 1, "n_decoder_layers": 1, "n_vae_encoder_layers": 1, "latent_dim": 4,
-            "vision_backbone": "resnet18", "optimizer_lr": 1e-3, "optimizer_lr_backbone": 1e-3},
+            "vision_backbone": "resnet18", "optimizer_lr": 3e-3, "optimizer_lr_backbone": 3e-3},
     "diffusion": {"n_obs_steps": 2, "horizon": 8, "n_action_steps": 4, "down_dims": "[16,32]",
                   "spatial_softmax_num_keypoints": 8, "diffusion_step_embed_dim": 16, "n_groups": 4,
-                  "kernel_size": 3, "num_train_timesteps": 20, "optimizer_lr": 1e-3, "scheduler_warmup_steps": 0},
+                  "kernel_size": 3, "num_train_timesteps": 20, "optimizer_lr": 3e-3, "scheduler_warmup_steps": 0},
 }
 
 
