@@ -25,14 +25,13 @@ rendering (cheap); only accepted episodes are replayed with rendering and stored
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import os
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf

@@ -41,7 +41,7 @@ REWARD_SCALE = 10.0  # MetaWorld's dense reward lies in [0, 10]
 
 INSTALL_HINT = (
     "MuJoCo renders offscreen through EGL on machines without a display: run with MUJOCO_GL=egl and install "
-    "the Mesa EGL libraries (Debian/Ubuntu: apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri; "
+    "the Mesa EGL libraries (Debian/Ubuntu: apt-get install libegl1 libopengl0 libegl-mesa0 libgl1-mesa-dri; "
     "scripts/bootstrap.sh does this when they are missing). Without EGL, MUJOCO_GL=osmesa works with "
     "apt-get install libosmesa6 (slower)."
 )

@@ -20,6 +20,28 @@ find_python() {
     return 1
 }
 
+# The demo simulator (MuJoCo) renders offscreen through EGL with Mesa's CPU rasteriser (MUJOCO_GL=egl).
+GL_PACKAGES="libegl1 libopengl0 libegl-mesa0 libgl1-mesa-dri"
+ensure_gl_libs() {
+    local libs
+    libs=$(ldconfig -p 2>/dev/null || true)
+    if grep -q 'libEGL.so.1' <<<"$libs" && grep -q 'libOpenGL.so.0' <<<"$libs" \
+       && compgen -G '/usr/lib/*/dri/swrast_dri.so' >/dev/null; then
+        return 0
+    fi
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo -n"
+    if command -v apt-get >/dev/null 2>&1 && { [ -z "$sudo" ] || sudo -n true 2>/dev/null; }; then
+        echo "Installing the EGL/Mesa libraries MuJoCo renders with: $GL_PACKAGES"
+        { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
+            --no-install-recommends $GL_PACKAGES; } || echo "warning: could not install $GL_PACKAGES" >&2
+    else
+        echo "warning: EGL/Mesa libraries not found; the MetaWorld demo cannot render. Install them" >&2
+        echo "  (Debian/Ubuntu: apt-get install $GL_PACKAGES) and run with MUJOCO_GL=egl." >&2
+    fi
+}
+ensure_gl_libs
+
 if [ -x "$VENV/bin/python" ] && ok "$VENV/bin/python" && [ -f "$VENV/.topbc-installed" ] \
    && [ "$VENV/.topbc-installed" -nt pyproject.toml ]; then
     exit 0
