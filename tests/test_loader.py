@@ -151,3 +151,27 @@ def test_fit_gain_stats_reads_every_window(shards):
     with pytest.raises(WindowError):
         fit_gain_stats(shards, 7)
     assert load_manifest(shards)["window"]["horizon"] == 6
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_tar_reader_agrees_with_webdataset(shards, tmp_path, fmt):
+    from webdataset.tariterators import tarfile_samples
+
+    from data.loader import tar_samples
+
+    path = tmp_path / "t.tar"
+    long_feature = "observation.images." + "x" * 60  # member names beyond ustar's 100 characters
+    with tarfile.open(path, "w", format=fmt) as tf:
+        for k in range(3):
+            for field, data in [("meta.json", b"{}"), (f"{long_feature}.0.jpg", bytes([k]) * (700 + k)),
+                                ("action.npy", b"a" * 512)]:
+                name = f"{k:06d}_{k:06d}.{field}"
+                if fmt == tarfile.USTAR_FORMAT and len(name) > 100:
+                    name = f"sub/{k:06d}_{k:06d}.{field}"[:100]
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    for p in [path, *shard_paths(shards)]:
+        ours = list(tar_samples([p]))
+        ref = list(tarfile_samples(iter([{"url": str(p)}])))
+        assert ours == ref and len(ours) >= 3
