@@ -13,9 +13,10 @@ future actions the policy is trained on from ``t``; the trainer cuts the shards'
 it calls the rules and before it fits the statistics, so both see the same Δ.
 
 Dataset statistics (:class:`GainStats`: mean and std of Δ over the training set, the sorted Δ for the
-``filter`` threshold) are fitted ONCE per run, before training, by
-:func:`data.loader.fit_gain_stats`: from the ``progress.parquet`` beside the shards when it is there (one row
-per frame, so Δ of every frame is exact), otherwise by one pass over the shards' ``progress.npy`` windows.
+``filter`` threshold) are fitted ONCE per run, before training (``policies.training.build``), by
+:func:`data.loader.fit_gain_stats`: one pass over the ``progress.npy`` windows of every shard sample (no image
+is decoded), cut to the policy's chunk — exactly the Δ the rules see in training. They travel in the
+checkpoints, so a resumed run weighs with the same statistics.
 
 Rules (../shared/docs/TOPREWARD.md, "Reward-aligned behaviour cloning"):
 

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from bc_helpers import first_batch, make_adapter, select
+
 from data.fixtures import write_tiny_shards
 from data.manifest import load_manifest
 

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from bc_helpers import tiny_cfg
+
 from configs import ConfigError, load_config
 from data.fixtures import ENV_STATE, STATE, write_tiny_shards
 from data.loader import WindowError
@@ -212,8 +212,8 @@ def test_ddp_two_processes_on_cpu(shards, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("policy", ["act", "diffusion"])
 def test_image_policy_trains_and_exports(image_shards, tmp_path, policy):
-    from lerobot.policies.factory import get_policy_class, make_pre_post_processors
     from lerobot.configs.policies import PreTrainedConfig
+    from lerobot.policies.factory import get_policy_class, make_pre_post_processors
 
     from data.fixtures import CAMERA
 

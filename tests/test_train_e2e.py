@@ -1,13 +1,12 @@
 """Synthetic LeRobot dataset → pipeline.annotate → our loader and train.py, checked against lerobot itself."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
 from bc_helpers import tiny_cfg
+
 from configs import load_config
 from data.loader import ShardStream, WindowNeeds
 from data.manifest import shard_paths
