@@ -65,6 +65,7 @@ def task_descriptions() -> dict[str, str]:
 
 
 def task_names() -> list[str]:
+    import_mujoco_checked()  # importing metaworld imports mujoco, which loads the OpenGL libraries
     import metaworld
 
     return sorted(set(metaworld.MT1.ENV_NAMES) & set(task_descriptions()))
@@ -110,6 +111,7 @@ class MetaWorldSim:
 
     def __init__(self, task: str, image_size: tuple[int, int] = (96, 96), camera: str = CAMERA,
                  shadows: bool = True):
+        import_mujoco_checked()
         import metaworld
 
         self.task = check_task(task)
