@@ -76,9 +76,16 @@ class BCModule(pl.LightningModule):
         torch.manual_seed((self.hparams.seed * 1_000_003 + self.global_step * 7919 + self.global_rank) % (2**63))
         w = self.weights(batch).to(self.device)
         per = self.per_sample_loss(batch)
-        loss = weighted_loss(per, w)
+        local = weighted_loss(per, w)
+        loss = local
+        world = self.trainer.world_size
+        if world > 1:
+            # DDP averages gradients over ranks; dividing by the GLOBAL Σw (× world) makes that average the
+            # gradient of Σwℓ/Σw over the whole global batch, not a mean of per-rank weighted means
+            total = self.trainer.strategy.reduce(w.sum().detach(), reduce_op="sum")
+            loss = (w.to(per.dtype) * per).sum() * world / total.clamp_min(torch.finfo(per.dtype).tiny)
         finite = bool(torch.isfinite(loss).item())
-        if self.trainer.world_size > 1:
+        if world > 1:
             finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
         if not finite:
             # raised before backward: no update is applied and no further checkpoint is written, so the last
@@ -94,11 +101,11 @@ class BCModule(pl.LightningModule):
                                                      strict=True)]}) + "\n")
         ws = weight_summary(w)
         bs = int(w.shape[0])
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/loss", local, prog_bar=True, batch_size=bs)
         self.log("train/weight_mean", ws["weight_mean"], batch_size=bs)
         self.log("train/weight_zero_frac", ws["weight_zero_frac"], batch_size=bs)
         self.log("train/ess", ws["ess"], prog_bar=True, batch_size=bs)
-        self.last_loss = float(loss.detach())
+        self.last_loss = float(local.detach())
         return loss
 
     # -- optimiser: lerobot's presets for the policy

@@ -12,6 +12,8 @@ and its processors: load it with ``--policy.path=RUN_DIR/export``).
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +80,13 @@ def _check(cfg: DictConfig) -> None:
     get_weighting(cfg.weighting.name)
     if int(cfg.trainer.max_steps) < 1:
         raise ConfigError(f"trainer.max_steps={cfg.trainer.max_steps} must be >= 1")
+    world = int(cfg.trainer.devices) if str(cfg.trainer.devices).isdigit() else 1
+    main_file = getattr(sys.modules.get("__main__"), "__file__", "") or ""
+    if world > 1 and "LOCAL_RANK" not in os.environ and not main_file.endswith("train.py") \
+            and str(cfg.trainer.strategy) in ("auto", "ddp"):
+        raise ConfigError(f"trainer.devices={cfg.trainer.devices}: DDP starts its processes by re-running the command "
+                          "line; run `python train.py ...` (or a launcher such as torchrun), or "
+                          "trainer.strategy=ddp_spawn when calling train(cfg) from other code")
     if cfg.resume and not Path(cfg.resume).is_file():
         raise ConfigError(f"resume={cfg.resume} is not a checkpoint file (e.g. RUN_DIR/{CHECKPOINTS}/{LAST})")
 

@@ -175,6 +175,8 @@ def test_bad_configs(shards, tmp_path):
         train(tiny_cfg(shards, tmp_path / "o", "act", "none", "policy.chunk_size=12", "policy.n_action_steps=12"))
     with pytest.raises(WindowError, match=r"observation window.*needs 3.*window\.obs_steps=2"):
         train(tiny_cfg(shards, tmp_path / "o", "diffusion", "none", "policy.n_obs_steps=3"))
+    with pytest.raises(ConfigError, match="trainer.devices=2: DDP starts its processes"):
+        train(tiny_cfg(shards, tmp_path / "o", "act", "none", "trainer.devices=2"))
     with pytest.raises(ConfigError, match="resume="):
         train(tiny_cfg(shards, tmp_path / "o", "act", "none", f"resume={tmp_path / 'nope.ckpt'}"))
 
