@@ -25,6 +25,7 @@ test-all: venv
 bench: venv
 	$(PY) -m benchmarks.scoring --json
 	$(PY) -m benchmarks.annotate --json
+	$(PY) -m benchmarks.loader --json
 
 lint: venv
 	$(PY) -m ruff check .
