@@ -131,7 +131,8 @@ def train(cfg: DictConfig) -> TrainSummary:
     t = cfg.trainer
     clip = t.gradient_clip_val if t.gradient_clip_val is not None else module.grad_clip_norm()
     callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
-                                 every_n_epochs=1, save_on_train_epoch_end=True, save_top_k=1, save_last=True)]
+                                 every_n_epochs=1, save_on_train_epoch_end=True, save_top_k=1,
+                                 save_last="link")]  # last.ckpt: a link, not a second copy
     if t.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
     loggers = [CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="logs", version="tb")] \
@@ -157,9 +158,7 @@ def train(cfg: DictConfig) -> TrainSummary:
                                f"that update; last good checkpoint: {kept}. Lower the learning rate, check the "
                                "shards for NaN values, or resume from it.") from exc
     seconds = time.perf_counter() - start
-    if trainer.global_step % int(cfg.data.steps_per_epoch) or not last.exists():
-        # max_steps ended mid-epoch: keep that state too. Epoch-end checkpoints (written by ModelCheckpoint)
-        # resume exactly, batch for batch; from a mid-epoch one the data stream restarts its epoch.
+    if not last.exists():  # ModelCheckpoint writes one at every epoch end, including the one max_steps cuts short
         trainer.save_checkpoint(last)
     export = None
     if trainer.is_global_zero and cfg.get("export", True):
