@@ -82,3 +82,32 @@ def test_diffusion_padding_masked(shards):
     n = (~pb["action_is_pad"]).sum(1).float()
     torch.testing.assert_close((n * per).sum() / n.sum(), ref, rtol=1e-6, atol=1e-6)
     assert abs(per.mean().item() - ref.item()) > 1e-5
+
+
+def test_weighting_none_is_plain_bc_in_value_and_gradient(shards):
+    """The trainer's loss with weighting=none is lerobot's forward loss: same value, same gradients."""
+    from bc_helpers import TINY_POLICY
+
+    from data.manifest import load_manifest as _lm
+    from policies.module import BCModule
+    from policies.weighting import weighted_loss
+
+    m = _lm(shards)
+    policy_cfg = {"name": "act", **TINY_POLICY["act"], "pretrained_backbone_weights": None}
+    module = BCModule(policy=policy_cfg, features=m["features"], stats=m["stats"], weighting={"name": "none"})
+    clean, _ = _split(first_batch(shards, module.adapter.needs()))
+    module.policy.train()
+
+    torch.manual_seed(0)
+    ours = weighted_loss(module.per_sample_loss(clean), module.weights(clean))
+    ours.backward()
+    g_ours = [p.grad.clone() for p in module.policy.parameters() if p.grad is not None]
+    module.policy.zero_grad()
+    torch.manual_seed(0)
+    ref, _ = module.policy.forward(module.preprocessor(module.adapter.policy_batch(clean)))
+    ref.backward()
+    g_ref = [p.grad.clone() for p in module.policy.parameters() if p.grad is not None]
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-6)
+    assert len(g_ours) == len(g_ref) > 0
+    for a, b in zip(g_ours, g_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
