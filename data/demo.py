@@ -389,6 +389,12 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        import datasets
+
+        datasets.disable_progress_bars()  # one bar per episode is ours; lerobot's per-episode "Map" bars are noise
+    except ImportError:
+        pass
+    try:
         cfg = parse_cli(CONFIG_NAME, argv)
         out = generate(cfg)
     except (ConfigError, ValueError, FileExistsError, simlib.RenderingUnavailable) as exc:
