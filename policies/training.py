@@ -25,7 +25,7 @@ from configs import ConfigError, save_config
 from data.loader import ShardDataModule, fit_gain_stats
 from data.manifest import load_manifest
 from policies.module import BCModule, NonFiniteLoss
-from policies.weighting import GainStats, get_weighting
+from policies.weighting import NEEDS_STATS, GainStats, get_weighting
 
 CHECKPOINTS = "checkpoints"
 EXPORT = "export"
@@ -112,7 +112,7 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
     dm = ShardDataModule(cfg.data.shards, needs, batch_size=int(cfg.data.batch_size),
                          num_workers=int(cfg.data.num_workers), shuffle_buffer=int(cfg.data.shuffle_buffer),
                          steps_per_epoch=int(cfg.data.steps_per_epoch), seed=int(cfg.seed))
-    if cfg.weighting.name != "none":
+    if cfg.weighting.name in NEEDS_STATS:
         # fitted once, before training, over every sample's progress window (see policies/weighting.py)
         module.set_gain_stats(GainStats.from_gains(fit_gain_stats(cfg.data.shards, needs.future_actions, manifest)))
     return module, dm, manifest

@@ -148,7 +148,7 @@ WEIGHTINGS: dict[str, WeightFn] = {
     "filter": filter_top,
 }
 
-# rules whose result depends on dataset statistics (the trainer fits GainStats only when one is chosen)
+# rules that may read dataset statistics (top_awr only when centered); the trainer fits GainStats for these
 NEEDS_STATS = {"rabc", "awr", "filter", "top_awr"}
 
 
