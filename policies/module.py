@@ -136,6 +136,27 @@ class BCModule(pl.LightningModule):
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         self.policy.save_pretrained(out)
-        self.preprocessor.save_pretrained(out)
+        deployment_preprocessor(self.preprocessor, self.policy.config).save_pretrained(out)
         self.postprocessor.save_pretrained(out)
         return out
+
+
+def deployment_preprocessor(preprocessor, config):
+    """The preprocessor as saved for deployment: camera images are first resized to the training resolution.
+
+    Simulators and robots often give larger frames than the shards held (lerobot's MetaWorld env renders
+    480×480); lerobot's registered ``image_crop_resize_processor`` step, saved with the pipeline, resizes them
+    before normalisation, and is a no-op at the training size.
+    """
+    import copy
+
+    from lerobot.processor.hil_processor import ImageCropResizeProcessorStep
+    from lerobot.processor.normalize_processor import NormalizerProcessorStep
+
+    sizes = {tuple(f.shape[-2:]) for f in config.image_features.values()}
+    if len(sizes) != 1:  # no camera, or cameras of different sizes (one resize step serves one size)
+        return preprocessor
+    pre = copy.deepcopy(preprocessor)
+    at = next((i for i, step in enumerate(pre.steps) if isinstance(step, NormalizerProcessorStep)), len(pre.steps))
+    pre.steps.insert(at, ImageCropResizeProcessorStep(resize_size=sizes.pop()))
+    return pre

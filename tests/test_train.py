@@ -231,3 +231,32 @@ def test_image_policy_trains_and_exports(image_shards, tmp_path, policy):
     pre, post = make_pre_post_processors(pcfg, pretrained_path=str(summary.export))
     a = post(pol.select_action(pre({STATE: batch[STATE][0, -1], CAMERA: batch[CAMERA][0, -1]})))
     assert a.shape == (1, 2) and torch.isfinite(a).all()
+
+
+def test_export_resizes_larger_camera_frames(image_shards, tmp_path):
+    """The saved preprocessor resizes frames to the training size first (lerobot's MetaWorld env renders 480×480)."""
+    from lerobot.configs.policies import PreTrainedConfig
+    from lerobot.policies.factory import get_policy_class, make_pre_post_processors
+    from torchvision.transforms.functional import resize
+
+    from data.fixtures import CAMERA
+
+    module, dm, _ = build(tiny_cfg(image_shards, tmp_path / "run", "act", "none", steps=1))
+    export = module.export(tmp_path / "export")
+    pcfg = PreTrainedConfig.from_pretrained(export)
+    pol = get_policy_class(pcfg.type).from_pretrained(export).eval()
+    pre, post = make_pre_post_processors(pcfg, pretrained_path=str(export))
+    assert any(type(s).__name__ == "ImageCropResizeProcessorStep" for s in pre.steps)
+    batch = next(iter(dm.stream()))
+    small = batch[CAMERA][0, -1]  # (3, h, w) at the training size
+    big = torch.rand(3, small.shape[-2] * 3, small.shape[-1] * 3)
+    state = batch[STATE][0, -1]
+
+    def act(image, processor):
+        pol.reset()
+        return post(pol.select_action(processor({STATE: state, CAMERA: image})))
+
+    torch.testing.assert_close(act(big, pre), act(resize(big, list(small.shape[-2:])), pre))
+    torch.testing.assert_close(act(small, pre), act(small, module.preprocessor))  # a no-op at the training size
+    # negative control: without the resize step the large frame gives another action
+    assert not torch.allclose(act(big, module.preprocessor), act(big, pre))
