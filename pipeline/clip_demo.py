@@ -1,4 +1,4 @@
-"""``make demo``: score a generated clip with TOPReward (one pass) and print its progress curve.
+"""``python -m pipeline.clip_demo``: score a generated clip with TOPReward (one pass), print its progress curve.
 
 With no weights available offline, the model is a tiny random Qwen3-VL: the plumbing is real (loading,
 frame schedule, one-pass scoring, progress), the numbers are not meaningful. Pass ``model=Qwen/Qwen3-VL-8B-Instruct``
@@ -57,7 +57,7 @@ def plot_curve(result, fps: float, path: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    cfg = parse_cli("demo", argv)
+    cfg = parse_cli("clip_demo", argv)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
@@ -88,9 +88,7 @@ def main(argv: list[str]) -> int:
     plot = out / "topreward_curve.png"
     plot_curve(result, cfg.fps, plot)
     print(f"plot: {plot}\nconfig: {out / 'config.yaml'}")
-    print("\nThe random model's curve carries no meaning; with real weights: make demo ARGS='model=Qwen/Qwen3-VL-8B-Instruct'.")
-    print("Still to come in this demo: annotating a LeRobot dataset into shards, reward-aligned training and "
-          "simulator evaluation.")
+    print("\nThe random model's curve carries no meaning; with real weights: python -m pipeline.clip_demo model=Qwen/Qwen3-VL-8B-Instruct")
     return 0
 
 

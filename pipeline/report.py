@@ -201,7 +201,7 @@ def analyse(ann_dir: str | Path, labels="auto", ground_truth="auto") -> dict:
     })
 
 
-def _fmt(x, digits: int = 3) -> str:
+def fmt(x, digits: int = 3) -> str:
     return "—" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
 
 
@@ -267,7 +267,7 @@ def _plots(result: dict, manifest: dict, out: Path, worst: int) -> dict[str, str
             if g is not None:
                 g = np.asarray(g)
                 ax.plot(t, (g - g.min()) / np.ptp(g) if np.ptp(g) > 0 else np.ones_like(g), "--", label="ground truth")
-            ax.set_title(f"ep {r['episode_index']}  VOC {_fmt(r[key], 2)}", fontsize=8)
+            ax.set_title(f"ep {r['episode_index']}  VOC {fmt(r[key], 2)}", fontsize=8)
             ax.set_ylim(-0.05, 1.05)
             ax.tick_params(labelsize=7)
         fig.axes[0].legend(fontsize=6)
@@ -300,19 +300,19 @@ def _markdown(r: dict, files: dict) -> str:
         lines += ["**These numbers come from a tiny random test model and carry no meaning.**", ""]
     lines += ["| metric | value |", "|---|---|",
               f"| episodes | {r['episodes']} (failed: {r['failed_episodes']}) |",
-              f"| VOC vs time: mean / median | {_fmt(v['mean'])} / {_fmt(v['median'])} ({v['defined']} episodes) |",
+              f"| VOC vs time: mean / median | {fmt(v['mean'])} / {fmt(v['median'])} ({v['defined']} episodes) |",
               f"| VOC undefined (constant curve or < 2 points) | {v['undefined']} |"]
     if r["voc_ground_truth"]:
         g = r["voc_ground_truth"]
-        lines.append(f"| VOC vs {r['ground_truth']}: mean / median | {_fmt(g['mean'])} / {_fmt(g['median'])} "
+        lines.append(f"| VOC vs {r['ground_truth']}: mean / median | {fmt(g['mean'])} / {fmt(g['median'])} "
                      f"({g['defined']} defined, {g['undefined']} undefined) |")
     det = r["success_detection"]
     if det:
         if det.get("auroc") is not None:
-            lines.append(f"| success detection AUROC | {_fmt(det['auroc'])} ({det['positives']} successes, "
+            lines.append(f"| success detection AUROC | {fmt(det['auroc'])} ({det['positives']} successes, "
                          f"{det['negatives']} failures; labels: {det['labels_from']}) |")
             lines.append(f"| best threshold (balanced accuracy) | {det['threshold']:.4f} "
-                         f"({_fmt(det['balanced_accuracy'])}) |")
+                         f"({fmt(det['balanced_accuracy'])}) |")
         else:
             lines.append(f"| success detection AUROC | undefined: {det['reason']} |")
     else:
@@ -321,8 +321,8 @@ def _markdown(r: dict, files: dict) -> str:
     if len(r["tasks"]) > 1:
         lines += ["## Per task", "", "| task | episodes | VOC mean | undefined | AUROC |", "|---|---|---|---|---|"]
         for task, t in r["tasks"].items():
-            lines.append(f"| {task} | {t['episodes']} | {_fmt(t['voc']['mean'])} | {t['voc']['undefined']} | "
-                         f"{_fmt(t.get('auroc'))} |")
+            lines.append(f"| {task} | {t['episodes']} | {fmt(t['voc']['mean'])} | {t['voc']['undefined']} | "
+                         f"{fmt(t.get('auroc'))} |")
         lines.append("")
     for name, title in [("voc_hist", "VOC distribution"), ("roc", "ROC"), ("worst_episodes", "Worst episodes")]:
         if name in files:
@@ -331,8 +331,8 @@ def _markdown(r: dict, files: dict) -> str:
     lines += ["## Episodes, worst first", "", "| episode | task | VOC vs time | VOC vs ground truth | success score |"
               " success |", "|---|---|---|---|---|---|"]
     for e in sorted(r["per_episode"], key=lambda e: (e[key] is not None, e[key] if e[key] is not None else 0)):
-        lines.append(f"| {e['episode_index']} | {e['task']} | {_fmt(e['voc'])} | {_fmt(e['voc_ground_truth'])} | "
-                     f"{_fmt(e['success_score'], 4)} | {e.get('success_label', '—')} |")
+        lines.append(f"| {e['episode_index']} | {e['task']} | {fmt(e['voc'])} | {fmt(e['voc_ground_truth'])} | "
+                     f"{fmt(e['success_score'], 4)} | {e.get('success_label', '—')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -350,8 +350,8 @@ def compare(dirs: list[str | Path], out: str | Path, labels="auto", ground_truth
     for r in results:
         rw = r["reward"]
         lines.append(f"| {rw.get('type')} | {rw.get('model') or rw.get('column') or '—'} | {r['episodes']} | "
-                     f"{_fmt(r['voc_mean'])} | {_fmt(r['voc_median'])} | {r['voc_undefined']} | "
-                     f"{_fmt(r['voc_ground_truth_mean'])} | {_fmt(r['auroc'])} |")
+                     f"{fmt(r['voc_mean'])} | {fmt(r['voc_median'])} | {r['voc_undefined']} | "
+                     f"{fmt(r['voc_ground_truth_mean'])} | {fmt(r['auroc'])} |")
     shown = common[:curves]
     fig = _figure(3.4 * len(shown), 2.6)
     for i, ep in enumerate(shown):
@@ -384,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(dirs) == 1:
             r = write_report(dirs[0], labels=cfg.labels, ground_truth=cfg.ground_truth, worst=cfg.worst, out=cfg.out)
             where = Path(cfg.out) if cfg.out else Path(dirs[0]) / REPORT_DIR
-            print(f"VOC mean {_fmt(r['voc_mean'])} (undefined {r['voc_undefined']}), AUROC {_fmt(r['auroc'])} — "
+            print(f"VOC mean {fmt(r['voc_mean'])} (undefined {r['voc_undefined']}), AUROC {fmt(r['auroc'])} — "
                   f"{where / 'report.md'}")
         else:
             out = Path(cfg.out) if cfg.out else Path(dirs[0]) / "report_compare"
