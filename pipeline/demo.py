@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import sys
 import time
@@ -176,8 +177,15 @@ def run(cfg: DictConfig) -> dict:
     return stages
 
 
+def quiet_video_backend_warning() -> None:
+    """lerobot warns at import time, with a traceback, when torchcodec's FFmpeg libraries are missing; we read
+    videos with PyAV (``dataset.video_backend=pyav``), so that warning is noise."""
+    logging.getLogger("lerobot.utils.import_utils").setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    quiet_video_backend_warning()
     try:
         cfg = parse_cli("demo", argv)
         OmegaConf.resolve(cfg)
