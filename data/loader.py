@@ -420,22 +420,60 @@ def shard_counts(root: str | Path, manifest: dict) -> dict[str, int]:
     return {str(Path(root) / s["name"]): int(s["count"]) for s in manifest["shards"] if "count" in s}
 
 
-def fit_gain_stats(root: str | Path, future_actions: int, manifest: dict | None = None) -> np.ndarray:
-    """Progress gains Δ = p[t+F] − p[t] of every sample, read once from the shards' ``progress.npy`` windows.
+@dataclass(frozen=True)
+class ProgressTable:
+    """One row per shard sample: its episode, frame t, progress level p[t] and chunk gain Δ = p[t+F] − p[t].
 
-    Only the progress members of each tar are read (no image decoding). Returns one Δ per sample; the
-    weighting statistics (:class:`policies.weighting.GainStats`) are fitted on these.
+    What the dataset-level weighting statistics are fitted on (:func:`policies.weighting.fit_weighting_stats`).
+    ``as_arrays``/``from_arrays`` give plain arrays for checkpoints.
+    """
+
+    episode: np.ndarray  # (N,) int64
+    frame: np.ndarray  # (N,) int64
+    level: np.ndarray  # (N,) float64, p[t]
+    gain: np.ndarray  # (N,) float64, p[t+F] - p[t] (windows clamped at the episode end, as the shards store them)
+
+    def __len__(self) -> int:
+        return int(self.gain.size)
+
+    def as_arrays(self) -> dict[str, np.ndarray]:
+        return {"episode": self.episode, "frame": self.frame, "level": self.level, "gain": self.gain}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict) -> ProgressTable:
+        return cls(episode=np.asarray(arrays["episode"], dtype=np.int64), frame=np.asarray(arrays["frame"], dtype=np.int64),
+                   level=np.asarray(arrays["level"], dtype=np.float64), gain=np.asarray(arrays["gain"], dtype=np.float64))
+
+
+def fit_progress_table(root: str | Path, future_actions: int, manifest: dict | None = None) -> ProgressTable:
+    """Every sample's (episode, frame, p[t], Δ = p[t+F] − p[t]), read once from the shards' ``progress.npy``.
+
+    Only the progress members of each tar are read (no image decoding); the windows are cut to the policy's
+    chunk F, so Δ is exactly the gain the rules see in training.
     """
     manifest = manifest if manifest is not None else load_manifest(root)
-    gains = []
+    episode, frame, level, gain = [], [], [], []
     for sample in tar_samples(shard_paths(root, manifest), counts=shard_counts(root, manifest)):
         if PROGRESS not in sample:
             raise ShardError(f"sample {sample['__key__']} in {sample.get('__url__')} lacks {PROGRESS}")
         p = _npy(sample[PROGRESS])
         if len(p) < future_actions + 1:
             raise WindowError(f"progress window of {sample['__key__']} holds {len(p)} values; need {future_actions + 1}")
-        gains.append(float(p[future_actions] - p[0]))
-    return np.asarray(gains, dtype=np.float64)
+        ep, t = _episode_frame(sample)
+        episode.append(ep)
+        frame.append(t)
+        level.append(float(p[0]))
+        gain.append(float(p[future_actions] - p[0]))
+    return ProgressTable(episode=np.asarray(episode, dtype=np.int64), frame=np.asarray(frame, dtype=np.int64),
+                         level=np.asarray(level, dtype=np.float64), gain=np.asarray(gain, dtype=np.float64))
+
+
+def fit_gain_stats(root: str | Path, future_actions: int, manifest: dict | None = None) -> np.ndarray:
+    """Progress gains Δ = p[t+F] − p[t] of every sample (the ``gain`` column of :func:`fit_progress_table`).
+
+    The weighting statistics (:class:`policies.weighting.GainStats`) are fitted on these.
+    """
+    return fit_progress_table(root, future_actions, manifest).gain
 
 
 class ShardDataModule(pl.LightningDataModule):

@@ -3,7 +3,9 @@
 Each training step: weights from the batch's progress windows (BEFORE the preprocessor, which drops keys it
 does not know), the lerobot batch through the preprocessor (normalisation with the manifest's statistics),
 per-sample losses ℓᵢ from the policy adapter, ``loss = Σ wᵢ ℓᵢ / Σ wᵢ``. Logged per step: loss, mean weight,
-fraction of zero weights, effective sample size (Σw)²/Σw².
+fraction of zero weights, effective sample size (Σw)²/Σw², and, when the source corpus has demonstration-quality
+labels (:meth:`BCModule.set_quality_labels`), the share of Σw and of the samples each label receives
+(``train/weight_share/<label>``, ``train/sample_share/<label>``; reporting only, the rule never sees them).
 
 A non-finite loss (on any rank) raises :class:`NonFiniteLoss` before the update: training stops, no
 checkpoint is written after it, and ``nan_step`` says at which step.
@@ -19,7 +21,15 @@ import pytorch_lightning as pl
 import torch
 
 from policies.base import get_adapter_class
-from policies.weighting import GainStats, get_weighting, weight_summary, weighted_loss
+from policies.weighting import (
+    GainStats,
+    fit_weighting_stats,
+    get_weighting,
+    sample_info,
+    weight_shares,
+    weight_summary,
+    weighted_loss,
+)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -53,7 +63,10 @@ class BCModule(pl.LightningModule):
         self.adapter = get_adapter_class(policy["name"])(policy, features, device=device)
         self.policy = self.adapter.make_policy()
         self.preprocessor, self.postprocessor = self.adapter.make_processors(_stats_arrays(stats))
-        self.gain_stats: GainStats | None = None
+        self.gain_stats: GainStats | None = None  # or policies.advantage.AdvantageStats, whatever the rule reads
+        self._fit_inputs: tuple | None = None  # (ProgressTable, manifest episodes) the statistics were fitted on
+        self.label_names: list[str] = []
+        self.episode_label: torch.Tensor | None = None  # (max episode + 1,) index into label_names, -1 unknown
         self.nan_step: int | None = None
         self.last_loss: float | None = None
         self.record_samples = record_samples
@@ -62,9 +75,37 @@ class BCModule(pl.LightningModule):
     def set_gain_stats(self, stats: GainStats | None) -> None:
         self.gain_stats = stats
 
+    def fit_weighting(self, table, episodes: list[dict]) -> None:
+        """Fit the rule's dataset statistics on ``table`` (data.loader.ProgressTable) and the manifest's episodes;
+        both travel in the checkpoints, so a resumed run refits exactly the same statistics."""
+        self.gain_stats = fit_weighting_stats(self.weighting_name, table, episodes, **self.weighting_params)
+        self._fit_inputs = (table, episodes)
+
+    def set_quality_labels(self, labels: dict[int, str] | None) -> None:
+        """Episode index → demonstration-quality label, for the weight-share logs only (never for weighting)."""
+        if not labels:
+            self.label_names, self.episode_label = [], None
+            return
+        self.label_names = sorted(set(labels.values()))
+        lookup = torch.full((max(labels) + 1,), -1, dtype=torch.long)
+        for e, name in labels.items():
+            lookup[int(e)] = self.label_names.index(name)
+        self.episode_label = lookup
+
     def weights(self, batch: dict) -> torch.Tensor:
-        return self.weight_fn(batch["progress"], self.gain_stats, success=batch.get("success_score"),
-                              **self.weighting_params)
+        return self.weight_fn(batch["progress"], self.gain_stats, **sample_info(batch), **self.weighting_params)
+
+    def label_shares(self, w: torch.Tensor, episode: torch.Tensor) -> dict[str, float]:
+        """``weight_share/<label>`` and ``sample_share/<label>`` of this batch ({} without labels)."""
+        if self.episode_label is None:
+            return {}
+        e = episode.detach().cpu().long()
+        inside = (e >= 0) & (e < len(self.episode_label))
+        groups = torch.where(inside, self.episode_label[e.clamp(0, len(self.episode_label) - 1)], -1)
+        out = {f"weight_share/{k}": v for k, v in weight_shares(w.cpu(), groups, self.label_names).items()}
+        out.update({f"sample_share/{k}": v for k, v in
+                    weight_shares(torch.ones(len(e)), groups, self.label_names).items()})
+        return out
 
     # -- loss
     def per_sample_loss(self, batch: dict) -> torch.Tensor:
@@ -105,6 +146,8 @@ class BCModule(pl.LightningModule):
         self.log("train/weight_mean", ws["weight_mean"], batch_size=bs)
         self.log("train/weight_zero_frac", ws["weight_zero_frac"], batch_size=bs)
         self.log("train/ess", ws["ess"], prog_bar=True, batch_size=bs)
+        for key, value in self.label_shares(w, batch["episode_index"]).items():
+            self.log(f"train/{key}", value, batch_size=bs)
         self.last_loss = float(local.detach())
         return loss
 
@@ -123,11 +166,21 @@ class BCModule(pl.LightningModule):
 
     # -- checkpoints carry the fitted weighting statistics
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self.gain_stats is not None:
+        if self._fit_inputs is not None:
+            table, episodes = self._fit_inputs
+            checkpoint["weighting_fit"] = {"table": {k: torch.as_tensor(v) for k, v in table.as_arrays().items()},
+                                           "episodes": json.dumps(episodes)}
+        elif isinstance(self.gain_stats, GainStats):
             checkpoint["gain_stats"] = {"gains": torch.as_tensor(self.gain_stats.sorted_gains)}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "gain_stats" in checkpoint:
+        if "weighting_fit" in checkpoint:
+            from data.loader import ProgressTable
+
+            fit = checkpoint["weighting_fit"]
+            table = ProgressTable.from_arrays({k: v.numpy() for k, v in fit["table"].items()})
+            self.fit_weighting(table, json.loads(fit["episodes"]))
+        elif "gain_stats" in checkpoint:
             self.gain_stats = GainStats.from_gains(checkpoint["gain_stats"]["gains"].numpy())
 
     # -- export

@@ -22,10 +22,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from configs import ConfigError, save_config
-from data.loader import ShardDataModule, fit_gain_stats
+from data.loader import ShardDataModule, fit_progress_table
 from data.manifest import load_manifest
 from policies.module import BCModule, NonFiniteLoss
-from policies.weighting import NEEDS_STATS, GainStats, get_weighting
+from policies.weighting import NEEDS_STATS, get_weighting
 
 CHECKPOINTS = "checkpoints"
 EXPORT = "export"
@@ -114,8 +114,29 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
                          steps_per_epoch=int(cfg.data.steps_per_epoch), seed=int(cfg.seed))
     if cfg.weighting.name in NEEDS_STATS:
         # fitted once, before training, over every sample's progress window (see policies/weighting.py)
-        module.set_gain_stats(GainStats.from_gains(fit_gain_stats(cfg.data.shards, needs.future_actions, manifest)))
+        table = fit_progress_table(cfg.data.shards, needs.future_actions, manifest)
+        module.fit_weighting(table, _episode_fields(manifest))
+    module.set_quality_labels(quality_labels(manifest))
     return module, dm, manifest
+
+
+def _episode_fields(manifest: dict) -> list[dict]:
+    """What the weighting statistics read of the manifest's episodes (kept in checkpoints, so kept small)."""
+    keys = ("episode_index", "length", "task", "success_score", "final_progress", "raw_scores")
+    return [{k: e.get(k) for k in keys} for e in manifest.get("episodes", [])]
+
+
+def quality_labels(manifest: dict) -> dict[int, str] | None:
+    """Episode index → demonstration-quality label of the source corpus (data.demo's ``meta/demo.json`` under
+    the manifest's ``source.root``), or None when the source has no labels. For the weight-share logs only."""
+    root = (manifest.get("source") or {}).get("root")
+    if not root:
+        return None
+    from data.demo import LABELS_FILE, read_labels
+
+    if not (Path(root) / LABELS_FILE).is_file():
+        return None
+    return {int(e["episode_index"]): str(e["quality"]) for e in read_labels(root)["episodes"]}
 
 
 def train(cfg: DictConfig) -> TrainSummary:

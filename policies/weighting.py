@@ -34,6 +34,7 @@ Rules (../shared/docs/TOPREWARD.md, "Reward-aligned behaviour cloning"):
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -140,16 +141,55 @@ def filter_top(progress: Tensor, stats: GainStats | None = None, *, top_fraction
 
 WeightFn = Callable[..., Tensor]
 
+
+def _lazy(module: str, attr: str) -> WeightFn:
+    """A table entry for a rule defined in another module, imported on first use."""
+    def rule(progress: Tensor, stats=None, **params) -> Tensor:
+        return getattr(importlib.import_module(module), attr)(progress, stats, **params)
+
+    rule.__name__ = attr
+    rule.__doc__ = f"{module}.{attr} (imported on first use)"
+    return rule
+
+
+# advantage estimators against a progress-conditioned baseline and episode quality (policies/advantage.py)
+ADVANTAGE_RULES = ("progress_awr", "episode_quality", "quality_advantage")
+
 WEIGHTINGS: dict[str, WeightFn] = {
     "none": none,
     "top_awr": top_awr,
     "rabc": rabc,
     "awr": awr,
     "filter": filter_top,
+    **{name: _lazy("policies.advantage", name) for name in ADVANTAGE_RULES},
 }
 
-# rules that may read dataset statistics (top_awr only when centered); the trainer fits GainStats for these
-NEEDS_STATS = {"rabc", "awr", "filter", "top_awr"}
+# rules that may read dataset statistics (top_awr only when centered); the trainer fits them once per run
+NEEDS_STATS = {"rabc", "awr", "filter", "top_awr", *ADVANTAGE_RULES}
+
+# what a rule may read of each sample besides its progress window: keyword → batch key (see data/loader.py)
+SAMPLE_FIELDS = {"success": "success_score", "episode": "episode_index", "frame": "frame_index"}
+
+
+def sample_info(batch: dict) -> dict[str, Tensor | None]:
+    """The per-sample keywords every rule is called with (rules ignore the ones they don't read)."""
+    return {kw: batch.get(key) for kw, key in SAMPLE_FIELDS.items()}
+
+
+def fit_weighting_stats(name: str, table, episodes: list[dict], **params):
+    """The dataset statistics rule ``name`` reads, fitted once per run.
+
+    ``table``: :class:`data.loader.ProgressTable` (every sample's episode, frame, p[t], Δ); ``episodes``: the
+    manifest's ``episodes`` list; ``params``: the rule's parameters (the advantage estimators read their
+    fit-time ones: bins, expectile, ...). :class:`GainStats` for the rules above, an
+    :class:`policies.advantage.AdvantageStats` for the advantage estimators.
+    """
+    get_weighting(name)
+    if name in ADVANTAGE_RULES:
+        from policies.advantage import AdvantageStats
+
+        return AdvantageStats.fit(table, episodes, rule=name, **params)
+    return GainStats.from_gains(table.gain)
 
 
 def get_weighting(name: str) -> WeightFn:
@@ -170,6 +210,18 @@ def weight_summary(w: Tensor) -> dict[str, float]:
     s1, s2 = w.sum(), (w * w).sum()
     ess = (s1 * s1 / s2).item() if s2 > 0 else 0.0
     return {"weight_mean": w.mean().item(), "weight_zero_frac": (w == 0).float().mean().item(), "ess": ess}
+
+
+def weight_shares(w: Tensor, groups: Tensor, names: list[str] | tuple[str, ...]) -> dict[str, float]:
+    """Share of the batch's total weight Σw that each group receives (``groups``: (B,) index into ``names``,
+    −1 for samples in no group). For reporting, e.g. by demonstration-quality label; shares sum to 1 over the
+    groups when every sample has one (all 0 when Σw = 0)."""
+    w = w.detach().float()
+    g = groups.to(w.device).long()
+    total = w.sum()
+    scale = 1.0 / total.item() if total.item() > 0 else 0.0
+    sums = torch.zeros(len(names), dtype=w.dtype, device=w.device).index_add_(0, g.clamp_min(0), w * (g >= 0))
+    return {name: float(sums[i]) * scale for i, name in enumerate(names)}
 
 
 def weighted_loss(per_sample: Tensor, w: Tensor) -> Tensor:

@@ -1,0 +1,303 @@
+"""Advantage estimators (policies/advantage.py) on hand-built progress curves, against hand computations."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from bc_helpers import tiny_cfg
+
+from data.fixtures import write_tiny_shards
+from data.loader import ProgressTable, fit_progress_table
+from data.manifest import MANIFEST
+from data.schema import windows
+from pipeline.progress import minmax
+from policies.advantage import AdvantageStats, advantage, binned_baseline, expectile
+from policies.weighting import WEIGHTINGS, GainStats, WeightingError, fit_weighting_stats, weigh
+
+H = 4
+T = 20
+
+
+def _raw_curves() -> dict[str, np.ndarray]:
+    """Raw scores per frame (the reward model's scale) of five hand-built episodes of one task."""
+    t = np.arange(T, dtype=np.float64)
+    return {
+        "expert": np.minimum(t / 8, 1.0),                       # at the top by frame 8, then the goal is held
+        "slow": np.minimum(t / 18, 1.0),                        # same path, half the speed
+        "stalled": np.interp(t, [0, 4, 12, 16], [0, 0.5, 0.5, 1.0]),  # stands still half way for 8 frames
+        "regressing": np.interp(t, [0, 6, 12, 17], [0, 0.6, 0.2, 1.0]),  # loses ground, then recovers
+        "failed": np.minimum(t / 10, 1.0) * 0.3,                # never gets far; min-max still reaches 1
+    }
+
+
+NAMES = list(_raw_curves())
+
+
+def _table_and_episodes(curves: dict[str, np.ndarray]):
+    """The fit table exactly as the shards give it (windows clamped at the episode end) + manifest episodes."""
+    rows, episodes = [], []
+    for e, raw in enumerate(curves.values()):
+        p = minmax(raw)
+        for t in range(len(p)):
+            win = p[windows(t, len(p), 1, H).progress]
+            rows.append((e, t, win[0], win[-1] - win[0]))
+        episodes.append({"episode_index": e, "length": len(p), "task": "push", "success_score": float(raw[-3:].mean()),
+                         "final_progress": 1.0, "raw_scores": raw.tolist()})
+    ep, fr, lv, gn = map(np.asarray, zip(*rows, strict=True))
+    return ProgressTable(episode=ep, frame=fr, level=lv, gain=gn), episodes
+
+
+def _window(name: str, t: int) -> torch.Tensor:
+    p = minmax(_raw_curves()[name])
+    return torch.tensor(p[windows(t, len(p), 1, H).progress], dtype=torch.float32)
+
+
+def _weigh(rule: str, stats, picks: list[tuple[str, int]], **params) -> dict[tuple[str, int], float]:
+    progress = torch.stack([_window(n, t) for n, t in picks])
+    episode = torch.tensor([NAMES.index(n) for n, _ in picks])
+    frame = torch.tensor([t for _, t in picks])
+    w = weigh(rule, progress, stats, episode=episode, frame=frame, **params)
+    return dict(zip(picks, w.tolist(), strict=True))
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    table, episodes = _table_and_episodes(_raw_curves())
+    return table, episodes, {rule: fit_weighting_stats(rule, table, episodes)
+                             for rule in ("progress_awr", "episode_quality", "quality_advantage")}
+
+
+# ---------------------------------------------------------------------------------------- fitted pieces
+
+
+def test_expectile_hand_values():
+    assert expectile([0.0, 0.2, 0.4, 1.0], 0.5) == pytest.approx(0.4)  # the mean
+    assert expectile([0.0, 1.0], 0.7) == pytest.approx(0.7)  # 0.7·(1 − m) = 0.3·m
+    assert expectile([0.0, 0.0, 1.0], 0.7) == pytest.approx(7 / 13)  # 0.7·(1 − m) = 0.3·2m
+    assert expectile([0.0, 0.0, 1.0], 0.9) > expectile([0.0, 0.0, 1.0], 0.5)  # the upper expectile is higher
+    with pytest.raises(WeightingError, match="expectile=1"):
+        expectile([0.0], 1.0)
+
+
+def test_binned_baseline_hand_table():
+    centres, b = binned_baseline([0.1, 0.2, 0.7], [0.2, 0.4, 0.0], bins=2, tau=0.5, smooth=0)
+    np.testing.assert_allclose(centres, [0.25, 0.75])
+    np.testing.assert_allclose(b, [0.3, 0.0])  # per-bin means
+    _, b1 = binned_baseline([0.1, 0.2, 0.7], [0.2, 0.4, 0.0], bins=2, tau=0.5, smooth=1)
+    np.testing.assert_allclose(b1, [0.2, 0.2])  # count-weighted over both bins: (2·0.3 + 1·0) / 3
+    _, b2 = binned_baseline([0.1, 0.9], [0.4, 0.0], bins=4, tau=0.5, smooth=0)
+    np.testing.assert_allclose(b2, [0.4, 0.4 * 2 / 3, 0.4 / 3, 0.0])  # empty bins: interpolated between centres
+    _, b3 = binned_baseline([0.1, 0.2, 0.3], [0.0, 0.0, 1.0], bins=1, tau=0.7, smooth=0)
+    np.testing.assert_allclose(b3, [7 / 13])
+
+
+def test_one_bin_mean_baseline_on_episode_scale_is_awr():
+    # with one bin, the mean, and the shards' own scale, b = mean Δ and σ_A = std Δ: exactly the awr rule
+    table, episodes = _table_and_episodes(_raw_curves())
+    st = fit_weighting_stats("progress_awr", table, episodes, scale="episode", bins=1, expectile=0.5, smooth=0)
+    assert st.baseline[0] == pytest.approx(table.gain.mean()) and st.adv_std == pytest.approx(table.gain.std())
+    progress = torch.stack([_window(n, t) for n, t in [("expert", 2), ("stalled", 6), ("regressing", 8)]])
+    gains = GainStats.from_gains(table.gain)
+    torch.testing.assert_close(weigh("progress_awr", progress, st, beta=0.5, w_max=20.0),
+                               weigh("awr", progress, gains, beta=0.5, w_max=20.0, eps=0.0), rtol=1e-5, atol=1e-6)
+
+
+def test_dataset_scale_undoes_minmax_with_raw_scores(fitted):
+    _, _, stats = fitted
+    st = stats["progress_awr"]
+    # task range [L, U] = [0, 1]; the failure's raw scores span [0, 0.3] → p' = 0.3·p, Δ' = 0.3·Δ
+    np.testing.assert_allclose(st.slope, [1, 1, 1, 1, 0.3])
+    np.testing.assert_allclose(st.offset, [0, 0, 0, 0, 0], atol=1e-12)
+    # a second task with raw scores in [-4, -2]: mapped onto its own range, not the first task's
+    table, episodes = _table_and_episodes(_raw_curves())
+    extra = np.minimum(np.arange(T) / 8, 1.0) * 2 - 4
+    more = ProgressTable(episode=np.concatenate([table.episode, np.full(T, 5)]),
+                         frame=np.concatenate([table.frame, np.arange(T)]),
+                         level=np.concatenate([table.level, minmax(extra)]),
+                         gain=np.concatenate([table.gain, np.zeros(T)]))
+    half = (extra - 1).tolist()  # raw in [-5, -3] … of a second episode of that task: L = -5, U = -2
+    eps2 = episodes + [{"episode_index": 5, "length": T, "task": "other", "success_score": -2.0, "raw_scores": extra.tolist()},
+                       {"episode_index": 6, "length": T, "task": "other", "success_score": -3.0, "raw_scores": half}]
+    more = ProgressTable(episode=np.concatenate([more.episode, np.full(T, 6)]),
+                         frame=np.concatenate([more.frame, np.arange(T)]),
+                         level=np.concatenate([more.level, minmax(half)]), gain=np.concatenate([more.gain, np.zeros(T)]))
+    st2 = fit_weighting_stats("progress_awr", more, eps2)
+    np.testing.assert_allclose(st2.slope[[5, 6]], [2 / 3, 2 / 3])
+    np.testing.assert_allclose(st2.offset[[5, 6]], [1 / 3, 0.0], atol=1e-12)
+    np.testing.assert_allclose(st2.slope[:5], st.slope)  # the first task is untouched
+
+
+def test_quality_and_top_frames_hand_values(fitted):
+    _, episodes, stats = fitted
+    st = stats["quality_advantage"]
+    np.testing.assert_array_equal(st.top_frame, [8, 18, 16, 17, 10])  # first frame at progress >= 0.95
+    s = np.array([e["success_score"] for e in episodes])
+    frac = np.array([8, 18, 16, 17, 10]) / T
+    zs = (s - s.mean()) / max(s.std(), 0.1 * 1.0)  # floor: std_floor × the task's raw range (1)
+    zt = (frac - frac.mean()) / max(frac.std(), 0.1)
+    np.testing.assert_allclose(st.quality, (1.0 * zs - 0.5 * zt) / 1.5)
+    # equally good episodes whose success scores differ by noise are not pulled apart: the std floor bites
+    same = [dict(e, success_score=1.0 + 1e-4 * i) for i, e in enumerate(episodes)]
+    table, _ = _table_and_episodes(_raw_curves())
+    q = fit_weighting_stats("episode_quality", table, same, time_weight=0.0).quality
+    assert np.abs(q).max() < 0.01
+    q_nofloor = fit_weighting_stats("episode_quality", table, same, time_weight=0.0, std_floor=0.0).quality
+    assert np.abs(q_nofloor).max() > 1.0  # without the floor the same noise is standardised to ±1.4
+
+
+# -------------------------------------------------------------------------------- orderings by estimator
+
+
+def test_progress_awr_orders_chunks_at_the_same_stage(fitted):
+    _, _, stats = fitted
+    st = stats["progress_awr"]
+    w = _weigh("progress_awr", st, [("expert", 2), ("slow", 4), ("stalled", 6), ("regressing", 7)])
+    # all four start near p = 0.25-0.5: expert (Δ = 0.5) > slow (0.22) > stalled (0) > regressing (< 0)
+    assert w[("expert", 2)] > w[("slow", 4)] > w[("stalled", 6)] > w[("regressing", 7)]
+    # exact: w = min(exp((Δ' − b(p')) / σ_A), 20) with b interpolated between the fitted bin values
+    p = minmax(_raw_curves()["slow"])
+    d = p[8] - p[4]
+    expected = math.exp((d - np.interp(p[4], st.centres, st.baseline)) / st.adv_std)
+    assert w[("slow", 4)] == pytest.approx(expected, rel=1e-5)
+
+
+def test_progress_awr_failed_episode_not_rewarded_for_its_own_maximum(fitted):
+    table, episodes, stats = fitted
+    picks = [("failed", 2), ("slow", 4)]
+    w_data = _weigh("progress_awr", stats["progress_awr"], picks)
+    # on the dataset scale the failure climbs 0.3·0.4 = 0.12 per chunk: below the slow expert's 0.22
+    assert w_data[("failed", 2)] < w_data[("slow", 4)]
+    # negative control: on the shards' min-max scale the same failure chunk gains 0.4 and wins
+    st_ep = fit_weighting_stats("progress_awr", table, episodes, scale="episode")
+    w_ep = _weigh("progress_awr", st_ep, picks)
+    assert w_ep[("failed", 2)] > w_ep[("slow", 4)]
+
+
+def test_quality_advantage_post_success_plateau(fitted):
+    _, _, stats = fitted
+    st = stats["quality_advantage"]
+    z = dict(zip(NAMES, st.quality, strict=True))
+    assert z["expert"] > 0 > z["failed"]
+    w = _weigh("quality_advantage", st, [("expert", 15), ("failed", 15), ("expert", 2), ("slow", 4), ("failed", 2)])
+    # after the top: A = hold·z_e + λ·z_e = 2·z_e (hold = λ = 1), whatever the (flat) progress says
+    assert w[("expert", 15)] == pytest.approx(math.exp(2 * z["expert"]), rel=1e-5)
+    assert w[("failed", 15)] == pytest.approx(math.exp(2 * z["failed"]), rel=1e-5)
+    assert w[("expert", 15)] > 1.0 > w[("failed", 15)]  # holding the goal is good, a failure's plateau is not
+    # before the top: A = A_c + λ·z_e
+    a_c = advantage("progress_awr", _window("slow", 4)[None], stats["progress_awr"], episode=torch.tensor([1]))[0]
+    assert w[("slow", 4)] == pytest.approx(math.exp(a_c + z["slow"]), rel=1e-5)
+    assert w[("expert", 2)] > w[("slow", 4)] > w[("failed", 2)]
+    # negative control: the chunk-level estimator alone leaves the expert's plateau near average (Δ' ≈ b ≈ 0)
+    plateau = _weigh("progress_awr", stats["progress_awr"], [("expert", 15)])[("expert", 15)]
+    assert abs(math.log(plateau)) < 0.5 < 2 * z["expert"]
+
+
+def test_episode_quality_orders_episodes(fitted):
+    _, _, stats = fitted
+    st = stats["episode_quality"]
+    w = _weigh("episode_quality", st, [(n, 3) for n in NAMES])
+    # success first (the failure is last), then time to the top: expert 8 < stalled 16 < regressing 17 < slow 18
+    order = sorted(NAMES, key=lambda n: -w[(n, 3)])
+    assert order == ["expert", "stalled", "regressing", "slow", "failed"]
+    assert w[("expert", 3)] == pytest.approx(math.exp(st.quality[0]), rel=1e-5)
+    # every frame of an episode gets the same weight
+    assert _weigh("episode_quality", st, [("slow", 0), ("slow", 19)]) == {("slow", 0): w[("slow", 3)],
+                                                                         ("slow", 19): w[("slow", 3)]}
+
+
+def test_rank_transform_is_the_dataset_cdf(fitted):
+    table, _, stats = fitted
+    st = stats["progress_awr"]
+    w = _weigh("progress_awr", st, [("expert", 2), ("regressing", 7)], transform="rank")
+    ref = np.sort((st.slope[table.episode] * table.gain
+                   - st.baseline_at(st.offset[table.episode] + st.slope[table.episode] * table.level)) / st.adv_std)
+    a = advantage("progress_awr", _window("expert", 2)[None], st, episode=torch.tensor([0]))[0]
+    assert w[("expert", 2)] == pytest.approx(np.mean(ref <= a + 1e-12), abs=1e-6)
+    assert 0 < w[("regressing", 7)] < w[("expert", 2)] <= 1.0
+    with pytest.raises(WeightingError, match="transform"):
+        _weigh("progress_awr", st, [("expert", 2)], transform="softmax")
+
+
+# ------------------------------------------------------------------------------------------------- errors
+
+
+def test_errors_name_what_to_do(fitted):
+    table, episodes, stats = fitted
+    no_raw = [{k: v for k, v in e.items() if k != "raw_scores"} for e in episodes]
+    with pytest.raises(WeightingError, match="scale=episode"):
+        fit_weighting_stats("progress_awr", table, no_raw)
+    no_success = [dict(e, success_score=None) for e in episodes]
+    with pytest.raises(WeightingError, match="success_score"):
+        fit_weighting_stats("quality_advantage", table, no_success)
+    progress = _window("expert", 2)[None]
+    with pytest.raises(WeightingError, match="episode_index"):
+        weigh("quality_advantage", progress, stats["quality_advantage"])
+    with pytest.raises(WeightingError, match=r"episodes \[9\]"):
+        weigh("progress_awr", progress, stats["progress_awr"], episode=torch.tensor([9]))
+    with pytest.raises(WeightingError, match="AdvantageStats"):
+        weigh("progress_awr", progress, GainStats.from_gains(table.gain), episode=torch.tensor([0]))
+    with pytest.raises(WeightingError, match="fitted for 'progress_awr'"):
+        weigh("quality_advantage", progress, stats["progress_awr"], episode=torch.tensor([0]), frame=torch.tensor([2]))
+    with pytest.raises(WeightingError, match="scale='global'"):
+        AdvantageStats.fit(table, episodes, scale="global")
+
+
+# ------------------------------------------------------------------------------------ wired end to end
+
+
+@pytest.fixture(scope="module")
+def labelled_shards(tmp_path_factory):
+    """Tiny shards whose manifest carries raw scores and whose source corpus has quality labels."""
+    root = tmp_path_factory.mktemp("adv_shards")
+    out = write_tiny_shards(root / "shards", episodes=4, length=16, obs_steps=2, horizon=8, images=False)
+    from data.fixtures import tiny_episode
+
+    manifest = json.loads((out / MANIFEST).read_text())
+    for e in manifest["episodes"]:
+        prog = tiny_episode(e["episode_index"], 16, state_dim=4, action_dim=2)["progress"]
+        e["raw_scores"], e["prefix_ends"] = prog.astype(float).tolist(), list(range(1, 17))
+    source = root / "corpus"
+    (source / "meta").mkdir(parents=True)
+    (source / "meta" / "demo.json").write_text(json.dumps({"episodes": [
+        {"episode_index": i, "quality": "expert" if i % 2 == 0 else "failure"} for i in range(4)]}))
+    manifest["source"]["root"] = str(source)
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    return out
+
+
+def test_fit_progress_table_matches_fit_gain_stats(labelled_shards):
+    table = fit_progress_table(labelled_shards, 8)
+    assert len(table) == 4 * 16 and sorted(set(table.episode.tolist())) == [0, 1, 2, 3]
+    assert sorted(table.frame[table.episode == 2].tolist()) == list(range(16))
+    # the expert fixture episodes rise linearly over 16 frames: Δ = 8/15 before the end, p[t] = t/15
+    m = (table.episode == 0) & (table.frame == 3)
+    assert table.level[m][0] == pytest.approx(3 / 15, abs=1e-6) and table.gain[m][0] == pytest.approx(8 / 15, abs=1e-6)
+
+
+@pytest.mark.parametrize("rule", ["progress_awr", "episode_quality", "quality_advantage"])
+def test_training_runs_each_estimator(labelled_shards, tmp_path, rule):
+    from policies.module import BCModule
+    from policies.training import build, train
+
+    assert rule in WEIGHTINGS
+    cfg = tiny_cfg(labelled_shards, tmp_path / "run", "act", rule, "export=false", steps=2, steps_per_epoch=2,
+                   batch_size=16)
+    module, dm, _ = build(cfg)
+    assert isinstance(module.gain_stats, AdvantageStats) and module.gain_stats.rule == rule
+    batch = next(iter(dm.stream()))
+    w = module.weights(batch)
+    assert w.shape == (16,) and torch.isfinite(w).all() and (w > 0).any()
+    good = batch["episode_index"] % 2 == 0  # the fixture's rising episodes; odd ones stall and regress
+    if good.any() and (~good).any():
+        assert w[good].mean() > w[~good].mean()
+    summary = train(cfg)
+    assert summary.steps == 2
+    header = (tmp_path / "run" / "logs" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/weight_share/expert" in header and "train/sample_share/failure" in header
+    # the checkpoint refits the same statistics
+    again = BCModule.load_from_checkpoint(summary.checkpoint, map_location="cpu")
+    np.testing.assert_allclose(again.gain_stats.baseline, module.gain_stats.baseline)
+    np.testing.assert_allclose(again.gain_stats.quality, module.gain_stats.quality)
+    torch.testing.assert_close(again.weights(batch), w)
