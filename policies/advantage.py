@@ -182,14 +182,16 @@ class AdvantageStats:
         known[present] = True
         slope, offset = np.zeros(size), np.zeros(size)
         top_frame, quality = np.zeros(size), np.full(size, np.nan)
+        pmin, pmax, last = np.full(size, np.inf), np.full(size, -np.inf), np.zeros(size)
+        np.minimum.at(pmin, ep_col, level)
+        np.maximum.at(pmax, ep_col, level)
+        np.maximum.at(last, ep_col, frame_col.astype(np.float64))
         lengths = np.ones(size)
-        pmin, pmax = np.zeros(size), np.ones(size)
         for e in present:
-            m = ep_col == e
-            pmin[e], pmax[e] = level[m].min(), level[m].max()
-            reached = frame_col[m][level[m] >= top - 1e-9]
-            lengths[e] = float(by_index[int(e)].get("length") or frame_col[m].max() + 1)
-            top_frame[e] = float(reached.min()) if reached.size else lengths[e]
+            lengths[e] = float(by_index[int(e)].get("length") or last[e] + 1)
+        top_frame[present] = lengths[present]  # never at the top: as late as the episode is long
+        at_top = level >= top - 1e-9
+        np.minimum.at(top_frame, ep_col[at_top], frame_col[at_top].astype(np.float64))
         tasks = np.array([str(by_index[int(e)].get("task", "")) for e in present])
 
         raw_lo, raw_hi, raw_final = {}, {}, {}

@@ -12,11 +12,16 @@ frame, so a chunk that runs past the end gains only what the episode still made)
 future actions the policy is trained on from ``t``; the trainer cuts the shards' windows to that length before
 it calls the rules and before it fits the statistics, so both see the same Δ.
 
-Dataset statistics (:class:`GainStats`: mean and std of Δ over the training set, the sorted Δ for the
-``filter`` threshold) are fitted ONCE per run, before training (``policies.training.build``), by
-:func:`data.loader.fit_gain_stats`: one pass over the ``progress.npy`` windows of every shard sample (no image
-is decoded), cut to the policy's chunk — exactly the Δ the rules see in training. They travel in the
-checkpoints, so a resumed run weighs with the same statistics.
+Dataset statistics are fitted ONCE per run, before training (``policies.training.build``), by
+:func:`fit_weighting_stats` on :func:`data.loader.fit_progress_table`: one pass over the ``progress.npy``
+windows of every shard sample (no image is decoded), cut to the policy's chunk — exactly the Δ the rules see
+in training — plus the manifest's ``episodes``. :class:`GainStats` (mean and std of Δ, the sorted Δ for the
+``filter`` threshold) for the rules below; :class:`policies.advantage.AdvantageStats` for the advantage
+estimators. The fit inputs travel in the checkpoints, so a resumed run weighs with the same statistics.
+
+Besides its window, every rule is called with the per-sample keywords of :func:`sample_info` (``success``,
+``episode``, ``frame``: the batch's ``success_score``, ``episode_index``, ``frame_index``) and reads the
+ones it needs.
 
 Rules (../shared/docs/TOPREWARD.md, "Reward-aligned behaviour cloning"):
 
@@ -30,6 +35,8 @@ Rules (../shared/docs/TOPREWARD.md, "Reward-aligned behaviour cloning"):
 - ``filter``: w ∈ {0, 1}: 1 for Δ at or above the dataset's (1 − q) quantile of Δ (the top q fraction; ties
   at the threshold are all kept), and, with ``min_success`` set, 0 for every sample of an episode whose
   success score (manifest ``episodes[].success_score``) is below it.
+- ``progress_awr``, ``episode_quality``, ``quality_advantage``: advantage estimators against a
+  progress-conditioned baseline and the episode's quality (:mod:`policies.advantage`, docs/weighting.md).
 """
 
 from __future__ import annotations

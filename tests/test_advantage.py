@@ -110,19 +110,17 @@ def test_dataset_scale_undoes_minmax_with_raw_scores(fitted):
     # task range [L, U] = [0, 1]; the failure's raw scores span [0, 0.3] → p' = 0.3·p, Δ' = 0.3·Δ
     np.testing.assert_allclose(st.slope, [1, 1, 1, 1, 0.3])
     np.testing.assert_allclose(st.offset, [0, 0, 0, 0, 0], atol=1e-12)
-    # a second task with raw scores in [-4, -2]: mapped onto its own range, not the first task's
+    # a second task, two episodes with raw scores in [-4, -2] and [-5, -3]: its range is [L, U] = [-5, -2]
     table, episodes = _table_and_episodes(_raw_curves())
-    extra = np.minimum(np.arange(T) / 8, 1.0) * 2 - 4
-    more = ProgressTable(episode=np.concatenate([table.episode, np.full(T, 5)]),
-                         frame=np.concatenate([table.frame, np.arange(T)]),
-                         level=np.concatenate([table.level, minmax(extra)]),
-                         gain=np.concatenate([table.gain, np.zeros(T)]))
-    half = (extra - 1).tolist()  # raw in [-5, -3] … of a second episode of that task: L = -5, U = -2
-    eps2 = episodes + [{"episode_index": 5, "length": T, "task": "other", "success_score": -2.0, "raw_scores": extra.tolist()},
-                       {"episode_index": 6, "length": T, "task": "other", "success_score": -3.0, "raw_scores": half}]
-    more = ProgressTable(episode=np.concatenate([more.episode, np.full(T, 6)]),
-                         frame=np.concatenate([more.frame, np.arange(T)]),
-                         level=np.concatenate([more.level, minmax(half)]), gain=np.concatenate([more.gain, np.zeros(T)]))
+    a_raw = np.minimum(np.arange(T) / 8, 1.0) * 2 - 4
+    b_raw = a_raw - 1
+    more = ProgressTable(episode=np.concatenate([table.episode, np.full(T, 5), np.full(T, 6)]),
+                         frame=np.concatenate([table.frame, np.arange(T), np.arange(T)]),
+                         level=np.concatenate([table.level, minmax(a_raw), minmax(b_raw)]),
+                         gain=np.concatenate([table.gain, np.zeros(2 * T)]))
+    eps2 = episodes + [
+        {"episode_index": 5, "length": T, "task": "other", "success_score": -2.0, "raw_scores": a_raw.tolist()},
+        {"episode_index": 6, "length": T, "task": "other", "success_score": -3.0, "raw_scores": b_raw.tolist()}]
     st2 = fit_weighting_stats("progress_awr", more, eps2)
     np.testing.assert_allclose(st2.slope[[5, 6]], [2 / 3, 2 / 3])
     np.testing.assert_allclose(st2.offset[[5, 6]], [1 / 3, 0.0], atol=1e-12)
@@ -301,3 +299,74 @@ def test_training_runs_each_estimator(labelled_shards, tmp_path, rule):
     np.testing.assert_allclose(again.gain_stats.baseline, module.gain_stats.baseline)
     np.testing.assert_allclose(again.gain_stats.quality, module.gain_stats.quality)
     torch.testing.assert_close(again.weights(batch), w)
+
+
+def test_weight_shares_by_label():
+    from policies.weighting import weight_shares
+
+    w = torch.tensor([1.0, 3.0, 0.0, 4.0])
+    shares = weight_shares(w, torch.tensor([0, 1, 1, -1]), ["expert", "failure"])
+    assert shares == {"expert": pytest.approx(1 / 8), "failure": pytest.approx(3 / 8)}  # the unlabelled 4 counts in Σw
+    assert weight_shares(torch.zeros(2), torch.tensor([0, 1]), ["a", "b"]) == {"a": 0.0, "b": 0.0}
+
+
+def test_module_label_shares(labelled_shards, tmp_path):
+    from policies.training import build
+
+    module, _, _ = build(tiny_cfg(labelled_shards, tmp_path / "run", "act", "none"))
+    assert module.label_names == ["expert", "failure"]
+    shares = module.label_shares(torch.tensor([2.0, 1.0, 1.0, 0.0]), torch.tensor([0, 1, 2, 7]))
+    assert shares == {"weight_share/expert": pytest.approx(0.75), "weight_share/failure": pytest.approx(0.25),
+                      "sample_share/expert": pytest.approx(0.5), "sample_share/failure": pytest.approx(0.25)}
+    module.set_quality_labels(None)  # a source without labels: nothing is logged
+    assert module.label_shares(torch.ones(2), torch.tensor([0, 1])) == {}
+
+
+def _mixed_corpus(seed: int = 0, length: int = 150, horizon: int = 10):
+    """50 reward curves shaped like the MetaWorld probe's mix: 25 experts that succeed by step 50-70 and hold
+    the goal; 25 degraded ones, slower and with a setback, 10 of which never reach the success level."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)
+    curves = []
+    for i in range(50):
+        if i < 25:
+            raw = np.minimum(t / rng.uniform(50, 70), 1.0)
+        else:
+            raw = np.minimum(t / rng.uniform(90, 140), 1.0) * (1.0 if i < 40 else rng.uniform(0.3, 0.6))
+            a = rng.integers(10, 80)
+            raw[a:a + 25] = raw[a] - np.linspace(0, 0.1, 25).clip(0, raw[a])
+            raw = np.maximum.accumulate(raw) * 0.7 + raw * 0.3
+        curves.append(raw + rng.normal(0, 0.02, length))
+    rows, episodes, progress = [], [], []
+    for e, raw in enumerate(curves):
+        p = minmax(raw)
+        for f in range(length):
+            win = p[windows(f, length, 1, horizon).progress]
+            rows.append((e, f, win[0], win[-1] - win[0]))
+            progress.append(win)
+        episodes.append({"episode_index": e, "length": length, "task": "push",
+                         "success_score": float(raw[-3:].mean()), "raw_scores": raw.tolist()})
+    ep, fr, lv, gn = map(np.asarray, zip(*rows, strict=True))
+    return ProgressTable(ep, fr, lv, gn), episodes, torch.tensor(np.stack(progress), dtype=torch.float32)
+
+
+def test_expert_weight_share_on_a_mixed_corpus():
+    """The experts' share of Σw on the hand-built mix (the figures quoted in docs/weighting.md)."""
+    from policies.weighting import weight_shares
+
+    table, episodes, progress = _mixed_corpus()
+    groups = torch.as_tensor((table.episode >= 25).astype(np.int64))
+    shares = {}
+    for rule, params in [("none", {}), ("rabc", {}), ("awr", {}), ("top_awr", {"centered": True}),
+                         ("progress_awr", {}), ("progress_awr", {"scale": "episode"}), ("episode_quality", {}),
+                         ("quality_advantage", {}), ("quality_advantage", {"transform": "rank"})]:
+        st = fit_weighting_stats(rule, table, episodes, **params)
+        w = weigh(rule, progress, st, episode=torch.as_tensor(table.episode), frame=torch.as_tensor(table.frame),
+                  **params)
+        shares[(rule, tuple(params.items()))] = round(weight_shares(w, groups, ["expert", "degraded"])["expert"], 2)
+    assert shares[("none", ())] == 0.5  # the control: half the samples are experts'
+    assert shares[("rabc", ())] < 0.55 and shares[("awr", ())] < 0.55  # the gain-only rules barely move it
+    assert shares[("progress_awr", ())] > shares[("progress_awr", (("scale", "episode"),))] + 0.05
+    assert shares[("quality_advantage", ())] >= 0.75
+    assert shares[("quality_advantage", ())] > shares[("progress_awr", ())]
+    assert shares[("quality_advantage", ())] > shares[("episode_quality", ())]
