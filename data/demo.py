@@ -13,13 +13,16 @@ MetaWorld's scripted expert drives every episode; the episode's *quality* decide
 
 Features follow lerobot's MetaWorld env (see :mod:`data.sim`): ``observation.images.corner2`` (video),
 ``observation.state`` (hand xyz + gripper), ``action`` (4-d), ``next.reward`` (dense reward / 10, in [0, 1]),
-``next.success``, ``quality`` (per-frame index into :data:`QUALITIES`) and the task's instruction. Per-episode
+``next.success``, ``quality`` (per-frame index into :data:`QUALITIES`) and the task's instruction. Two options
+serve state-based policies: ``environment_state: true`` also stores MetaWorld's full 39-d observation as
+``observation.environment_state`` (what the scripted expert reads: hand, gripper, object pose, goal), and
+``camera: null`` stores no camera at all, so nothing is rendered and a corpus is written in seconds. Per-episode
 labels (quality, failure or detour kind, detour segments, setup seed, success, first success step, return) go to
 ``meta/demo.json``; read them with :func:`read_labels`. They are for reporting: nothing downstream may train on them.
 
 Episode ``i`` uses the task setup of seed ``seed + i`` (the same setups lerobot's env draws for those seeds) and
 a random stream of its own, so the same config gives the same corpus. Each episode is first simulated without
-rendering (cheap); only accepted episodes are replayed with rendering and stored.
+rendering (cheap); only accepted episodes are replayed with rendering (when a camera is stored) and stored.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ QUALITIES = ("expert", "noisy", "detour", "failure")
 DETOUR_KINDS = ("wander", "stall")
 FAILURE_KINDS = ("push_away", "wrong_goal", "stall", "random")
 FORMAT_VERSION = 1
+# config keys added after the first corpora were written, with the value that reproduces those corpora
+LATER_KEYS = {"environment_state": False}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -232,17 +237,29 @@ def render_replay(sim: simlib.MetaWorldSim, setup_seed: int, rollout: Rollout) -
     return np.stack(frames)
 
 
-def demo_features(image_size: tuple[int, int], camera: str) -> dict:
+def demo_features(image_size: tuple[int, int], camera: str | None, environment_state: bool = False) -> dict:
+    """The corpus's lerobot features: the camera (none when ``camera`` is None), the states, action, reward."""
     h, w = image_size
-    return {
-        simlib.image_key(camera): {"dtype": "video", "shape": (h, w, 3), "names": ["height", "width", "channels"]},
-        simlib.STATE_KEY: {"dtype": "float32", "shape": (simlib.STATE_DIM,),
-                           "names": ["hand_x", "hand_y", "hand_z", "gripper"]},
+    features = {}
+    if camera is not None:
+        features[simlib.image_key(camera)] = {"dtype": "video", "shape": (h, w, 3),
+                                              "names": ["height", "width", "channels"]}
+    features[simlib.STATE_KEY] = {"dtype": "float32", "shape": (simlib.STATE_DIM,),
+                                  "names": ["hand_x", "hand_y", "hand_z", "gripper"]}
+    if environment_state:
+        features[simlib.ENV_STATE_KEY] = {"dtype": "float32", "shape": (simlib.ENV_STATE_DIM,), "names": None}
+    return features | {
         "action": {"dtype": "float32", "shape": (simlib.ACTION_DIM,), "names": ["x", "y", "z", "gripper"]},
         "next.reward": {"dtype": "float32", "shape": (1,), "names": None},
         "next.success": {"dtype": "bool", "shape": (1,), "names": None},
         "quality": {"dtype": "int64", "shape": (1,), "names": None},
     }
+
+
+def stored_camera(cfg: DictConfig) -> str | None:
+    """The camera the corpus stores, or None (``camera: null``: state only, nothing rendered)."""
+    camera = cfg.get("camera")
+    return None if camera in (None, "", "none", "null") else str(camera)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -252,6 +269,11 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"episode_length={n}: MetaWorld episodes have 1..{simlib.MAX_STEPS} steps")
     if int(cfg.episodes) < 1:
         raise ValueError(f"episodes={cfg.episodes}: need at least 1")
+    if not isinstance(cfg.get("environment_state", False), bool):
+        raise ValueError(f"environment_state={cfg.environment_state!r}: give true or false")
+    if stored_camera(cfg) is None and not cfg.get("environment_state", False):
+        print("warning: camera=null without environment_state=true stores only the 4-d observation.state; a "
+              "policy trained on it cannot see the object or the goal", file=sys.stderr)
     if len(cfg.image_size) != 2:
         raise ValueError(f"image_size={list(cfg.image_size)}: give [height, width]")
     if int(cfg.fps) != simlib.FPS:
@@ -313,29 +335,36 @@ def generate(cfg: DictConfig, progress: bool = True) -> Path:
     task = simlib.check_task(cfg.task)
     image_size = (int(cfg.image_size[0]), int(cfg.image_size[1]))
     qualities = episode_qualities(dict(cfg.mix), int(cfg.episodes), int(cfg.seed))
-    sim = simlib.MetaWorldSim(task, image_size=image_size, camera=cfg.camera, shadows=bool(cfg.shadows))
+    camera = stored_camera(cfg)
+    env_state = bool(cfg.get("environment_state", False))
+    sim = simlib.MetaWorldSim(task, image_size=image_size, camera=camera or simlib.CAMERA,
+                              shadows=bool(cfg.shadows))
     expert = simlib.expert_policy(task)
-    ds = LeRobotDataset.create(cfg.repo_id, fps=int(cfg.fps), features=demo_features(image_size, cfg.camera),
-                               root=tmp, robot_type="sawyer", use_videos=True)
-    key = simlib.image_key(cfg.camera)
+    ds = LeRobotDataset.create(cfg.repo_id, fps=int(cfg.fps), features=demo_features(image_size, camera, env_state),
+                               root=tmp, robot_type="sawyer", use_videos=camera is not None)
+    key = simlib.image_key(camera) if camera is not None else None
     episodes = []
     t0 = time.perf_counter()
     bar = tqdm(qualities, desc=f"{task} corpus", unit="ep", disable=not progress)
     try:
         for index, quality in enumerate(bar):
             rollout, behaviour, attempts = plan_episode(sim, expert, quality, index, cfg)
-            frames = render_replay(sim, int(cfg.seed) + index, rollout)
+            frames = render_replay(sim, int(cfg.seed) + index, rollout) if camera is not None else None
             q = np.array([QUALITIES.index(quality)], dtype=np.int64)
             for t in range(len(rollout.actions)):
-                ds.add_frame({
-                    key: frames[t],
+                frame = {
                     simlib.STATE_KEY: rollout.raws[t, : simlib.STATE_DIM].astype(np.float32),
                     "action": rollout.actions[t],
                     "next.reward": rollout.rewards[t : t + 1],
                     "next.success": rollout.successes[t : t + 1],
                     "quality": q,
                     "task": sim.instruction,
-                })
+                }
+                if frames is not None:
+                    frame[key] = frames[t]
+                if env_state:
+                    frame[simlib.ENV_STATE_KEY] = rollout.raws[t].astype(np.float32)
+                ds.add_frame(frame)
             ds.save_episode(parallel_encoding=False)
             episodes.append({
                 "episode_index": index, **behaviour.info(), "setup_seed": int(cfg.seed) + index,
@@ -362,6 +391,8 @@ def generate(cfg: DictConfig, progress: bool = True) -> Path:
 
 def _same_corpus(old: dict, new: dict) -> bool:
     ignore = {"out", "overwrite"}
+    old = {**LATER_KEYS, **old}  # corpora written before a key existed were written with its old behaviour
+    new = {**LATER_KEYS, **new}
     return {k: v for k, v in old.items() if k not in ignore} == {k: v for k, v in new.items() if k not in ignore}
 
 

@@ -37,6 +37,8 @@ STATE_DIM = 4
 ACTION_DIM = 4
 SETUP_SEED = 42  # lerobot builds MT1(task, seed=42) before reseeding each setup
 STATE_KEY = "observation.state"
+ENV_STATE_KEY = "observation.environment_state"  # MetaWorld's full observation (not in lerobot's MetaWorld env)
+ENV_STATE_DIM = 39
 REWARD_SCALE = 10.0  # MetaWorld's dense reward lies in [0, 10]
 
 INSTALL_HINT = (
@@ -177,9 +179,14 @@ class MetaWorldSim:
             image = np.flip(image, (0, 1))
         return np.ascontiguousarray(image, dtype=np.uint8)
 
-    def observation(self, raw: np.ndarray, image: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """The policy features of one step: ``observation.state`` and, when given, the camera image."""
+    def observation(self, raw: np.ndarray, image: np.ndarray | None = None,
+                    environment_state: bool = False) -> dict[str, np.ndarray]:
+        """The policy features of one step: ``observation.state``, when asked ``observation.environment_state``
+        (the full 39-d observation, as ``python -m data.demo environment_state=true`` stores it) and, when
+        given, the camera image."""
         obs = {STATE_KEY: np.asarray(raw[:STATE_DIM], dtype=np.float32)}
+        if environment_state:
+            obs[ENV_STATE_KEY] = np.asarray(raw, dtype=np.float32)
         if image is not None:
             obs[image_key(self.camera)] = image
         return obs

@@ -46,10 +46,13 @@ class RolloutPolicy(Protocol):
     """What :func:`rollout` drives: ``reset()`` at each episode start, then one action per step.
 
     ``raw`` is MetaWorld's full 39-d observation (what the scripted expert reads); ``obs`` the policy features
-    (``observation.state`` and, when ``needs_images``, the camera image ``observation.images.<camera>``).
+    (``observation.state``; when ``needs_environment_state``, ``observation.environment_state``, the same 39-d
+    observation; when ``needs_images``, the camera image ``observation.images.<camera>``). Nothing is rendered
+    for a policy that needs no images (unless a rollout is recorded).
     """
 
     needs_images: bool
+    needs_environment_state: bool
 
     def reset(self) -> None: ...
 
@@ -60,6 +63,7 @@ class ExpertPolicy:
     """MetaWorld's scripted expert for the task."""
 
     needs_images = False
+    needs_environment_state = False
 
     def __init__(self, task: str):
         self.expert = simlib.expert_policy(task)
@@ -79,6 +83,7 @@ class RandomPolicy:
     """Uniform random actions in [-1, 1]^4 from a seeded stream."""
 
     needs_images = False
+    needs_environment_state = False
 
     def __init__(self, seed: int = 0):
         self.rng = np.random.default_rng(seed)
@@ -118,6 +123,7 @@ class LeRobotPolicy:
         self.instruction = instruction
         self.image_keys = [k for k, f in cfg.input_features.items() if f.type.name == "VISUAL"]
         self.needs_images = bool(self.image_keys)
+        self.needs_environment_state = simlib.ENV_STATE_KEY in cfg.input_features
 
     def image_size(self) -> tuple[int, int] | None:
         """(H, W) the policy was trained at (its first camera), or None without cameras."""
@@ -165,7 +171,8 @@ class LeRobotPolicy:
 def provided_features(sim: simlib.MetaWorldSim) -> dict[str, tuple]:
     """The observation features the env gives a policy, as lerobot shapes them (images C×H×W)."""
     h, w = sim.image_size
-    return {simlib.STATE_KEY: (simlib.STATE_DIM,), simlib.image_key(sim.camera): (3, h, w)}
+    return {simlib.STATE_KEY: (simlib.STATE_DIM,), simlib.ENV_STATE_KEY: (simlib.ENV_STATE_DIM,),
+            simlib.image_key(sim.camera): (3, h, w)}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -195,7 +202,9 @@ def rollout(sim: simlib.MetaWorldSim, policy: RolloutPolicy, seed: int, max_step
         image = sim.render() if (policy.needs_images or record) else None
         if record:
             frames.append(image)
-        action = np.asarray(policy(raw, sim.observation(raw, image if policy.needs_images else None)))
+        obs = sim.observation(raw, image if policy.needs_images else None,
+                              environment_state=getattr(policy, "needs_environment_state", False))
+        action = np.asarray(policy(raw, obs))
         if action.shape != (simlib.ACTION_DIM,) or not np.isfinite(action).all():
             raise ValueError(f"policy returned action {action!r} at step {t} of seed {seed}; "
                              f"expected {simlib.ACTION_DIM} finite values")

@@ -118,9 +118,9 @@ def test_exported_policy_follows_its_processors(push, act_export):
 
 
 def test_export_with_features_the_env_lacks_is_refused(tmp_path, push):
-    extra = tiny_act_export(tmp_path / "extra", extra_inputs={"observation.environment_state": (39,)})
+    extra = tiny_act_export(tmp_path / "extra", extra_inputs={"observation.velocity": (7,)})
     policy = ev.LeRobotPolicy(extra, "x")
-    with pytest.raises(ev.FeatureMismatch, match=r"expects observation features \['observation.environment_state'\]"):
+    with pytest.raises(ev.FeatureMismatch, match=r"expects observation features \['observation.velocity'\]"):
         policy.check_features(ev.provided_features(push))
     other_cam = tiny_act_export(tmp_path / "top", camera="top")
     with pytest.raises(ev.FeatureMismatch, match=r"\['observation.images.top'\].*observation.images.corner2"):

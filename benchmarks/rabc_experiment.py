@@ -1,0 +1,282 @@
+"""Reward-aligned BC on a mixed-quality MetaWorld corpus: does weighting beat plain BC?
+
+    python -m benchmarks.rabc_experiment [--seeds 3 --rollouts 50 --steps N --episodes N ...] [--json]
+
+One task (push-v3), one mixed corpus (expert / noisy / detour / failure demonstrations from ``python -m data.demo``,
+state only: the 4-d ``observation.state`` plus MetaWorld's 39-d observation as ``observation.environment_state``,
+no camera, nothing rendered), annotated with the ``column`` reward (the simulator's own dense reward
+``next.reward``: the same annotation → shards → weighting pipeline a TOPReward annotation feeds). The same small
+state-only ACT is trained with each weighting rule, and with plain BC on the expert episodes only (the upper
+reference; the expert subset is chosen with the corpus's quality labels, which nothing else trains on), over
+several training seeds; every export is rolled out on held-out setups (seeds from 1000; the corpus uses 0..).
+
+Writes ``OUT/results.json`` after every run (a rerun skips runs whose evaluation is already there) and
+``OUT/table.md``. Per variant: success (pooled over seeds and per seed, 95% Wilson intervals), training time,
+and the weight statistics over every training sample (mean weight, zero fraction, effective sample size as a
+fraction of the sample count, and the share of the total weight per demonstration-quality label; the labels
+are used for this report only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+TASK = "push-v3"
+# variant name -> (train overrides, which shards: "all" or "expert")
+VARIANTS: dict[str, tuple[list[str], str]] = {
+    "none": (["weighting=none"], "all"),
+    "expert_only": (["weighting=none"], "expert"),
+    "awr": (["weighting=awr"], "all"),
+    "top_awr": (["weighting=top_awr"], "all"),
+    "rabc": (["weighting=rabc"], "all"),
+    "filter": (["weighting=filter"], "all"),
+    "top_awr_centered": (["weighting=top_awr", "weighting.centered=true"], "all"),
+}
+MIX = {"expert": 0.4, "noisy": 0.1, "detour": 0.2, "failure": 0.3}
+
+
+def policy_overrides(args) -> list[str]:
+    """The one small state-only ACT every variant trains."""
+    return [
+        "policy=act", f"policy.dim_model={args.dim_model}", f"policy.dim_feedforward={4 * args.dim_model}",
+        f"policy.n_heads={max(1, args.dim_model // 32)}",
+        f"policy.n_encoder_layers={args.encoder_layers}", "policy.n_decoder_layers=1", "policy.use_vae=false",
+        f"policy.chunk_size={args.chunk}", f"policy.n_action_steps={args.action_steps}",
+        f"policy.optimizer_lr={args.lr}", f"policy.optimizer_lr_backbone={args.lr}",
+        f"data.batch_size={args.batch}", f"data.steps_per_epoch={args.steps}", "data.num_workers=0",
+        f"trainer.max_steps={args.steps}", "trainer.accelerator=cpu", "trainer.progress_bar=false",
+        "trainer.loggers=false",
+    ]
+
+
+def make_corpus(args, out: Path) -> Path:
+    from configs import load_config
+    from data import demo
+
+    cfg = load_config("corpus", [
+        f"task={TASK}", f"episodes={args.episodes}", f"episode_length={args.episode_length}", "camera=null",
+        "environment_state=true", f"out={out / 'corpus'}", "overwrite=true",
+        *[f"mix.{k}={v}" for k, v in MIX.items()],
+    ])
+    return demo.generate(cfg, progress=False)
+
+
+def annotate(corpus: Path, out: Path, episodes: list[int] | None, horizon: int) -> Path:
+    from configs import load_config
+    from pipeline.annotate import annotate as run_annotate
+
+    if (out / "manifest.json").is_file():
+        return out
+    overrides = [f"dataset.root={corpus}", "reward=column", "reward.column=next.reward", "dataset.cameras=[]",
+                 "window.obs_steps=1", f"window.horizon={horizon}", "overwrite=true", f"out={out}", "plots=false",
+                 "progress_bar=false"]
+    if episodes is not None:
+        overrides.append(f"dataset.episodes=[{','.join(str(e) for e in episodes)}]")
+    result = run_annotate(load_config("annotate", overrides))
+    if not result.ok:
+        raise RuntimeError(f"annotation of {corpus} failed: {result.failures[0]['reason']}")
+    return out
+
+
+def weight_report(train_cfg, labels: dict[int, str]) -> dict:
+    """Weights the run's rule gives every training sample, fitted exactly as training fits them."""
+    import torch
+
+    from data.loader import episode_success, fit_progress_table, load_manifest
+    from policies.training import build
+    from policies.weighting import weight_summary
+
+    module, _, manifest = build(train_cfg)
+    table = fit_progress_table(train_cfg.data.shards, module.adapter.needs().future_actions, manifest)
+    level = torch.as_tensor(table.level, dtype=torch.float32)
+    progress = torch.stack([level, level + torch.as_tensor(table.gain, dtype=torch.float32)], dim=1)
+    success = episode_success(manifest)
+    episode = torch.as_tensor(table.episode)
+    batch = {"progress": progress, "episode_index": episode, "frame_index": torch.as_tensor(table.frame),
+             "success_score": torch.tensor([float(success.get(int(e), float("nan"))) for e in table.episode])}
+    w = module.weights(batch).detach().float()
+    s = weight_summary(w)
+    total = float(w.sum())
+    names = sorted(set(labels.values()))
+    ep_label = np.array([labels[int(e)] for e in table.episode])
+    shares = {q: (float(w[torch.as_tensor(ep_label == q)].sum()) / total if total > 0 else 0.0) for q in names}
+    sample_shares = {q: float((ep_label == q).mean()) for q in names}
+    return {"samples": int(w.numel()), "mean": s["weight_mean"], "zero_frac": s["weight_zero_frac"],
+            "ess_frac": s["ess"] / max(w.numel(), 1), "weight_share": shares, "sample_share": sample_shares}
+
+
+def pooled(evals: list[dict]) -> dict:
+    from policies.evaluate import wilson_interval
+
+    k, n = sum(e["successes"] for e in evals), sum(e["episodes"] for e in evals)
+    lo, hi = wilson_interval(k, n)
+    return {"successes": k, "episodes": n, "success_rate": k / n, "ci_low": lo, "ci_high": hi}
+
+
+def pct(r: dict) -> str:
+    return f"{100 * r['success_rate']:.0f}% [{100 * r['ci_low']:.0f}, {100 * r['ci_high']:.0f}]"
+
+
+def table(results: dict) -> str:
+    qualities = None
+    rows = []
+    for name, v in results["variants"].items():
+        runs = v.get("runs", [])
+        if not runs:
+            continue
+        p = pooled([r["eval"] for r in runs])
+        per_seed = ", ".join(f"{r['eval']['successes']}/{r['eval']['episodes']}" for r in runs)
+        w = v.get("weights") or {}
+        qualities = qualities or list((w.get("weight_share") or {}).keys())
+        share = " / ".join(f"{100 * w['weight_share'][q]:.0f}" for q in qualities) if w else ""
+        train_s = np.mean([r["train_seconds"] for r in runs])
+        rows.append(f"| {name} | {pct(p)} | {per_seed} | {train_s:.0f} s | {w.get('mean', float('nan')):.2f} | "
+                    f"{100 * w.get('zero_frac', float('nan')):.0f}% | {100 * w.get('ess_frac', float('nan')):.0f}% | "
+                    f"{share} |")
+    head = ["| variant | success, pooled [95% CI] | successes per seed | train time / run | mean w | zero w | "
+            f"ESS / N | weight share % ({' / '.join(qualities or [])}) |", "|---|---|---|---|---|---|---|---|"]
+    refs = [f"| {n} (scripted reference) | {pct(r)} | | | | | | |" for n, r in results.get("references", {}).items()]
+    return "\n".join(head + rows + refs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", type=int, default=3, help="training seeds per variant")
+    ap.add_argument("--rollouts", type=int, default=50, help="evaluation rollouts per run (setup seeds from 1000)")
+    ap.add_argument("--steps", type=int, default=500, help="training steps per run")
+    ap.add_argument("--episodes", type=int, default=50, help="corpus episodes (mix: %s)" % MIX)
+    ap.add_argument("--episode-length", type=int, default=150)
+    ap.add_argument("--max-rollout-steps", type=int, default=150)
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {list(VARIANTS)}")
+    ap.add_argument("--dim-model", type=int, default=128)
+    ap.add_argument("--encoder-layers", type=int, default=2)
+    ap.add_argument("--chunk", type=int, default=10)
+    ap.add_argument("--action-steps", type=int, default=10)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--out", default="outputs/rabc_experiment")
+    ap.add_argument("--json", action="store_true", help="print the results as JSON at the end")
+    args = ap.parse_args(argv)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        print(f"error: unknown variant(s) {bad}; choose from {', '.join(VARIANTS)}", file=sys.stderr)
+        return 2
+    if args.chunk < args.action_steps:
+        print(f"error: --action-steps={args.action_steps} exceeds --chunk={args.chunk}", file=sys.stderr)
+        return 2
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lerobot").setLevel(logging.ERROR)
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:
+        pass
+    from configs import load_config
+    from data.demo import read_labels
+    from policies import evaluate
+    from policies.training import train
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    setup = {"task": TASK, "mix": MIX, "episodes": args.episodes, "episode_length": args.episode_length,
+             "reward": "column (next.reward: the simulator's dense reward / 10)", "steps": args.steps,
+             "dim_model": args.dim_model, "encoder_layers": args.encoder_layers, "chunk": args.chunk,
+             "action_steps": args.action_steps, "lr": args.lr, "batch": args.batch,
+             "rollouts": args.rollouts, "eval_seed": 1000, "max_rollout_steps": args.max_rollout_steps}
+    if results.get("setup") != setup:
+        results = {"setup": setup, "variants": {}}  # another setup: start the runs over
+    results["command"] = "python -m benchmarks.rabc_experiment " + " ".join(sys.argv[1:] if argv is None else argv)
+
+    def save() -> None:
+        path.write_text(json.dumps(results, indent=1))
+        (out / "table.md").write_text(table(results) + "\n")
+
+    t0 = time.perf_counter()
+    corpus = make_corpus(args, out)
+    labels_doc = read_labels(corpus)
+    labels = {int(e["episode_index"]): e["quality"] for e in labels_doc["episodes"]}
+    expert_eps = sorted(e for e, q in labels.items() if q == "expert")
+    results["corpus"] = {q: sum(1 for v in labels.values() if v == q) for q in sorted(set(labels.values()))}
+    results["corpus_successes"] = sum(bool(e["success"]) for e in labels_doc["episodes"])
+    horizon = args.chunk
+    shards = {"all": annotate(corpus, out / "annotation_all", None, horizon),
+              "expert": annotate(corpus, out / "annotation_expert", expert_eps, horizon)}
+    print(f"corpus + annotation: {time.perf_counter() - t0:.0f} s; {results['corpus']}", flush=True)
+
+    if "references" not in results:
+        refs = {}
+        for name in ("expert", "random"):
+            cfg = load_config("evaluate", [f"policy={name}", f"env.task={TASK}", f"episodes={args.rollouts}",
+                                           f"max_steps={args.max_rollout_steps}", "videos=0",
+                                           f"out={out / ('eval_' + name)}"])
+            r = evaluate.run(cfg, progress=False)
+            refs[name] = {k: r[k] for k in ("successes", "episodes", "success_rate", "ci_low", "ci_high")}
+        results["references"] = refs
+        save()
+
+    # seed-major: every variant gets its seed 0 before any gets a seed 1, so a cut-short run stays comparable
+    for name in variants:
+        extra, which = VARIANTS[name]
+        results["variants"].setdefault(name, {"overrides": extra, "shards": which, "runs": []})
+    for seed in range(args.seeds):
+        for name in variants:
+            extra, which = VARIANTS[name]
+            v = results["variants"][name]
+            if seed in {r["seed"] for r in v["runs"]}:
+                continue
+            run_dir = out / "runs" / f"{name}_s{seed}"
+            cfg = load_config("train", [f"data.shards={shards[which]}", *policy_overrides(args), *extra,
+                                        f"seed={seed}", f"out={run_dir}"])
+            if "weights" not in v:
+                v["weights"] = weight_report(cfg, labels)
+            if run_dir.exists():
+                import shutil
+
+                shutil.rmtree(run_dir)
+            summary = train(cfg)
+            ecfg = load_config("evaluate", [f"policy={summary.export}", f"env.task={TASK}",
+                                            f"episodes={args.rollouts}", f"max_steps={args.max_rollout_steps}",
+                                            "videos=0", f"out={run_dir / 'eval'}"])
+            te = time.perf_counter()
+            r = evaluate.run(ecfg, progress=False)
+            v["runs"].append({"seed": seed, "train_seconds": round(summary.seconds, 1),
+                              "eval_seconds": round(time.perf_counter() - te, 1), "final_loss": summary.final_loss,
+                              "eval": {k: r[k] for k in ("successes", "episodes", "success_rate", "ci_low",
+                                                         "ci_high", "mean_return", "mean_length")}})
+            v["pooled"] = pooled([x["eval"] for x in v["runs"]])
+            save()
+            print(f"{name} seed {seed}: {pct(r)} success, train {summary.seconds:.0f} s "
+                  f"({time.perf_counter() - t0:.0f} s elapsed)", flush=True)
+
+    results["seconds"] = round(time.perf_counter() - t0, 1)
+    save()
+    print(table(results))
+    if args.json:
+        print(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
