@@ -24,18 +24,27 @@ from omegaconf import DictConfig, OmegaConf
 from configs import ConfigError, load_config, parse_cli, save_config
 from pipeline.report import fmt
 
+# what each choice of policy inputs adds to the stages' overrides (configs/demo.yaml, `inputs`)
+INPUTS = {
+    "state": {"corpus": ["environment_state=true"], "annotate": ["dataset.cameras=[]"], "train": [],
+              "evaluate": []},
+    "image": {"corpus": [], "annotate": [], "train": [], "evaluate": []},
+}
 
-def stage_config(name: str, overrides) -> DictConfig:
-    return load_config(name, [str(o) for o in overrides])
 
-
-def _annotate_overrides(cfg: DictConfig) -> list[str]:
-    extra = []
-    if cfg.reward != "column":
+def stage_overrides(cfg: DictConfig, stage: str) -> list[str]:
+    if cfg.inputs not in INPUTS:
+        raise ConfigError(f"inputs={cfg.inputs!r}; valid: {', '.join(INPUTS)}")
+    extra = list(INPUTS[cfg.inputs][stage])
+    if stage == "annotate" and cfg.reward != "column":
         if not cfg.reward_model:
             raise ConfigError(f"reward={cfg.reward} needs reward_model=HUB_ID_OR_FOLDER (a Qwen3-VL checkpoint)")
         extra.append(f"reward.model={cfg.reward_model}")
-    return [*cfg.annotate, *extra]
+    return [*cfg[stage], *extra]
+
+
+def stage_config(name: str, overrides) -> DictConfig:
+    return load_config(name, [str(o) for o in overrides])
 
 
 def _loss_curve(train_dir: Path, path: Path) -> Path | None:
@@ -75,7 +84,7 @@ def write_report(cfg: DictConfig, out: Path, stages: dict) -> Path:
     corpus, ann, tr, ev, refs, quality = (stages.get(k) for k in ("corpus", "annotation", "train", "eval",
                                                                  "references", "reward_report"))
     lines = [f"# topbc demo: {cfg.task}", "",
-             f"{cfg.episodes} demonstrations of mixed quality → `{cfg.reward}` progress → ACT with "
+             f"{cfg.episodes} demonstrations of mixed quality → `{cfg.reward}` progress → ACT on {cfg.inputs} with "
              f"`{cfg.weighting}` weighting, {tr['steps']} steps → {cfg.rollouts} simulator rollouts.", "",
              "| stage | result | time |", "|---|---|---|"]
     q = corpus["qualities"]
@@ -104,10 +113,13 @@ def write_report(cfg: DictConfig, out: Path, stages: dict) -> Path:
         if (out / "annotation" / "report" / name).exists():
             lines += [f"![{name}](annotation/report/{name})", ""]
     lines += ["## Run it yourself", "", "```bash",
-              f"python -m policies.evaluate policy={tr['export']} env.task={cfg.task} episodes=50 out=outputs/eval",
-              f"MUJOCO_GL=egl lerobot-eval --policy.path={tr['export']} --env.type=metaworld --env.task={cfg.task} \\",
-              "  --eval.n_episodes=10 --eval.batch_size=1 --policy.device=cpu \\",
-              "  --rename_map='{\"observation.image\": \"observation.images.corner2\"}'", "```", ""]
+              f"python -m policies.evaluate policy={tr['export']} env.task={cfg.task} episodes=50 out=outputs/eval"]
+    if cfg.inputs == "image":  # lerobot's MetaWorld env gives the camera and the 4-d state only
+        lines += [f"MUJOCO_GL=egl lerobot-eval --policy.path={tr['export']} --env.type=metaworld "
+                  f"--env.task={cfg.task} \\",
+                  "  --eval.n_episodes=10 --eval.batch_size=1 --policy.device=cpu \\",
+                  "  --rename_map='{\"observation.image\": \"observation.images.corner2\"}'"]
+    lines += ["```", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
@@ -126,10 +138,10 @@ def run(cfg: DictConfig) -> dict:
     stages: dict = {}
 
     # configs are composed first, so a bad override fails before any work is done
-    c_corpus = stage_config("corpus", cfg.corpus)
-    c_ann = stage_config("annotate", _annotate_overrides(cfg))
-    c_train = stage_config("train", cfg.train)
-    c_eval = stage_config("evaluate", cfg.evaluate)
+    c_corpus = stage_config("corpus", stage_overrides(cfg, "corpus"))
+    c_ann = stage_config("annotate", stage_overrides(cfg, "annotate"))
+    c_train = stage_config("train", stage_overrides(cfg, "train"))
+    c_eval = stage_config("evaluate", stage_overrides(cfg, "evaluate"))
 
     print(f"[1/5] corpus: {cfg.episodes} MetaWorld {cfg.task} episodes → {c_corpus.out}", flush=True)
     t0 = time.perf_counter()
@@ -165,7 +177,7 @@ def run(cfg: DictConfig) -> dict:
     if cfg.references:
         refs = {}
         for name in ("expert", "random"):
-            ref_cfg = stage_config("evaluate", [*cfg.evaluate, f"policy={name}", "videos=0",
+            ref_cfg = stage_config("evaluate", [*stage_overrides(cfg, "evaluate"), f"policy={name}", "videos=0",
                                                 f"out={out / ('eval_' + name)}"])
             refs[name] = evaluate.run(ref_cfg, progress=False)
         stages["references"] = refs

@@ -282,9 +282,23 @@ def write_video(frames: list[np.ndarray], path: Path, fps: int) -> Path:
         images[0].save(path, save_all=True, append_images=images[1:], duration=max(20, round(1000 / fps)), loop=0)
         return path
     import av
+    import av.logging
 
     h, w = frames[0].shape[:2]
     pad_h, pad_w = h % 2, w % 2  # yuv420p needs even sizes
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)  # the encoder's statistics at close are noise here
+    try:
+        _encode_mp4(frames, path, fps, pad_h, pad_w)
+    finally:
+        av.logging.set_level(level)
+    return path
+
+
+def _encode_mp4(frames: list[np.ndarray], path: Path, fps: int, pad_h: int, pad_w: int) -> None:
+    import av
+
+    h, w = frames[0].shape[:2]
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=int(fps))
         stream.width, stream.height, stream.pix_fmt = w + pad_w, h + pad_h, "yuv420p"
@@ -295,7 +309,6 @@ def write_video(frames: list[np.ndarray], path: Path, fps: int) -> Path:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    return path
 
 
 # --------------------------------------------------------------------------------------------------------------

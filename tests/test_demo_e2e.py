@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from omegaconf import OmegaConf
 
 from configs import load_config
 from pipeline.demo import run
 
 
-def test_tiny_demo_end_to_end(tmp_path):
-    cfg = load_config("demo", [f"out={tmp_path / 'demo'}", f"corpus_dir={tmp_path / 'corpus'}", "episodes=3",
-                               "episode_length=30", "steps=3", "rollouts=2", "max_rollout_steps=10"])
+@pytest.mark.parametrize("inputs", ["state", "image"])
+def test_tiny_demo_end_to_end(tmp_path, inputs):
+    cfg = load_config("demo", [f"inputs={inputs}", f"out={tmp_path / 'demo'}", f"corpus_dir={tmp_path / 'corpus'}",
+                               "episodes=3", "episode_length=30", "steps=3", "rollouts=2", "max_rollout_steps=10"])
     # a tiny ACT for speed (later overrides of a stage win)
     cfg.train = [*cfg.train, "policy.dim_model=32", "policy.dim_feedforward=64", "policy.n_encoder_layers=1",
                  "policy.chunk_size=8", "policy.n_action_steps=4", "data.batch_size=4", "data.num_workers=0",
@@ -35,3 +37,9 @@ def test_tiny_demo_end_to_end(tmp_path):
     assert "ACT, top_awr" in report and "expert (reference)" in report and str(export) in report
     assert (out / "annotation" / "report" / "report.json").is_file()
     assert (out / "annotation" / "plots" / "overview.png").is_file()
+    # the policy reads what the chosen inputs promise: the camera (as lerobot-eval's env gives it) or the 39-d state
+    policy_cfg = json.loads((export / "config.json").read_text())
+    has_camera = any(k.startswith("observation.images.") for k in policy_cfg["input_features"])
+    assert has_camera == (inputs == "image")
+    assert ("observation.environment_state" in policy_cfg["input_features"]) == (inputs == "state")
+    assert ("lerobot-eval" in report) == (inputs == "image")
