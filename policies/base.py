@@ -70,6 +70,15 @@ class PolicyAdapter:
         for k in list(values):
             if isinstance(values[k], list | tuple):
                 values[k] = _plain(list(values[k]))
+        if "normalization_mapping" in values:
+            from lerobot.configs.types import NormalizationMode
+
+            try:
+                values["normalization_mapping"] = {str(k): NormalizationMode(str(v))
+                                                   for k, v in dict(values["normalization_mapping"]).items()}
+            except ValueError as exc:
+                raise PolicyConfigError(f"policy {self.name}: normalization_mapping: {exc}; valid modes: "
+                                        f"{', '.join(m.value for m in NormalizationMode)}") from exc
         pf = dataset_to_policy_features({k: {**v, "shape": tuple(v["shape"])} for k, v in features.items()})
         values["input_features"] = {k: f for k, f in pf.items() if f.type is not FeatureType.ACTION}
         values["output_features"] = {k: f for k, f in pf.items() if f.type is FeatureType.ACTION}

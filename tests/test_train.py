@@ -260,3 +260,28 @@ def test_export_resizes_larger_camera_frames(image_shards, tmp_path):
     torch.testing.assert_close(act(small, pre), act(small, module.preprocessor))  # a no-op at the training size
     # negative control: without the resize step the large frame gives another action
     assert not torch.allclose(act(big, module.preprocessor), act(big, pre))
+
+
+@pytest.mark.parametrize("policy, mode", [("act", "MEAN_STD"), ("diffusion", "MIN_MAX")])
+def test_environment_state_is_normalised(shards, tmp_path, policy, mode):
+    """lerobot's default mapping has no ENV entry (environment state passes through raw); ours normalises it."""
+    module, dm, manifest = build(tiny_cfg(shards, tmp_path / policy, policy, "none", steps=1))
+    assert module.policy.config.normalization_mapping["ENV"].value == mode
+    batch = next(iter(dm.stream()))
+    raw = batch[ENV_STATE][:, -1]
+    out = module.preprocessor(module.adapter.policy_batch(batch))[ENV_STATE]
+    out = out[:, -1] if out.ndim == 3 else out
+    st = {k: torch.tensor(v) for k, v in manifest["stats"][ENV_STATE].items()}
+    if mode == "MEAN_STD":
+        expected = (raw - st["mean"]) / (st["std"] + 1e-8)
+    else:
+        expected = 2 * (raw - st["min"]) / (st["max"] - st["min"] + 1e-8) - 1
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(out, raw)  # negative control: it is not passed through
+
+
+def test_unknown_normalization_mode_is_named(shards, tmp_path):
+    from policies.base import PolicyConfigError
+
+    with pytest.raises(PolicyConfigError, match="normalization_mapping.*valid modes"):
+        build(tiny_cfg(shards, tmp_path / "bad", "act", "none", "policy.normalization_mapping.ENV=ZSCORE", steps=1))
