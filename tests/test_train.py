@@ -262,7 +262,7 @@ def test_export_resizes_larger_camera_frames(image_shards, tmp_path):
     assert not torch.allclose(act(big, module.preprocessor), act(big, pre))
 
 
-@pytest.mark.parametrize("policy, mode", [("act", "MEAN_STD"), ("diffusion", "MIN_MAX")])
+@pytest.mark.parametrize("policy, mode", [("act", "MEAN_STD")])
 def test_environment_state_is_normalised(shards, tmp_path, policy, mode):
     """lerobot's default mapping has no ENV entry (environment state passes through raw); ours normalises it."""
     module, dm, manifest = build(tiny_cfg(shards, tmp_path / policy, policy, "none", steps=1))
