@@ -109,7 +109,7 @@ def weight_report(train_cfg, labels: dict[int, str]) -> dict:
     """Weights the run's rule gives every training sample, fitted exactly as training fits them."""
     import torch
 
-    from data.loader import episode_success, fit_progress_table, load_manifest
+    from data.loader import episode_success, fit_progress_table
     from policies.training import build
     from policies.weighting import weight_summary
 
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3, help="training seeds per variant")
     ap.add_argument("--rollouts", type=int, default=50, help="evaluation rollouts per run (setup seeds from 1000)")
     ap.add_argument("--steps", type=int, default=800, help="training steps per run")
-    ap.add_argument("--episodes", type=int, default=50, help="corpus episodes (mix: %s)" % MIX)
+    ap.add_argument("--episodes", type=int, default=50, help=f"corpus episodes (mix: {MIX})")
     ap.add_argument("--episode-length", type=int, default=150)
     ap.add_argument("--max-rollout-steps", type=int, default=150)
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {list(VARIANTS)}")
