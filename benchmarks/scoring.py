@@ -18,20 +18,11 @@ import time
 import numpy as np
 import torch
 
-from pipeline.tiny_vlm import build_tiny_qwen3vl, num_parameters
+from pipeline.tiny_vlm import build_tiny_qwen3vl, moving_square_clip, num_parameters
 from pipeline.topreward import TOPRewardScorer
 
 BENCH_MODEL = dict(hidden=512, layers=6, heads=8, kv_heads=4, intermediate=1536, vision_hidden=256,
                    vision_depth=4, patch_size=8, max_positions=32768)
-
-
-def synthetic_clip(num_frames: int, size: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    frames = rng.integers(0, 80, (num_frames, size, size, 3)).astype(np.uint8)
-    for t in range(num_frames):
-        x = int((size - 12) * t / max(num_frames - 1, 1))
-        frames[t, size // 2: size // 2 + 12, x: x + 12] = 255
-    return frames
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:
@@ -54,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     native_fps, sample_fps = 4.0, 2.0
-    frames = synthetic_clip(args.frames * 2, args.resolution)
+    frames = moving_square_clip(args.frames * 2, args.resolution)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_tiny_qwen3vl(tmp, seed=0, logit_scale=4.0, **BENCH_MODEL)
         params = num_parameters(model_dir)

@@ -184,3 +184,18 @@ def num_parameters(model_dir: str | Path) -> int:
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(cfg)
     return sum(p.numel() for p in model.parameters())
+
+
+def moving_square_clip(num_frames: int, height: int, width: int | None = None, seed: int = 0):
+    """uint8 frames (T×H×W×3) of a bright square sliding left to right over noise: a clip whose prefixes
+    really differ, for tests and benchmarks of the video scorers."""
+    import numpy as np
+
+    width = height if width is None else width
+    side = max(4, min(height, width) // 6)
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 60, (num_frames, height, width, 3)).astype(np.uint8)
+    for t in range(num_frames):
+        x = int((width - side) * t / max(num_frames - 1, 1))
+        frames[t, height // 3: height // 3 + side, x: x + side] = 255
+    return frames

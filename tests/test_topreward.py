@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.schedule import group_ends, sample_indices, select_groups
-from pipeline.tiny_vlm import build_processor, build_tiny_qwen3vl
+from pipeline.tiny_vlm import build_processor, build_tiny_qwen3vl, moving_square_clip
 from pipeline.topreward import ScoringError, TOPRewardScorer
 
 TASK = "push the puck to the goal"
@@ -14,13 +14,7 @@ TOL = 1e-4
 
 
 def clip(num_frames: int, h: int = 40, w: int = 48, seed: int = 0) -> np.ndarray:
-    """Frames that change over time (a moving bright square on noise), so prefixes really differ."""
-    rng = np.random.default_rng(seed)
-    frames = rng.integers(0, 60, (num_frames, h, w, 3)).astype(np.uint8)
-    for t in range(num_frames):
-        x = int((w - 8) * t / max(num_frames - 1, 1))
-        frames[t, h // 3: h // 3 + 8, x: x + 8] = 255
-    return frames
+    return moving_square_clip(num_frames, h, w, seed=seed)
 
 
 @pytest.fixture(scope="module")
