@@ -4,8 +4,9 @@ MetaWorld's scripted expert drives every episode; the episode's *quality* decide
 
 - ``expert``: the expert as is;
 - ``noisy``: Gaussian noise of std ``noisy.scale`` added to every action;
-- ``detour``: one or more segments where the arm wanders towards a random point (``wander``) or stands still
-  (``stall``), after which the expert resumes;
+- ``detour``: one or more segments where the arm wanders towards a random point (``wander``), stands still
+  (``stall``) or does the task towards a wrong goal (``wrong_goal``: the expert with a goal 15-25 cm off, so it
+  carries or pushes the object the wrong way first), after which the expert resumes towards the true goal;
 - ``failure``: an episode that never succeeds within ``episode_length`` steps: ``push_away`` (the expert aims at
   the goal mirrored through the object, pushing it away), ``wrong_goal`` (aims at a wrong goal),
   ``stall`` (starts like the expert, then stops for good) or ``random`` (smoothed random actions). A failure that
@@ -46,7 +47,7 @@ os.environ.setdefault("SVT_LOG", "1")  # the AV1 encoder's per-episode banner: e
 CONFIG_NAME = "corpus"
 LABELS_FILE = "meta/demo.json"
 QUALITIES = ("expert", "noisy", "detour", "failure")
-DETOUR_KINDS = ("wander", "stall")
+DETOUR_KINDS = ("wander", "stall", "wrong_goal")
 FAILURE_KINDS = ("push_away", "wrong_goal", "stall", "random")
 FORMAT_VERSION = 1
 # config keys added after the first corpora were written, with the value that reproduces those corpora
@@ -96,17 +97,19 @@ class Behaviour:
     segments: list[tuple[int, int, str]] = field(default_factory=list)  # [start, end) steps and kind
     stop_at: int | None = None
     fake_goal: np.ndarray | None = None
+    segment_goals: dict[int, np.ndarray] = field(default_factory=dict)  # wrong_goal detours: segment start -> goal
     _target: np.ndarray | None = None
     _last: np.ndarray | None = None
     _grip: float = -1.0  # the gripper command before a detour; held through it so nothing is grasped or dropped
 
-    def expert_action(self, raw: np.ndarray) -> np.ndarray:
+    def expert_action(self, raw: np.ndarray, goal: np.ndarray | None = None) -> np.ndarray:
         import warnings
 
         obs = raw
-        if self.fake_goal is not None:
+        goal = self.fake_goal if goal is None else goal
+        if goal is not None:
             obs = raw.copy()
-            obs[-3:] = self.fake_goal
+            obs[-3:] = goal
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "Constant(s) may be too high": the env clips, as intended
             return np.asarray(self.expert.get_action(obs), dtype=np.float64)
@@ -122,6 +125,8 @@ class Behaviour:
                 self._grip = float(a[3])
             else:
                 start, kind = segment
+                if kind == "wrong_goal":  # the expert itself, gripper included, aiming at the wrong goal
+                    return np.clip(self.expert_action(raw, self.segment_goals[start]), -1.0, 1.0).astype(np.float32)
                 a[3] = self._grip
                 if kind == "stall":
                     a[:3] = 0.0
@@ -148,7 +153,18 @@ class Behaviour:
             out["stop_at"] = int(self.stop_at)
         if self.fake_goal is not None:
             out["fake_goal"] = [round(float(v), 5) for v in self.fake_goal]
+        if self.segment_goals:
+            out["segment_goals"] = {str(k): [round(float(v), 5) for v in g] for k, g in self.segment_goals.items()}
         return out
+
+
+def wrong_goal(raw0: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A goal 15-25 cm from the setup's true goal (``raw0[-3:]``) in a random horizontal direction."""
+    goal = raw0[-3:]
+    angle = rng.uniform(0, 2 * np.pi)
+    fake = goal.copy()
+    fake[:2] = goal[:2] + rng.uniform(0.15, 0.25) * np.array([np.cos(angle), np.sin(angle)])
+    return fake
 
 
 def make_behaviour(quality: str, raw0: np.ndarray, expert, rng: np.random.Generator, cfg: DictConfig,
@@ -166,6 +182,8 @@ def make_behaviour(quality: str, raw0: np.ndarray, expert, rng: np.random.Genera
             n = int(rng.integers(llo, lhi + 1))
             kind = kinds[int(rng.integers(len(kinds)))]
             b.segments.append((start, min(start + n, length), kind))
+            if kind == "wrong_goal":
+                b.segment_goals[start] = wrong_goal(raw0, rng)
             start = start + n + int(rng.integers(5, 15))
         b.kind = "+".join(k for _, _, k in b.segments)
     elif quality == "failure":
@@ -181,9 +199,7 @@ def make_behaviour(quality: str, raw0: np.ndarray, expert, rng: np.random.Genera
             b.fake_goal[:3] = obj + 0.25 * away
             b.fake_goal[2] = goal[2]
         elif b.kind == "wrong_goal":
-            angle = rng.uniform(0, 2 * np.pi)
-            b.fake_goal = goal.copy()
-            b.fake_goal[:2] = goal[:2] + rng.uniform(0.15, 0.25) * np.array([np.cos(angle), np.sin(angle)])
+            b.fake_goal = wrong_goal(raw0, rng)
         elif b.kind == "stall":
             lo, hi = (int(v) for v in cfg.failure.stall_after)
             b.stop_at = int(rng.integers(lo, hi + 1))

@@ -239,3 +239,24 @@ def test_bad_corpus_configs(tmp_path, capsys):
     assert "Valid tasks:" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="not a corpus"):
         demo.read_labels(tmp_path)
+
+
+def test_wrong_goal_detour_aims_at_another_goal_then_resumes(push, tmp_path):
+    """A 'wrong target first' detour: inside the segment the actions are the expert's towards a goal 15-25 cm
+    off the true one; outside it they are the expert's towards the true goal."""
+    sim, expert = push
+    cfg = corpus_cfg(tmp_path, episode_length=150, **{"detour.kinds": "[wrong_goal]"})
+    rollout, behaviour, _ = demo.plan_episode(sim, expert, "detour", 0, cfg)
+    (start, end, kind), = behaviour.segments
+    assert kind == "wrong_goal" and list(behaviour.segment_goals) == [start]
+    goal, fake = rollout.raws[0][-3:], behaviour.segment_goals[start]
+    assert 0.15 <= np.linalg.norm(fake[:2] - goal[:2]) <= 0.25 and fake[2] == goal[2]
+    raws = rollout.raws[:-1]
+    towards_fake = np.stack([np.clip(behaviour.expert_action(r, fake), -1, 1) for r in raws])
+    towards_true = np.stack([np.clip(behaviour.expert_action(r), -1, 1) for r in raws])
+    inside = np.zeros(len(raws), bool)
+    inside[start:end] = True
+    np.testing.assert_allclose(rollout.actions[inside], towards_fake[inside], atol=1e-6)
+    np.testing.assert_allclose(rollout.actions[~inside], towards_true[~inside], atol=1e-6)
+    assert np.abs(rollout.actions[inside] - towards_true[inside]).max() > 1e-2  # negative control
+    assert behaviour.info()["segment_goals"] == {str(start): [round(float(v), 5) for v in fake]}
