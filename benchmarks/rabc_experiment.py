@@ -1,20 +1,26 @@
-"""Reward-aligned BC on a mixed-quality MetaWorld corpus: does weighting beat plain BC?
+"""Reward-aligned BC on mixed-quality MetaWorld corpora: does weighting beat plain BC?
 
-    python -m benchmarks.rabc_experiment [--seeds 3 --rollouts 50 --steps N --episodes N ...] [--json]
+    python -m benchmarks.rabc_experiment [--tasks push-v3,pick-place-v3 --seeds 3 --rollouts 67 --steps N ...]
+    python -m benchmarks.rabc_experiment --report OUT      # tables and the target check of finished runs
 
-One task (push-v3), one mixed corpus (expert / noisy / detour / failure demonstrations from ``python -m data.demo``,
-state only: the 4-d ``observation.state`` plus MetaWorld's 39-d observation as ``observation.environment_state``,
-no camera, nothing rendered), annotated with the ``column`` reward (the simulator's own dense reward
-``next.reward``: the same annotation → shards → weighting pipeline a TOPReward annotation feeds). The same small
-state-only ACT is trained with each weighting rule, and with plain BC on the expert episodes only (the upper
-reference; the expert subset is chosen with the corpus's quality labels, which nothing else trains on), over
-several training seeds; every export is rolled out on held-out setups (seeds from 1000; the corpus uses 0..).
+Per task, one mixed corpus (expert / noisy / detour / failure demonstrations from ``python -m data.demo``; the
+detours include the systematic ``wrong_goal`` (the task done towards a wrong goal first) and ``stall``, the
+failures ``push_away``, ``wrong_goal``, ``stall`` and ``random``; state only: the 4-d ``observation.state`` plus
+MetaWorld's 39-d observation as ``observation.environment_state``, no camera, nothing rendered), annotated with
+the ``column`` reward (the simulator's own dense reward ``next.reward``: the same annotation → shards →
+weighting pipeline a TOPReward annotation feeds). The same small state-only ACT is trained with each weighting
+rule, and with plain BC on the expert episodes only (the upper reference; the expert subset is chosen with the
+corpus's quality labels, which nothing else trains on), over several training seeds; every export is rolled out
+on held-out setups (seeds from 1000; the corpus uses 0..).
 
-Writes ``OUT/results.json`` after every run (a rerun skips runs whose evaluation is already there) and
-``OUT/table.md``. Per variant: success (pooled over seeds and per seed, 95% Wilson intervals), training time,
-and the weight statistics over every training sample (mean weight, zero fraction, effective sample size as a
-fraction of the sample count, and the share of the total weight per demonstration-quality label; the labels
-are used for this report only).
+Each task writes ``OUT/TASK/results.json`` after every run (a rerun skips runs whose evaluation is already
+there), so tasks can run as separate processes side by side (``--tasks push-v3`` and ``--tasks pick-place-v3``).
+``--report OUT`` reads them all and writes ``OUT/report.md``: per task and pooled over tasks, per variant the
+success (pooled over seeds and per seed, 95% Wilson intervals), training time, and the weight statistics over
+every training sample (mean weight, zero fraction, effective sample size as a fraction of the sample count,
+and the share of the total weight per demonstration-quality label; the labels are used for this report only),
+and whether the best label-free rule meets the target: ≥ 90% of expert-only BC's success and a pooled interval
+entirely above plain BC's.
 """
 
 from __future__ import annotations
@@ -32,18 +38,27 @@ import numpy as np
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-TASK = "push-v3"
+TASKS = ("push-v3", "pick-place-v3")
+SHARP_BETA = 0.25  # the sharper temperature of the *_sharp variants, fixed before any of them was run
 # variant name -> (train overrides, which shards: "all" or "expert")
 VARIANTS: dict[str, tuple[list[str], str]] = {
     "none": (["weighting=none"], "all"),
     "expert_only": (["weighting=none"], "expert"),
-    "awr": (["weighting=awr"], "all"),
-    "top_awr": (["weighting=top_awr"], "all"),
     "rabc": (["weighting=rabc"], "all"),
-    "filter": (["weighting=filter"], "all"),
+    "top_awr": (["weighting=top_awr"], "all"),
     "top_awr_centered": (["weighting=top_awr", "weighting.centered=true"], "all"),
+    "awr": (["weighting=awr"], "all"),
+    "filter": (["weighting=filter"], "all"),
+    "progress_awr": (["weighting=progress_awr"], "all"),
+    "episode_quality": (["weighting=episode_quality"], "all"),
+    "quality_advantage": (["weighting=quality_advantage"], "all"),
+    "episode_quality_sharp": (["weighting=episode_quality", f"weighting.beta={SHARP_BETA}"], "all"),
+    "quality_advantage_sharp": (["weighting=quality_advantage", f"weighting.beta={SHARP_BETA}"], "all"),
 }
+DEFAULT_VARIANTS = [v for v in VARIANTS if v != "awr"]  # awr: see the single-task table in docs/experiments.md
+REFERENCE_VARIANTS = ("none", "expert_only")  # trained on labels (expert_only) or the baseline: not candidates
 MIX = {"expert": 0.4, "noisy": 0.1, "detour": 0.2, "failure": 0.3}
+DETOUR_KINDS = ["wander", "stall", "wrong_goal"]
 
 
 def policy_overrides(args) -> list[str]:
@@ -68,12 +83,12 @@ def train_config(overrides: list[str]):
     return load_config("train", overrides)
 
 
-def make_corpus(args, out: Path) -> Path:
+def make_corpus(args, task: str, out: Path) -> Path:
     from configs import load_config
     from data import demo
 
     cfg = load_config("corpus", [
-        f"task={TASK}", f"episodes={args.episodes}", f"episode_length={args.episode_length}", "camera=null",
+        f"task={task}", f"detour.kinds=[{','.join(DETOUR_KINDS)}]", f"episodes={args.episodes}", f"episode_length={args.episode_length}", "camera=null",
         "environment_state=true", f"out={out / 'corpus'}", "overwrite=true",
         *[f"mix.{k}={v}" for k, v in MIX.items()],
     ])
@@ -137,6 +152,7 @@ def pct(r: dict) -> str:
 
 
 def table(results: dict) -> str:
+    """One task's table: a row per variant, then the scripted references."""
     qualities = None
     rows = []
     for name, v in results["variants"].items():
@@ -144,8 +160,7 @@ def table(results: dict) -> str:
         if not runs:
             continue
         p = pooled([r["eval"] for r in runs])
-        per_seed = "; ".join(f"s{r['seed']}: {r['eval']['successes']}/{r['eval']['episodes']} {pct(r['eval'])}"
-                             for r in runs)
+        per_seed = "; ".join(f"s{r['seed']}: {r['eval']['successes']}/{r['eval']['episodes']}" for r in runs)
         w = v.get("weights") or {}
         qualities = qualities or list((w.get("weight_share") or {}).keys())
         share = " / ".join(f"{100 * w['weight_share'][q]:.0f}" for q in qualities) if w else ""
@@ -153,87 +168,94 @@ def table(results: dict) -> str:
         rows.append(f"| {name} | {pct(p)} | {per_seed} | {train_s:.0f} s | {w.get('mean', float('nan')):.2f} | "
                     f"{100 * w.get('zero_frac', float('nan')):.0f}% | {100 * w.get('ess_frac', float('nan')):.0f}% | "
                     f"{share} |")
-    head = ["| variant | success, pooled [95% CI] | per seed: successes, rate [95% CI] | train time / run | mean w | zero w | "
+    head = ["| variant | success, pooled [95% CI] | per seed: successes | train time / run | mean w | zero w | "
             f"ESS / N | weight share % ({' / '.join(qualities or [])}) |", "|---|---|---|---|---|---|---|---|"]
     refs = [f"| {n} (scripted reference) | {pct(r)} | | | | | | |" for n, r in results.get("references", {}).items()]
     return "\n".join(head + rows + refs)
 
 
-def print_table(path: str | Path) -> None:
-    """The table of a (possibly partial) ``results.json``."""
-    print(table(json.loads(Path(path).read_text())))
+def target_check(evals: dict[str, list[dict]]) -> tuple[list[str], dict]:
+    """Lines saying, for every candidate rule (label-free: not plain BC, not expert-only BC), its success relative
+    to expert-only BC and whether its pooled interval lies entirely above plain BC's; and the best rule."""
+    p = {name: pooled(e) for name, e in evals.items() if e}
+    if "none" not in p or "expert_only" not in p:
+        return ["(plain BC or expert-only BC has no finished run yet)"], {}
+    ref, base = p["expert_only"], p["none"]
+    lines, best = [], None
+    for name, r in sorted(p.items(), key=lambda kv: -kv[1]["success_rate"]):
+        if name in REFERENCE_VARIANTS:
+            continue
+        ratio = r["success_rate"] / ref["success_rate"] if ref["success_rate"] > 0 else float("nan")
+        beats = r["ci_low"] > base["ci_high"]
+        lines.append(f"- `{name}`: {pct(r)} = {100 * ratio:.0f}% of expert-only BC ({pct(ref)}); "
+                     f"{'beats' if beats else 'does not beat'} plain BC ({pct(base)}) beyond the intervals")
+        if best is None:
+            best = {"variant": name, "ratio": ratio, "beats_plain_bc": beats, "meets_target": ratio >= 0.9 and beats}
+    return lines, best or {}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", type=int, default=3, help="training seeds per variant")
-    ap.add_argument("--rollouts", type=int, default=50, help="evaluation rollouts per run (setup seeds from 1000)")
-    ap.add_argument("--steps", type=int, default=800, help="training steps per run")
-    ap.add_argument("--episodes", type=int, default=50, help=f"corpus episodes (mix: {MIX})")
-    ap.add_argument("--episode-length", type=int, default=150)
-    ap.add_argument("--max-rollout-steps", type=int, default=150)
-    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {list(VARIANTS)}")
-    ap.add_argument("--dim-model", type=int, default=128)
-    ap.add_argument("--encoder-layers", type=int, default=2)
-    ap.add_argument("--chunk", type=int, default=10)
-    ap.add_argument("--action-steps", type=int, default=10)
-    ap.add_argument("--lr", type=float, default=3e-4)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads (1: on a shared 2-core machine, 2 threads oversubscribe and run ~5x slower)")
-    ap.add_argument("--out", default="outputs/rabc_experiment")
-    ap.add_argument("--json", action="store_true", help="print the results as JSON at the end")
-    ap.add_argument("--table", metavar="RESULTS_JSON", help="only print the table of an existing results.json")
-    args = ap.parse_args(argv)
-    if args.table:
-        print_table(args.table)
-        return 0
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    bad = [v for v in variants if v not in VARIANTS]
-    if bad:
-        print(f"error: unknown variant(s) {bad}; choose from {', '.join(VARIANTS)}", file=sys.stderr)
-        return 2
-    if args.chunk < args.action_steps:
-        print(f"error: --action-steps={args.action_steps} exceeds --chunk={args.chunk}", file=sys.stderr)
-        return 2
+def report(out: str | Path) -> str:
+    """``OUT/report.md`` from every ``OUT/*/results.json``: per task, pooled over tasks, and the target check."""
+    out = Path(out)
+    files = sorted(out.glob("*/results.json"))
+    if not files:
+        raise FileNotFoundError(f"no {out}/TASK/results.json found; run the experiment with --out {out} first")
+    per_task = {f.parent.name: json.loads(f.read_text()) for f in files}
+    parts, everything = [], {}
+    for task, res in per_task.items():
+        evals = {n: [r["eval"] for r in v.get("runs", [])] for n, v in res["variants"].items()}
+        lines, best = target_check(evals)
+        for n, e in evals.items():
+            everything.setdefault(n, []).extend(e)
+        parts += [f"## {task}", "", f"Corpus: {res.get('corpus')} ({res.get('corpus_successes')} successful episodes); "
+                  f"command: `{res.get('command')}`", "", table(res), "", "Target check:", "", *lines,
+                  "", f"Best label-free rule: {best}", ""]
+    if len(per_task) > 1:
+        names = [n for n in everything if everything[n]]
+        rows = ["| variant | success, pooled over tasks and seeds [95% CI] | " +
+                " | ".join(per_task) + " |", "|---|---|" + "---|" * len(per_task)]
+        for n in names:
+            cells = []
+            for res in per_task.values():
+                runs = res["variants"].get(n, {}).get("runs", [])
+                cells.append(pct(pooled([r["eval"] for r in runs])) if runs else "")
+            rows.append(f"| {n} | {pct(pooled(everything[n]))} | " + " | ".join(cells) + " |")
+        lines, best = target_check(everything)
+        parts += ["## All tasks", "", *rows, "", "Target check (pooled over tasks):", "", *lines, "",
+                  f"Best label-free rule: {best}", ""]
+    text = "\n".join(parts)
+    (out / "report.md").write_text(text)
+    return text
 
-    import torch
 
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore")
-    logging.getLogger("lerobot").setLevel(logging.ERROR)
-    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    try:
-        import datasets
-
-        datasets.disable_progress_bars()
-    except ImportError:
-        pass
+def run_task(task: str, args, variants: list[str]) -> dict:
+    """Corpus, annotations, references and every (variant, seed) run of one task; resumable."""
     from configs import load_config
     from data.demo import read_labels
     from policies import evaluate
     from policies.training import train
 
-    out = Path(args.out)
+    out = Path(args.out) / task
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
-    setup = {"task": TASK, "mix": MIX, "episodes": args.episodes, "episode_length": args.episode_length,
+    setup = {"task": task, "mix": MIX, "detour_kinds": DETOUR_KINDS, "episodes": args.episodes,
+             "episode_length": args.episode_length,
              "reward": "column (next.reward: the simulator's dense reward / 10)", "steps": args.steps,
              "dim_model": args.dim_model, "encoder_layers": args.encoder_layers, "chunk": args.chunk,
-             "action_steps": args.action_steps, "lr": args.lr, "batch": args.batch, "normalization": "configs/policy/act.yaml normalization_mapping (ENV: MEAN_STD)",
+             "action_steps": args.action_steps, "lr": args.lr, "batch": args.batch,
+             "normalization": "configs/policy/act.yaml normalization_mapping (ENV: MEAN_STD)",
              "rollouts": args.rollouts, "eval_seed": 1000, "max_rollout_steps": args.max_rollout_steps}
     if results.get("setup") != setup:
         results = {"setup": setup, "variants": {}}  # another setup: start the runs over
-    results["command"] = "python -m benchmarks.rabc_experiment " + " ".join(sys.argv[1:] if argv is None else argv)
+    results["command"] = "python -m benchmarks.rabc_experiment " + " ".join(args.argv)
 
     def save() -> None:
         path.write_text(json.dumps(results, indent=1))
         (out / "table.md").write_text(table(results) + "\n")
 
     t0 = time.perf_counter()
-    corpus = make_corpus(args, out)
+    corpus = make_corpus(args, task, out)
     labels_doc = read_labels(corpus)
     labels = {int(e["episode_index"]): e["quality"] for e in labels_doc["episodes"]}
     expert_eps = sorted(e for e, q in labels.items() if q == "expert")
@@ -242,12 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     horizon = args.chunk
     shards = {"all": annotate(corpus, out / "annotation_all", None, horizon),
               "expert": annotate(corpus, out / "annotation_expert", expert_eps, horizon)}
-    print(f"corpus + annotation: {time.perf_counter() - t0:.0f} s; {results['corpus']}", flush=True)
+    print(f"{task}: corpus + annotation {time.perf_counter() - t0:.0f} s; {results['corpus']}", flush=True)
 
     if "references" not in results:
         refs = {}
         for name in ("expert", "random"):
-            cfg = load_config("evaluate", [f"policy={name}", f"env.task={TASK}", f"episodes={args.rollouts}",
+            cfg = load_config("evaluate", [f"policy={name}", f"env.task={task}", f"episodes={args.rollouts}",
                                            f"max_steps={args.max_rollout_steps}", "videos=0",
                                            f"out={out / ('eval_' + name)}"])
             r = evaluate.run(cfg, progress=False)
@@ -275,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 shutil.rmtree(run_dir)
             summary = train(cfg)
-            ecfg = load_config("evaluate", [f"policy={summary.export}", f"env.task={TASK}",
+            ecfg = load_config("evaluate", [f"policy={summary.export}", f"env.task={task}",
                                             f"episodes={args.rollouts}", f"max_steps={args.max_rollout_steps}",
                                             "videos=0", f"out={run_dir / 'eval'}"])
             te = time.perf_counter()
@@ -286,12 +308,73 @@ def main(argv: list[str] | None = None) -> int:
                                                          "ci_high", "mean_return", "mean_length")}})
             v["pooled"] = pooled([x["eval"] for x in v["runs"]])
             save()
-            print(f"{name} seed {seed}: {pct(r)} success, train {summary.seconds:.0f} s "
+            print(f"{task} {name} seed {seed}: {pct(r)} success, train {summary.seconds:.0f} s "
                   f"({time.perf_counter() - t0:.0f} s elapsed)", flush=True)
-
     results["seconds"] = round(time.perf_counter() - t0, 1)
     save()
-    print(table(results))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated MetaWorld tasks, run one after another")
+    ap.add_argument("--seeds", type=int, default=3, help="training seeds per variant")
+    ap.add_argument("--rollouts", type=int, default=67,
+                    help="evaluation rollouts per run (setup seeds from 1000); 67 x 3 seeds = 201 per variant")
+    ap.add_argument("--steps", type=int, default=800, help="training steps per run")
+    ap.add_argument("--episodes", type=int, default=50, help=f"corpus episodes per task (mix: {MIX})")
+    ap.add_argument("--episode-length", type=int, default=150)
+    ap.add_argument("--max-rollout-steps", type=int, default=150)
+    ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"comma-separated subset of {list(VARIANTS)}")
+    ap.add_argument("--dim-model", type=int, default=128)
+    ap.add_argument("--encoder-layers", type=int, default=2)
+    ap.add_argument("--chunk", type=int, default=10)
+    ap.add_argument("--action-steps", type=int, default=10)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (1: on a shared 2-core machine, 2 threads oversubscribe and run ~5x slower)")
+    ap.add_argument("--out", default="outputs/rabc_experiment")
+    ap.add_argument("--json", action="store_true", help="print the results as JSON at the end")
+    ap.add_argument("--report", metavar="OUT", help="only write OUT/report.md from the finished runs under OUT")
+    args = ap.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
+    if args.report:
+        print(report(args.report))
+        return 0
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        print(f"error: unknown variant(s) {bad}; choose from {', '.join(VARIANTS)}", file=sys.stderr)
+        return 2
+    if args.chunk < args.action_steps:
+        print(f"error: --action-steps={args.action_steps} exceeds --chunk={args.chunk}", file=sys.stderr)
+        return 2
+    from data.sim import check_task
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    try:
+        for t in tasks:
+            check_task(t)
+    except ValueError as e:
+        print(f"error: --tasks: {e}", file=sys.stderr)
+        return 2
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lerobot").setLevel(logging.ERROR)
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:
+        pass
+    results = {t: run_task(t, args, variants) for t in tasks}
+    print(report(args.out))
     if args.json:
         print(json.dumps(results, indent=1))
     return 0
