@@ -1,0 +1,49 @@
+"""The target check of benchmarks/rabc_experiment.py on hand-built evaluation counts."""
+
+import json
+
+import pytest
+
+from benchmarks import rabc_experiment as exp
+from policies.evaluate import wilson_interval
+
+
+def ev(k: int, n: int) -> dict:
+    lo, hi = wilson_interval(k, n)
+    return {"successes": k, "episodes": n, "success_rate": k / n, "ci_low": lo, "ci_high": hi}
+
+
+def test_target_check_ratio_interval_and_best():
+    evals = {"none": [ev(30, 100), ev(10, 100)],          # plain BC 20% [15, 26]
+             "expert_only": [ev(95, 100), ev(95, 100)],   # 95%
+             "good": [ev(90, 100), ev(88, 100)],          # 89% = 93.7% of expert-only, far above plain BC
+             "close": [ev(28, 100), ev(26, 100)]}         # 27%: intervals overlap plain BC's
+    lines, best = exp.target_check(evals)
+    assert best == {"variant": "good", "ratio": pytest.approx(0.89 / 0.95), "beats_plain_bc": True,
+                    "meets_target": True}
+    assert len(lines) == 2 and lines[0].startswith("- `good`: 89%") and "94% of expert-only" in lines[0]
+    assert "`close`" in lines[1] and "does not beat plain BC" in lines[1]
+    # negative controls: below 90% of expert-only, or inside plain BC's interval, does not meet the target
+    _, b = exp.target_check({**evals, "good": [ev(84, 100), ev(84, 100)]})
+    assert b["variant"] == "good" and b["beats_plain_bc"] and not b["meets_target"]
+    _, b = exp.target_check({"none": [ev(80, 100)], "expert_only": [ev(90, 100)], "good": [ev(86, 100)]})
+    assert b["ratio"] >= 0.9 and not b["beats_plain_bc"] and not b["meets_target"]
+    assert exp.target_check({"good": [ev(1, 2)]}) == (["(plain BC or expert-only BC has no finished run yet)"], {})
+
+
+def test_report_pools_tasks(tmp_path):
+    def task(none, expert, rule):
+        return {"setup": {}, "command": "x", "corpus": {}, "corpus_successes": 0, "variants": {
+            name: {"runs": [{"seed": 0, "train_seconds": 1.0, "eval": e}], "weights": {}}
+            for name, e in (("none", none), ("expert_only", expert), ("rule", rule))}}
+    for name, args in {"a-v3": (ev(10, 50), ev(45, 50), ev(44, 50)), "b-v3": (ev(20, 50), ev(40, 50), ev(30, 50))}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(task(*args)))
+    text = exp.report(tmp_path)
+    assert (tmp_path / "report.md").read_text() == text
+    assert "## a-v3" in text and "## b-v3" in text and "## All tasks" in text
+    # pooled over tasks: rule 74/100 vs expert-only 85/100 = 87% (misses the 90% target), plain BC 30/100
+    assert "| rule | 74% [65, 82] | 88% [76, 94] | 60% [46, 72] |" in text
+    assert "`rule`: 74% [65, 82] = 87% of expert-only BC" in text.split("## All tasks")[1]
+    with pytest.raises(FileNotFoundError, match="no .*results.json"):
+        exp.report(tmp_path / "empty")
