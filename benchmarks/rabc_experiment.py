@@ -54,6 +54,10 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "quality_advantage": (["weighting=quality_advantage"], "all"),
     "episode_quality_sharp": (["weighting=episode_quality", f"weighting.beta={SHARP_BETA}"], "all"),
     "quality_advantage_sharp": (["weighting=quality_advantage", f"weighting.beta={SHARP_BETA}"], "all"),
+    # filtered BC on the best episodes by z_e ("%BC", Chen et al. 2021); added after the variants above had run
+    "episode_filter": (["weighting=episode_quality", "weighting.transform=top"], "all"),
+    "episode_filter_25": (["weighting=episode_quality", "weighting.transform=top", "weighting.top_fraction=0.25"],
+                          "all"),
 }
 DEFAULT_VARIANTS = [v for v in VARIANTS if v != "awr"]  # awr: see the single-task table in docs/experiments.md
 REFERENCE_VARIANTS = ("none", "expert_only")  # trained on labels (expert_only) or the baseline: not candidates

@@ -43,7 +43,11 @@ Notation (per sample i of episode e at frame t, H = the policy's chunk):
 Weights from an advantage A (``transform``): ``"exp"``: w = min(exp(A/β), w_max), AWR's exponentiated
 advantage, clipped; ``"rank"``: w = F(A), the fraction of the dataset's samples whose advantage (the same
 estimator, same parameters, evaluated on every sample of the fit table) is ≤ A — invariant to the scale of
-A, in (0, 1].
+A, in (0, 1]; ``"top"``: w = 1 if fewer than ``top_fraction``·N of those N samples have an advantage
+strictly above A, else 0 — filtered BC on the best ``top_fraction`` of the data (ties at the cut are all
+kept). With ``episode_quality`` every frame of an episode shares A, so this keeps whole episodes: "%BC" of
+the Decision Transformer paper (Chen et al. 2021), BC on the top X% of trajectories by return, with the
+label-free z_e as the return.
 
 Rules:
 
@@ -71,7 +75,7 @@ from torch import Tensor
 from policies.weighting import WeightingError, chunk_gain
 
 SCALES = ("dataset", "episode")
-TRANSFORMS = ("exp", "rank")
+TRANSFORMS = ("exp", "rank", "top")
 
 
 # ------------------------------------------------------------------------------------------------ fitting
@@ -346,25 +350,33 @@ def _adv_params(rule: str, params: dict) -> dict:
 
 
 def to_weights(a: np.ndarray, *, transform: str = "exp", beta: float = 1.0, w_max: float = 20.0,
-               reference: np.ndarray | None = None, rule: str = "?") -> np.ndarray:
-    """w = min(exp(A/β), w_max) (``exp``), or the fraction of ``reference`` advantages ≤ A (``rank``)."""
+               reference: np.ndarray | None = None, top_fraction: float = 0.5, rule: str = "?") -> np.ndarray:
+    """w = min(exp(A/β), w_max) (``exp``), the fraction of ``reference`` advantages ≤ A (``rank``), or 1 where
+    fewer than ``top_fraction`` of the ``reference`` advantages lie strictly above A, else 0 (``top``)."""
     if transform == "exp":
         if beta <= 0 or w_max <= 0:
             raise WeightingError(f"{rule} needs beta > 0 and w_max > 0, got beta={beta}, w_max={w_max}")
         return np.minimum(np.exp(np.minimum(a / beta, 80.0)), w_max)
     if transform == "rank":
         return np.searchsorted(reference, a, side="right") / len(reference)
+    if transform == "top":
+        if not 0 < top_fraction <= 1:
+            raise WeightingError(f"{rule}.top_fraction={top_fraction} must be in (0, 1] (the fraction of the samples "
+                                 "to keep)")
+        above = len(reference) - np.searchsorted(reference, a, side="right")
+        return (above < top_fraction * len(reference)).astype(np.float64)
     raise WeightingError(f"{rule}.transform={transform!r} must be one of {TRANSFORMS}")
 
 
 def _rule(name: str, progress: Tensor, stats, *, episode=None, frame=None, transform: str = "exp",
-          beta: float = 1.0, w_max: float = 20.0, **params) -> Tensor:
+          beta: float = 1.0, w_max: float = 20.0, top_fraction: float = 0.5, **params) -> Tensor:
     st = _need(stats, name)
     if st.rule != name:
         raise WeightingError(f"weighting {name!r} got statistics fitted for {st.rule!r}; fit them for {name!r}")
     a = advantage(name, progress, st, episode=episode, frame=frame, **params)
-    ref = st.reference(name, _adv_params(name, params)) if transform == "rank" else None
-    w = to_weights(a, transform=transform, beta=float(beta), w_max=float(w_max), reference=ref, rule=name)
+    ref = st.reference(name, _adv_params(name, params)) if transform in ("rank", "top") else None
+    w = to_weights(a, transform=transform, beta=float(beta), w_max=float(w_max), reference=ref,
+                   top_fraction=float(top_fraction), rule=name)
     return torch.as_tensor(w, dtype=torch.float32, device=progress.device)
 
 

@@ -218,6 +218,35 @@ def test_rank_transform_is_the_dataset_cdf(fitted):
         _weigh("progress_awr", st, [("expert", 2)], transform="softmax")
 
 
+def test_top_transform_keeps_whole_best_episodes(fitted):
+    """transform=top on episode_quality: BC on the best episodes (5 episodes of 20 frames: 20% of the samples
+    each); the order is the one test_episode_quality_orders_episodes checks."""
+    _, _, stats = fitted
+    st = stats["episode_quality"]
+    picks = [(n, t) for n in NAMES for t in (0, 11, 19)]
+    for fraction, kept in [(0.4, {"expert", "stalled"}), (0.5, {"expert", "stalled", "regressing"}),
+                           (0.2, {"expert"}), (0.21, {"expert", "stalled"}), (1.0, set(NAMES))]:
+        w = _weigh("episode_quality", st, picks, transform="top", top_fraction=fraction)
+        assert w == {(n, t): float(n in kept) for n, t in picks}, fraction
+
+
+def test_top_transform_keeps_the_fraction_of_samples(fitted):
+    table, _, stats = fitted
+    st = stats["progress_awr"]
+    a = advantage("progress_awr", torch.tensor(np.stack([table.level, table.level + table.gain], 1)), st,
+                  episode=torch.as_tensor(table.episode))
+    from policies.advantage import to_weights
+
+    ref = np.sort(a)
+    for f in (0.1, 0.3, 0.5):
+        keep = to_weights(a, transform="top", top_fraction=f, reference=ref)
+        # every kept sample's advantage is >= every dropped one's, and ties at the cut are kept whole
+        assert a[keep == 1].min() > a[keep == 0].max()
+        assert f * len(a) <= keep.sum() <= f * len(a) + np.sum(a == a[keep == 1].min())
+    with pytest.raises(WeightingError, match=r"top_fraction=0.0 must be in \(0, 1\]"):
+        to_weights(a, transform="top", top_fraction=0.0, reference=ref, rule="progress_awr")
+
+
 # ------------------------------------------------------------------------------------------------- errors
 
 
