@@ -212,7 +212,7 @@ def report(out: str | Path) -> str:
         for n, e in evals.items():
             everything.setdefault(n, []).extend(e)
         parts += [f"## {task}", "", f"Corpus: {res.get('corpus')} ({res.get('corpus_successes')} successful episodes); "
-                  f"command: `{res.get('command')}`", "", table(res), "", "Target check:", "", *lines,
+                  "commands: " + "; ".join(f"`{c}`" for c in res.get("commands", [])), "", table(res), "", "Target check:", "", *lines,
                   "", f"Best label-free rule: {best}", ""]
     if len(per_task) > 1:
         names = [n for n in everything if everything[n]]
@@ -252,7 +252,11 @@ def run_task(task: str, args, variants: list[str]) -> dict:
              "rollouts": args.rollouts, "eval_seed": 1000, "max_rollout_steps": args.max_rollout_steps}
     if results.get("setup") != setup:
         results = {"setup": setup, "variants": {}}  # another setup: start the runs over
-    results["command"] = "python -m benchmarks.rabc_experiment " + " ".join(args.argv)
+    command = "python -m benchmarks.rabc_experiment " + " ".join(args.argv)
+    commands = results.setdefault("commands", [results["command"]] if "command" in results else [])
+    if command not in commands:
+        commands.append(command)  # each invocation that added runs (e.g. more variants later)
+    results.pop("command", None)
 
     def save() -> None:
         path.write_text(json.dumps(results, indent=1))
