@@ -58,6 +58,7 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "episode_filter": (["weighting=episode_quality", "weighting.transform=top"], "all"),
     "episode_filter_25": (["weighting=episode_quality", "weighting.transform=top", "weighting.top_fraction=0.25"],
                           "all"),
+    "episode_quality_sharper": (["weighting=episode_quality", "weighting.beta=0.1"], "all"),  # added last
 }
 DEFAULT_VARIANTS = [v for v in VARIANTS if v != "awr"]  # awr: see the single-task table in docs/experiments.md
 REFERENCE_VARIANTS = ("none", "expert_only")  # trained on labels (expert_only) or the baseline: not candidates
