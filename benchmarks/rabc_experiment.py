@@ -117,31 +117,39 @@ def annotate(corpus: Path, out: Path, episodes: list[int] | None, horizon: int) 
     return out
 
 
-def weight_report(train_cfg, labels: dict[int, str]) -> dict:
-    """Weights the run's rule gives every training sample, fitted exactly as training fits them."""
+def sample_weights(train_cfg):
+    """(fit table, weights) the run's rule gives every training sample, fitted exactly as training fits them."""
     import torch
 
     from data.loader import episode_success, fit_progress_table
     from policies.training import build
-    from policies.weighting import weight_summary
 
     module, _, manifest = build(train_cfg)
     table = fit_progress_table(train_cfg.data.shards, module.adapter.needs().future_actions, manifest)
     level = torch.as_tensor(table.level, dtype=torch.float32)
     progress = torch.stack([level, level + torch.as_tensor(table.gain, dtype=torch.float32)], dim=1)
     success = episode_success(manifest)
-    episode = torch.as_tensor(table.episode)
-    batch = {"progress": progress, "episode_index": episode, "frame_index": torch.as_tensor(table.frame),
+    batch = {"progress": progress, "episode_index": torch.as_tensor(table.episode),
+             "frame_index": torch.as_tensor(table.frame),
              "success_score": torch.tensor([float(success.get(int(e), float("nan"))) for e in table.episode])}
-    w = module.weights(batch).detach().float()
-    s = weight_summary(w)
+    return table, module.weights(batch).detach().float().numpy().astype(np.float64)
+
+
+def weight_report(train_cfg, labels: dict[int, str]) -> dict:
+    """Weight statistics over every training sample and the share of Σw per demonstration-quality label."""
+    import torch
+
+    from policies.weighting import weight_summary
+
+    table, w = sample_weights(train_cfg)
+    s = weight_summary(torch.as_tensor(w))
     total = float(w.sum())
     names = sorted(set(labels.values()))
     ep_label = np.array([labels[int(e)] for e in table.episode])
-    shares = {q: (float(w[torch.as_tensor(ep_label == q)].sum()) / total if total > 0 else 0.0) for q in names}
+    shares = {q: (float(w[ep_label == q].sum()) / total if total > 0 else 0.0) for q in names}
     sample_shares = {q: float((ep_label == q).mean()) for q in names}
-    return {"samples": int(w.numel()), "mean": s["weight_mean"], "zero_frac": s["weight_zero_frac"],
-            "ess_frac": s["ess"] / max(w.numel(), 1), "weight_share": shares, "sample_share": sample_shares}
+    return {"samples": int(w.size), "mean": s["weight_mean"], "zero_frac": s["weight_zero_frac"],
+            "ess_frac": s["ess"] / max(w.size, 1), "weight_share": shares, "sample_share": sample_shares}
 
 
 def pooled(evals: list[dict]) -> dict:
