@@ -50,8 +50,8 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "awr": (["weighting=awr"], "all"),
     "filter": (["weighting=filter"], "all"),
     "progress_awr": (["weighting=progress_awr"], "all"),
-    "episode_quality": (["weighting=episode_quality"], "all"),
-    "quality_advantage": (["weighting=quality_advantage"], "all"),
+    "episode_quality": (["weighting=episode_quality", "weighting.beta=1.0"], "all"),
+    "quality_advantage": (["weighting=quality_advantage", "weighting.beta=1.0"], "all"),
     "episode_quality_sharp": (["weighting=episode_quality", f"weighting.beta={SHARP_BETA}"], "all"),
     "quality_advantage_sharp": (["weighting=quality_advantage", f"weighting.beta={SHARP_BETA}"], "all"),
     # filtered BC on the best episodes by z_e ("%BC", Chen et al. 2021); added after the variants above had run
