@@ -15,7 +15,7 @@ on held-out setups (seeds from 1000; the corpus uses 0..).
 
 Each task writes ``OUT/TASK/results.json`` after every run (a rerun skips runs whose evaluation is already
 there), so tasks can run as separate processes side by side (``--tasks push-v3`` and ``--tasks pick-place-v3``).
-``--report OUT`` reads them all and writes ``OUT/report.md``: per task and pooled over tasks, per variant the
+``--report OUT`` reads them all and writes ``OUT/report.md`` and ``OUT/success.png`` (bars per variant and task): per task and pooled over tasks, per variant the
 success (pooled over seeds and per seed, 95% Wilson intervals), training time, and the weight statistics over
 every training sample (mean weight, zero fraction, effective sample size as a fraction of the sample count,
 and the share of the total weight per demonstration-quality label; the labels are used for this report only),
@@ -207,6 +207,38 @@ def target_check(evals: dict[str, list[dict]]) -> tuple[list[str], dict]:
     return lines, best or {}
 
 
+def plot_success(per_task: dict[str, dict], path: Path) -> Path:
+    """Success per variant (rows) and task (bars) with 95% Wilson intervals."""
+    from pipeline.plots import _figure
+
+    names = []
+    for res in per_task.values():
+        names += [n for n, v in res["variants"].items() if v.get("runs") and n not in names]
+    fig = _figure(8.0, 0.45 * len(names) * max(1, len(per_task)) ** 0.5 + 1.2)
+    ax = fig.add_subplot(1, 1, 1)
+    height = 0.8 / max(1, len(per_task))
+    for k, (task, res) in enumerate(per_task.items()):
+        ys, xs, lo, hi = [], [], [], []
+        for i, n in enumerate(names):
+            runs = res["variants"].get(n, {}).get("runs", [])
+            if runs:
+                p = pooled([r["eval"] for r in runs])
+                ys.append(i + k * height)
+                xs.append(100 * p["success_rate"])
+                lo.append(100 * (p["success_rate"] - p["ci_low"]))
+                hi.append(100 * (p["ci_high"] - p["success_rate"]))
+        ax.barh(ys, xs, height=height, xerr=[lo, hi], label=task, capsize=2)
+    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(names))], names)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("success % (pooled over seeds, 95% Wilson)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
 def report(out: str | Path) -> str:
     """``OUT/report.md`` from every ``OUT/*/results.json``: per task, pooled over tasks, and the target check."""
     out = Path(out)
@@ -236,6 +268,7 @@ def report(out: str | Path) -> str:
         lines, best = target_check(everything)
         parts += ["## All tasks", "", *rows, "", "Target check (pooled over tasks):", "", *lines, "",
                   f"Best label-free rule: {best}", ""]
+    parts.append(f"![success per variant]({plot_success(per_task, out / 'success.png').name})")
     text = "\n".join(parts)
     (out / "report.md").write_text(text)
     return text

@@ -41,6 +41,7 @@ def test_report_pools_tasks(tmp_path):
         (tmp_path / name / "results.json").write_text(json.dumps(task(*args)))
     text = exp.report(tmp_path)
     assert (tmp_path / "report.md").read_text() == text
+    assert (tmp_path / "success.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "![success" in text
     assert "## a-v3" in text and "## b-v3" in text and "## All tasks" in text
     # pooled over tasks: rule 74/100 vs expert-only 85/100 = 87% (misses the 90% target), plain BC 30/100
     assert "| rule | 74% [65, 82] | 88% [76, 94] | 60% [46, 72] |" in text
