@@ -256,16 +256,19 @@ def report(out: str | Path) -> str:
                   "commands: " + "; ".join(f"`{c}`" for c in res.get("commands", [])), "", table(res), "", "Target check:", "", *lines,
                   "", f"Best label-free rule: {best}", ""]
     if len(per_task) > 1:
-        names = [n for n in everything if everything[n]]
+        def runs_on(res: dict, n: str) -> list[dict]:
+            return res["variants"].get(n, {}).get("runs", [])
+
+        # pooling is comparable only over the same tasks: variants missing on some task are shown, not pooled
+        complete = {n: e for n, e in everything.items() if all(runs_on(res, n) for res in per_task.values())}
         rows = ["| variant | success, pooled over tasks and seeds [95% CI] | " +
                 " | ".join(per_task) + " |", "|---|---|" + "---|" * len(per_task)]
-        for n in names:
-            cells = []
-            for res in per_task.values():
-                runs = res["variants"].get(n, {}).get("runs", [])
-                cells.append(pct(pooled([r["eval"] for r in runs])) if runs else "")
-            rows.append(f"| {n} | {pct(pooled(everything[n]))} | " + " | ".join(cells) + " |")
-        lines, best = target_check(everything)
+        for n in [n for n in everything if everything[n]]:
+            cells = [pct(pooled([r["eval"] for r in runs_on(res, n)])) if runs_on(res, n) else ""
+                     for res in per_task.values()]
+            total = pct(pooled(everything[n])) if n in complete else "(not run on every task)"
+            rows.append(f"| {n} | {total} | " + " | ".join(cells) + " |")
+        lines, best = target_check(complete)
         parts += ["## All tasks", "", *rows, "", "Target check (pooled over tasks):", "", *lines, "",
                   f"Best label-free rule: {best}", ""]
     parts.append(f"![success per variant]({plot_success(per_task, out / 'success.png').name})")

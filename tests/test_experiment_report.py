@@ -38,13 +38,19 @@ def test_report_pools_tasks(tmp_path):
             for name, e in (("none", none), ("expert_only", expert), ("rule", rule))}}
     for name, args in {"a-v3": (ev(10, 50), ev(45, 50), ev(44, 50)), "b-v3": (ev(20, 50), ev(40, 50), ev(30, 50))}.items():
         (tmp_path / name).mkdir()
-        (tmp_path / name / "results.json").write_text(json.dumps(task(*args)))
+        res = task(*args)
+        if name == "b-v3":  # a rule run on one task only: shown, never pooled against references of both
+            res["variants"]["only_b"] = {"runs": [{"seed": 0, "train_seconds": 1.0, "eval": ev(50, 50)}]}
+        (tmp_path / name / "results.json").write_text(json.dumps(res))
     text = exp.report(tmp_path)
     assert (tmp_path / "report.md").read_text() == text
     assert (tmp_path / "success.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "![success" in text
     assert "## a-v3" in text and "## b-v3" in text and "## All tasks" in text
     # pooled over tasks: rule 74/100 vs expert-only 85/100 = 87% (misses the 90% target), plain BC 30/100
     assert "| rule | 74% [65, 82] | 88% [76, 94] | 60% [46, 72] |" in text
-    assert "`rule`: 74% [65, 82] = 87% of expert-only BC" in text.split("## All tasks")[1]
+    pooled_part = text.split("## All tasks")[1]
+    assert "`rule`: 74% [65, 82] = 87% of expert-only BC" in pooled_part
+    assert "| only_b | (not run on every task) |  | 100% [93, 100] |" in pooled_part
+    assert "`only_b`" not in pooled_part and "`only_b`" in text.split("## All tasks")[0]
     with pytest.raises(FileNotFoundError, match="no .*results.json"):
         exp.report(tmp_path / "empty")
