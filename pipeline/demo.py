@@ -5,7 +5,7 @@
 1. corpus: MetaWorld scripted expert with deliberately spoiled episodes, a LeRobot v3 dataset (cached);
 2. annotate: per-frame progress from the simulator's own dense reward (``reward=column``: no VLM weights can be
    loaded here; ``reward=topreward reward_model=Qwen/Qwen3-VL-8B-Instruct`` where they can);
-3. train: lerobot's ACT with reward-aligned weighting (``top_awr``), exported as a lerobot policy folder;
+3. train: lerobot's ACT with reward-aligned weighting (``episode_quality``), exported as a lerobot policy folder;
 4. evaluate: rollouts of the export in the simulator (and the scripted expert / a random policy on the same seeds);
 5. report: ``OUT/report.md`` with the table, the reward report and the plots.
 """

@@ -34,7 +34,7 @@ def test_tiny_demo_end_to_end(tmp_path, inputs):
     refs = stages["references"]
     assert refs["expert"]["seeds"] == ev["seeds"] == refs["random"]["seeds"]
     report = (out / "report.md").read_text()
-    assert "ACT, top_awr" in report and "expert (reference)" in report and str(export) in report
+    assert "ACT, episode_quality" in report and "expert (reference)" in report and str(export) in report
     assert (out / "annotation" / "report" / "report.json").is_file()
     assert (out / "annotation" / "plots" / "overview.png").is_file()
     # the policy reads what the chosen inputs promise: the camera (as lerobot-eval's env gives it) or the 39-d state
