@@ -11,7 +11,7 @@ $(VENV)/.topbc-installed: pyproject.toml scripts/bootstrap.sh
 	VENV=$(VENV) scripts/bootstrap.sh
 
 demo: venv
-	$(PY) -m pipeline.demo $(ARGS)
+	$(PY) demo.py $(ARGS)
 
 test: venv
 	$(PY) -m pytest -q

@@ -13,9 +13,9 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     from configs import ConfigError, parse_cli
-    from data.loader import ShardError, WindowError
+    from data.batches import ShardError, WindowError
     from data.manifest import ManifestError
-    from policies.base import PolicyConfigError
+    from policies.adapters.base import PolicyConfigError
     from policies.training import TrainingDiverged, train
     from policies.weighting import WeightingError
 

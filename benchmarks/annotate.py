@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import pipeline.annotate  # noqa: F401
     import pipeline.plots  # noqa: F401
-    from data.synthetic import make_synthetic_dataset
+    from tests.fixtures.datasets import make_synthetic_dataset
 
     report = {"episodes": args.episodes, "length": args.length, "fps": args.fps,
               "image_size": [args.size, args.size], "plots": args.plots == "true",
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                                 *common])
         if not args.skip_topreward:
             from benchmarks.scoring import BENCH_MODEL
-            from pipeline.tiny_vlm import build_tiny_qwen3vl, num_parameters
+            from tests.fixtures.tiny_vlm import build_tiny_qwen3vl, num_parameters
 
             model_dir = build_tiny_qwen3vl(tmp / "vlm", seed=0, logit_scale=4.0, **BENCH_MODEL)
             tr = run_once(root, tmp / "out_topreward", ["reward=topreward", f"reward.model={model_dir}",

@@ -29,8 +29,8 @@ import torch
 
 def build_data(work: Path, episodes: int, length: int, image: int, obs_steps: int, horizon: int) -> tuple[Path, Path]:
     from configs import load_config
-    from data.synthetic import make_synthetic_dataset
     from pipeline.annotate import annotate
+    from tests.fixtures.datasets import make_synthetic_dataset
 
     src = make_synthetic_dataset(work / "source", episodes=episodes, length=length, fps=10,
                                  image_size=(image, image), cameras=("top",), seed=0)
@@ -65,7 +65,7 @@ def rate(loader, batches: int, warmup: int = 2) -> tuple[float, float]:
 
 
 def shard_rate(shards: Path, horizon: int, batch: int, workers: int, batches: int) -> tuple[float, float]:
-    from data.loader import ShardDataModule, WindowNeeds
+    from data.batches import ShardDataModule, WindowNeeds
 
     needs = WindowNeeds(obs_steps=1, future_actions=horizon, features=("observation.images.top", "observation.state"))
     dm = ShardDataModule(shards, needs, batch_size=batch, num_workers=workers, shuffle_buffer=1000,

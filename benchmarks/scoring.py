@@ -18,8 +18,8 @@ import time
 import numpy as np
 import torch
 
-from pipeline.tiny_vlm import build_tiny_qwen3vl, moving_square_clip, num_parameters
-from pipeline.topreward import TOPRewardScorer
+from pipeline.rewards.topreward import TOPRewardScorer
+from tests.fixtures.tiny_vlm import build_tiny_qwen3vl, moving_square_clip, num_parameters
 
 BENCH_MODEL = dict(hidden=512, layers=6, heads=8, kv_heads=4, intermediate=1536, vision_hidden=256,
                    vision_depth=4, patch_size=8, max_positions=32768)

@@ -61,11 +61,11 @@ def main(argv: list[str]) -> int:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
-    from pipeline.topreward import TOPRewardScorer
+    from pipeline.rewards.topreward import TOPRewardScorer
 
     model = cfg.model
     if model is None:
-        from pipeline.tiny_vlm import build_tiny_qwen3vl
+        from tests.fixtures.tiny_vlm import build_tiny_qwen3vl
 
         model_dir = out / "tiny_qwen3vl"
         if not (model_dir / "config.json").exists():

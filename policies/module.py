@@ -20,7 +20,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from policies.base import get_adapter_class
+from policies.adapters.base import get_adapter_class
 from policies.weighting import (
     GainStats,
     fit_weighting_stats,
@@ -175,7 +175,7 @@ class BCModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "weighting_fit" in checkpoint:
-            from data.loader import ProgressTable
+            from data.batches import ProgressTable
 
             fit = checkpoint["weighting_fit"]
             table = ProgressTable.from_arrays({k: v.numpy() for k, v in fit["table"].items()})

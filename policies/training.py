@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from configs import ConfigError, save_config
-from data.loader import ShardDataModule, fit_progress_table
+from data.batches import ShardDataModule, fit_progress_table
 from data.manifest import load_manifest
 from policies.module import BCModule, NonFiniteLoss
 from policies.weighting import NEEDS_STATS, get_weighting
@@ -132,7 +132,7 @@ def quality_labels(manifest: dict) -> dict[int, str] | None:
     root = (manifest.get("source") or {}).get("root")
     if not root:
         return None
-    from data.demo import LABELS_FILE, read_labels
+    from data.metaworld.corpus import LABELS_FILE, read_labels
 
     if not (Path(root) / LABELS_FILE).is_file():
         return None

@@ -14,7 +14,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def tiny_vlm_dir(tmp_path_factory):
     """A tiny random dense Qwen3-VL + processor saved to a folder (loaded through from_pretrained)."""
-    from pipeline.tiny_vlm import build_tiny_qwen3vl
+    from tests.fixtures.tiny_vlm import build_tiny_qwen3vl
 
     return build_tiny_qwen3vl(tmp_path_factory.mktemp("tiny_qwen3vl"), seed=0)
 
@@ -22,6 +22,6 @@ def tiny_vlm_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_moe_vlm_dir(tmp_path_factory):
     """The same, with a mixture-of-experts language model (Qwen3-VL-MoE)."""
-    from pipeline.tiny_vlm import build_tiny_qwen3vl
+    from tests.fixtures.tiny_vlm import build_tiny_qwen3vl
 
     return build_tiny_qwen3vl(tmp_path_factory.mktemp("tiny_qwen3vl_moe"), seed=1, moe=True)

@@ -6,15 +6,15 @@ import math
 import numpy as np
 import pytest
 import torch
-from bc_helpers import tiny_cfg
 
-from data.fixtures import write_tiny_shards
-from data.loader import ProgressTable, fit_progress_table
+from data.batches import ProgressTable, fit_progress_table
 from data.manifest import MANIFEST
 from data.schema import windows
 from pipeline.progress import minmax
-from policies.advantage import AdvantageStats, advantage, binned_baseline, expectile
 from policies.weighting import WEIGHTINGS, GainStats, WeightingError, fit_weighting_stats, weigh
+from policies.weighting.advantage import AdvantageStats, advantage, binned_baseline, expectile
+from tests.fixtures.bc import tiny_cfg
+from tests.fixtures.shards import write_tiny_shards
 
 H = 4
 T = 20
@@ -235,7 +235,7 @@ def test_top_transform_keeps_the_fraction_of_samples(fitted):
     st = stats["progress_awr"]
     a = advantage("progress_awr", torch.tensor(np.stack([table.level, table.level + table.gain], 1)), st,
                   episode=torch.as_tensor(table.episode))
-    from policies.advantage import to_weights
+    from policies.weighting.advantage import to_weights
 
     ref = np.sort(a)
     for f in (0.1, 0.3, 0.5):
@@ -279,7 +279,7 @@ def labelled_shards(tmp_path_factory):
     """Tiny shards whose manifest carries raw scores and whose source corpus has quality labels."""
     root = tmp_path_factory.mktemp("adv_shards")
     out = write_tiny_shards(root / "shards", episodes=4, length=16, obs_steps=2, horizon=8, images=False)
-    from data.fixtures import tiny_episode
+    from tests.fixtures.shards import tiny_episode
 
     manifest = json.loads((out / MANIFEST).read_text())
     for e in manifest["episodes"]:

@@ -7,15 +7,21 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from annotate_helpers import annotate_cfg, decoded_samples, raw_samples, run_annotate, shard_episode_counts
 
 from configs import ConfigError
-from data.lerobot_io import open_dataset
 from data.manifest import load_manifest
 from data.schema import windows
-from data.synthetic import make_synthetic_dataset, synthetic_episode
+from data.source import open_dataset
 from pipeline.annotate import OutputError
 from pipeline.progress import minmax
+from tests.fixtures.annotate import (
+    annotate_cfg,
+    decoded_samples,
+    raw_samples,
+    run_annotate,
+    shard_episode_counts,
+)
+from tests.fixtures.datasets import make_synthetic_dataset, synthetic_episode
 
 LENGTHS = [12, 9, 15]
 CAMS = ("top", "wrist")
@@ -280,7 +286,7 @@ def test_summary_of_a_clean_run(dataset, tmp_path, capsys):
 
 
 def test_a_model_error_fails_its_episode_only(dataset, tmp_path, monkeypatch):
-    from pipeline.rewards import ColumnReward
+    from pipeline.rewards.registry import ColumnReward
 
     original = ColumnReward._score
 

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from annotate_helpers import raw_samples, run_annotate, shard_episode_counts
 
 from data.manifest import load_manifest
 from data.shards import iter_shard, journal_path
-from data.synthetic import make_synthetic_dataset
+from tests.fixtures.annotate import raw_samples, run_annotate, shard_episode_counts
+from tests.fixtures.datasets import make_synthetic_dataset
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from annotate_helpers import decoded_samples, run_annotate
 
-from data.lerobot_io import open_dataset
 from data.manifest import load_manifest
-from data.synthetic import make_synthetic_dataset
-from pipeline.topreward import TOPRewardScorer
+from data.source import open_dataset
+from pipeline.rewards.topreward import TOPRewardScorer
+from tests.fixtures.annotate import decoded_samples, run_annotate
+from tests.fixtures.datasets import make_synthetic_dataset
 
 
 @pytest.fixture(scope="module")

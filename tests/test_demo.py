@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from configs import load_config
-from data import demo
-from data import sim as simlib
+from data.metaworld import corpus as demo
+from data.metaworld import sim as simlib
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -104,7 +104,7 @@ def test_missing_gl_library_says_what_to_install(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYOPENGL_PLATFORM"}
     env.update(MUJOCO_GL="osmesa", PYTHONPATH=str(REPO))
     out = tmp_path / "never"
-    res = subprocess.run([sys.executable, "-m", "data.demo", f"out={out}", "episodes=1"], cwd=REPO, env=env,
+    res = subprocess.run([sys.executable, "-m", "data.metaworld.corpus", f"out={out}", "episodes=1"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2, res.stderr[-2000:]
     assert "MUJOCO_GL='osmesa'" in res.stderr and "apt-get install libegl1" in res.stderr

@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from configs import load_config
-from pipeline.demo import run
+from demo import run
 
 
 @pytest.mark.parametrize("inputs", ["state", "image"])

@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from sim_helpers import tiny_act_export
 
 from configs import load_config
-from data import sim as simlib
-from policies import evaluate as ev
+from data.metaworld import sim as simlib
+from policies.evaluation import run as ev
+from tests.fixtures.sim import tiny_act_export
 
 
 @pytest.fixture(scope="module")

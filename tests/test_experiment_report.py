@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from benchmarks import rabc_experiment as exp
-from policies.evaluate import wilson_interval
+from experiments import rabc as exp
+from policies.evaluation.run import wilson_interval
 
 
 def ev(k: int, n: int) -> dict:

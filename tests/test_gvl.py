@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.gvl import GVLError, GVLScorer, parse_completions
 from pipeline.progress import PrefixScores
+from pipeline.rewards.gvl import GVLError, GVLScorer, parse_completions
 
 TASK = "push the puck to the goal"
 
@@ -117,10 +117,9 @@ def test_provenance_and_bad_input(gvl, tiny_vlm_dir):
 def test_annotate_with_gvl_records_provenance_nans_and_failures(tiny_vlm_dir, tmp_path, monkeypatch):
     """reward=gvl through pipeline.annotate: the parsed values become the shards' progress; an episode whose
     text has no usable number fails with the reason, the others are kept."""
-    from annotate_helpers import decoded_samples, run_annotate
-
     from data.manifest import load_manifest
-    from data.synthetic import make_synthetic_dataset
+    from tests.fixtures.annotate import decoded_samples, run_annotate
+    from tests.fixtures.datasets import make_synthetic_dataset
 
     ds = make_synthetic_dataset(tmp_path / "ds", episodes=3, length=[16, 12, 14], fps=4, image_size=(32, 32),
                                 cameras=("top",), seed=1)

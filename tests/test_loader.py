@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from data.fixtures import CAMERA, STATE, tiny_episode, write_tiny_shards
-from data.loader import (
+from data.batches import (
     EpochLoader,
     ShardDataModule,
     ShardError,
@@ -20,6 +19,7 @@ from data.loader import (
     fit_gain_stats,
 )
 from data.manifest import ManifestError, load_manifest, shard_paths
+from tests.fixtures.shards import CAMERA, STATE, tiny_episode, write_tiny_shards
 
 LENGTH = 12
 FEATURES = (CAMERA, STATE)
@@ -157,7 +157,7 @@ def test_fit_gain_stats_reads_every_window(shards):
 def test_tar_reader_agrees_with_webdataset(shards, tmp_path, fmt):
     from webdataset.tariterators import tarfile_samples
 
-    from data.loader import tar_samples
+    from data.batches import tar_samples
 
     path = tmp_path / "t.tar"
     long_feature = "observation.images." + "x" * 60  # member names beyond ustar's 100 characters

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from bc_helpers import first_batch, make_adapter, select
 
-from data.fixtures import write_tiny_shards
 from data.manifest import load_manifest
+from tests.fixtures.bc import first_batch, make_adapter, select
+from tests.fixtures.shards import write_tiny_shards
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +86,10 @@ def test_diffusion_padding_masked(shards):
 
 def test_weighting_none_is_plain_bc_in_value_and_gradient(shards):
     """The trainer's loss with weighting=none is lerobot's forward loss: same value, same gradients."""
-    from bc_helpers import TINY_POLICY
-
     from data.manifest import load_manifest as _lm
     from policies.module import BCModule
     from policies.weighting import weighted_loss
+    from tests.fixtures.bc import TINY_POLICY
 
     m = _lm(shards)
     policy_cfg = {"name": "act", **TINY_POLICY["act"], "pretrained_backbone_weights": None}

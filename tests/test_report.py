@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 import pytest
-from annotate_helpers import run_annotate
 from scipy.stats import mannwhitneyu, spearmanr
 
-from data.synthetic import make_synthetic_dataset
 from pipeline.progress import voc
 from pipeline.report import compare, main, success_detection, voc_summary, write_report
+from tests.fixtures.annotate import run_annotate
+from tests.fixtures.datasets import make_synthetic_dataset
 
 
 def test_auroc_and_threshold_match_independent_values():

@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from pipeline.progress import PrefixScores, minmax, success_score, to_frames, voc
-from pipeline.schedule import group_ends, prefix_ends, sample_indices, select_groups
+from pipeline.rewards.schedule import group_ends, prefix_ends, sample_indices, select_groups
 
 
 def test_sample_indices_known_values():

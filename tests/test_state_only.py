@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sim_helpers import tiny_act_export
 
 from configs import load_config
-from data import demo
-from data import sim as simlib
-from policies import evaluate as ev
+from data.metaworld import corpus as demo
+from data.metaworld import sim as simlib
+from policies.evaluation import run as ev
+from tests.fixtures.sim import tiny_act_export
 
 
 def test_state_only_corpus_reloads_with_environment_state(tmp_path, monkeypatch):

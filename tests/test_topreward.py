@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.schedule import group_ends, sample_indices, select_groups
-from pipeline.tiny_vlm import build_processor, build_tiny_qwen3vl, moving_square_clip
-from pipeline.topreward import ScoringError, TOPRewardScorer
+from pipeline.rewards.schedule import group_ends, sample_indices, select_groups
+from pipeline.rewards.topreward import ScoringError, TOPRewardScorer
+from tests.fixtures.tiny_vlm import build_processor, build_tiny_qwen3vl, moving_square_clip
 
 TASK = "push the puck to the goal"
 TOL = 1e-4

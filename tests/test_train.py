@@ -8,14 +8,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from bc_helpers import tiny_cfg
 
 from configs import ConfigError, load_config
-from data.fixtures import ENV_STATE, STATE, write_tiny_shards
-from data.loader import WindowError
+from data.batches import WindowError
 from data.manifest import ManifestError, load_manifest
 from policies.module import BCModule
 from policies.training import TrainingDiverged, build, train
+from tests.fixtures.bc import tiny_cfg
+from tests.fixtures.shards import ENV_STATE, STATE, write_tiny_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -217,7 +217,7 @@ def test_image_policy_trains_and_exports(image_shards, tmp_path, policy):
     from lerobot.configs.policies import PreTrainedConfig
     from lerobot.policies.factory import get_policy_class, make_pre_post_processors
 
-    from data.fixtures import CAMERA
+    from tests.fixtures.shards import CAMERA
 
     cfg = tiny_cfg(image_shards, tmp_path / policy, policy, "top_awr", steps=20, steps_per_epoch=10, batch_size=16)
     module, dm, _ = build(cfg)
@@ -239,7 +239,7 @@ def test_export_resizes_larger_camera_frames(image_shards, tmp_path):
     from lerobot.policies.factory import get_policy_class, make_pre_post_processors
     from torchvision.transforms.functional import resize
 
-    from data.fixtures import CAMERA
+    from tests.fixtures.shards import CAMERA
 
     module, dm, _ = build(tiny_cfg(image_shards, tmp_path / "run", "act", "none", steps=1))
     export = module.export(tmp_path / "export")
@@ -281,7 +281,7 @@ def test_environment_state_is_normalised(shards, tmp_path, policy, mode):
 
 
 def test_unknown_normalization_mode_is_named(shards, tmp_path):
-    from policies.base import PolicyConfigError
+    from policies.adapters.base import PolicyConfigError
 
     with pytest.raises(PolicyConfigError, match="normalization_mapping.*valid modes"):
         build(tiny_cfg(shards, tmp_path / "bad", "act", "none", "policy.normalization_mapping.ENV=ZSCORE", steps=1))

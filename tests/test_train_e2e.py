@@ -5,20 +5,20 @@ import json
 import numpy as np
 import pytest
 import torch
-from bc_helpers import tiny_cfg
 
 from configs import load_config
-from data.loader import ShardStream, WindowNeeds
+from data.batches import ShardStream, WindowNeeds
 from data.manifest import shard_paths
 from policies.training import train
+from tests.fixtures.bc import tiny_cfg
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def annotated(tmp_path_factory):
-    from data.synthetic import make_synthetic_dataset
     from pipeline.annotate import annotate
+    from tests.fixtures.datasets import make_synthetic_dataset
 
     work = tmp_path_factory.mktemp("e2e")
     src = make_synthetic_dataset(work / "source", episodes=3, length=20, fps=10, image_size=(32, 32), seed=0)

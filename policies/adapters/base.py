@@ -14,11 +14,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from data.loader import WindowNeeds
+from data.batches import WindowNeeds
 
 POLICIES: dict[str, str] = {
-    "act": "policies.act:ACTAdapter",
-    "diffusion": "policies.diffusion:DiffusionAdapter",
+    "act": "policies.adapters.act:ACTAdapter",
+    "diffusion": "policies.adapters.diffusion:DiffusionAdapter",
 }
 
 

@@ -134,7 +134,7 @@ class TOPReward(VLMReward):
 
     @staticmethod
     def scorer_class():
-        from pipeline.topreward import TOPRewardScorer
+        from pipeline.rewards.topreward import TOPRewardScorer
 
         return TOPRewardScorer
 
@@ -153,7 +153,7 @@ class GVLReward(VLMReward):
 
     @staticmethod
     def scorer_class():
-        from pipeline.gvl import GVLScorer
+        from pipeline.rewards.gvl import GVLScorer
 
         return GVLScorer
 

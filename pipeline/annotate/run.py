@@ -31,12 +31,12 @@ import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from configs import ConfigError, parse_cli, save_config
-from data.lerobot_io import Episode, SourceDataset, SourceError, open_dataset
 from data.manifest import MANIFEST, PLOTS_DIR, PROGRESS_PARQUET, SHARDS_DIR, STATS_FIELDS
 from data.schema import IMAGE_FORMATS, SCHEMA_VERSION, episode_samples
 from data.shards import JOURNAL_DIR, ShardWriter, read_journal
+from data.source import Episode, SourceDataset, SourceError, open_dataset
 from pipeline.progress import PrefixScores, voc
-from pipeline.rewards import EpisodeInput, RewardModel, build_reward
+from pipeline.rewards.registry import EpisodeInput, RewardModel, build_reward
 
 RUN_FILE = "run.json"
 SCORES_DIR = "scores"

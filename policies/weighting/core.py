@@ -168,7 +168,7 @@ WEIGHTINGS: dict[str, WeightFn] = {
     "rabc": rabc,
     "awr": awr,
     "filter": filter_top,
-    **{name: _lazy("policies.advantage", name) for name in ADVANTAGE_RULES},
+    **{name: _lazy("policies.weighting.advantage", name) for name in ADVANTAGE_RULES},
 }
 
 # rules that may read dataset statistics (top_awr only when centered); the trainer fits them once per run
@@ -193,7 +193,7 @@ def fit_weighting_stats(name: str, table, episodes: list[dict], **params):
     """
     get_weighting(name)
     if name in ADVANTAGE_RULES:
-        from policies.advantage import AdvantageStats
+        from policies.weighting.advantage import AdvantageStats
 
         return AdvantageStats.fit(table, episodes, rule=name, **params)
     return GainStats.from_gains(table.gain)

@@ -72,7 +72,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from policies.weighting import WeightingError, chunk_gain
+from policies.weighting.core import WeightingError, chunk_gain
 
 SCALES = ("dataset", "episode")
 TRANSFORMS = ("exp", "rank", "top")

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from pipeline.progress import PrefixScores
-from pipeline.schedule import group_ends, prefix_ends, sample_indices, select_groups
-from pipeline.vlm import check_frames, frame_resolution, load_vlm, resize_frames
+from pipeline.rewards.schedule import group_ends, prefix_ends, sample_indices, select_groups
+from pipeline.rewards.vlm import check_frames, frame_resolution, load_vlm, resize_frames
 
 PROMPT_PREFIX = "The above video shows a robot manipulation trajectory that completes the following task: "
 PROMPT_SUFFIX = " Decide whether the above statement is True or not. The answer is:"

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from data.loader import WindowNeeds
-from policies.base import PolicyAdapter
+from data.batches import WindowNeeds
+from policies.adapters.base import PolicyAdapter
 
 
 class ACTAdapter(PolicyAdapter):

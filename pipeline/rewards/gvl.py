@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from pipeline.progress import PrefixScores
-from pipeline.schedule import sample_indices
-from pipeline.vlm import check_frames, frame_resolution, load_vlm, resize_frames
+from pipeline.rewards.schedule import sample_indices
+from pipeline.rewards.vlm import check_frames, frame_resolution, load_vlm, resize_frames
 
 
 def default_prompt() -> dict[str, str]:

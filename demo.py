@@ -126,10 +126,10 @@ def write_report(cfg: DictConfig, out: Path, stages: dict) -> Path:
 
 
 def run(cfg: DictConfig) -> dict:
-    from data import demo as corpus_lib
+    from data.metaworld import corpus as corpus_lib
     from pipeline.annotate import annotate
     from pipeline.report import write_report as reward_report
-    from policies import evaluate
+    from policies.evaluation import run as evaluate
     from policies.training import train
 
     out = Path(cfg.out)

@@ -82,7 +82,7 @@ def success_detection(scores: np.ndarray, labels: np.ndarray) -> dict:
 
 # ------------------------------------------------------------------------------------------------ inputs
 def _open_source(manifest: dict):
-    from data.lerobot_io import SourceError, open_dataset
+    from data.source import SourceError, open_dataset
 
     src = manifest.get("source", {})
     try:

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from data.loader import WindowNeeds
-from policies.base import PolicyAdapter
+from data.batches import WindowNeeds
+from policies.adapters.base import PolicyAdapter
 
 
 class DiffusionAdapter(PolicyAdapter):

@@ -1,0 +1,437 @@
+"""Reward-aligned BC on mixed-quality MetaWorld corpora: does weighting beat plain BC?
+
+    python -m benchmarks.rabc_experiment [--tasks push-v3,pick-place-v3 --seeds 3 --rollouts 67 --steps N ...]
+    python -m benchmarks.rabc_experiment --report OUT      # tables and the target check of finished runs
+
+Per task, one mixed corpus (expert / noisy / detour / failure demonstrations from ``python -m data.demo``; the
+detours include the systematic ``wrong_goal`` (the task done towards a wrong goal first) and ``stall``, the
+failures ``push_away``, ``wrong_goal``, ``stall`` and ``random``; state only: the 4-d ``observation.state`` plus
+MetaWorld's 39-d observation as ``observation.environment_state``, no camera, nothing rendered), annotated with
+the ``column`` reward (the simulator's own dense reward ``next.reward``: the same annotation → shards →
+weighting pipeline a TOPReward annotation feeds). The same small state-only ACT is trained with each weighting
+rule, and with plain BC on the expert episodes only (the upper reference; the expert subset is chosen with the
+corpus's quality labels, which nothing else trains on), over several training seeds; every export is rolled out
+on held-out setups (seeds from 1000; the corpus uses 0..).
+
+Each task writes ``OUT/TASK/results.json`` after every run (a rerun skips runs whose evaluation is already
+there), so tasks can run as separate processes side by side (``--tasks push-v3`` and ``--tasks pick-place-v3``).
+``--report OUT`` reads them all and writes ``OUT/report.md`` and ``OUT/success.png`` (bars per variant and task): per task and pooled over tasks, per variant the
+success (pooled over seeds and per seed, 95% Wilson intervals), training time, and the weight statistics over
+every training sample (mean weight, zero fraction, effective sample size as a fraction of the sample count,
+and the share of the total weight per demonstration-quality label; the labels are used for this report only),
+and whether the best label-free rule meets the target: ≥ 90% of expert-only BC's success and a pooled interval
+entirely above plain BC's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+TASKS = ("push-v3", "pick-place-v3")
+SHARP_BETA = 0.25  # the sharper temperature of the *_sharp variants, fixed before any of them was run
+# variant name -> (train overrides, which shards: "all" or "expert")
+VARIANTS: dict[str, tuple[list[str], str]] = {
+    "none": (["weighting=none"], "all"),
+    "expert_only": (["weighting=none"], "expert"),
+    "rabc": (["weighting=rabc"], "all"),
+    "top_awr": (["weighting=top_awr"], "all"),
+    "top_awr_centered": (["weighting=top_awr", "weighting.centered=true"], "all"),
+    "awr": (["weighting=awr"], "all"),
+    "filter": (["weighting=filter"], "all"),
+    "progress_awr": (["weighting=progress_awr"], "all"),
+    "episode_quality": (["weighting=episode_quality", "weighting.beta=1.0"], "all"),
+    "quality_advantage": (["weighting=quality_advantage", "weighting.beta=1.0"], "all"),
+    "episode_quality_sharp": (["weighting=episode_quality", f"weighting.beta={SHARP_BETA}"], "all"),
+    "quality_advantage_sharp": (["weighting=quality_advantage", f"weighting.beta={SHARP_BETA}"], "all"),
+    # filtered BC on the best episodes by z_e ("%BC", Chen et al. 2021); added after the variants above had run
+    "episode_filter": (["weighting=episode_quality", "weighting.transform=top"], "all"),
+    "episode_filter_25": (["weighting=episode_quality", "weighting.transform=top", "weighting.top_fraction=0.25"],
+                          "all"),
+    "episode_quality_sharper": (["weighting=episode_quality", "weighting.beta=0.1"], "all"),  # added last
+}
+DEFAULT_VARIANTS = [v for v in VARIANTS if v != "awr"]  # awr: see the single-task table in docs/experiments.md
+REFERENCE_VARIANTS = ("none", "expert_only")  # trained on labels (expert_only) or the baseline: not candidates
+MIX = {"expert": 0.4, "noisy": 0.1, "detour": 0.2, "failure": 0.3}
+DETOUR_KINDS = ["wander", "stall", "wrong_goal"]
+
+
+def policy_overrides(args) -> list[str]:
+    """The one small state-only ACT every variant trains."""
+    return [
+        "policy=act", f"policy.dim_model={args.dim_model}", f"policy.dim_feedforward={4 * args.dim_model}",
+        f"policy.n_heads={max(1, args.dim_model // 32)}",
+        f"policy.n_encoder_layers={args.encoder_layers}", "policy.n_decoder_layers=1", "policy.use_vae=false",
+        f"policy.chunk_size={args.chunk}", f"policy.n_action_steps={args.action_steps}",
+        f"policy.optimizer_lr={args.lr}", f"policy.optimizer_lr_backbone={args.lr}",
+        f"data.batch_size={args.batch}", f"data.steps_per_epoch={args.steps}", "data.num_workers=0",
+        f"trainer.max_steps={args.steps}", "trainer.accelerator=cpu", "trainer.progress_bar=false",
+        "trainer.loggers=false",
+    ]
+
+
+def train_config(overrides: list[str]):
+    """The train config; configs/policy/act.yaml normalises observation.environment_state (lerobot's default
+    mapping has no ENV entry), which this experiment depends on."""
+    from configs import load_config
+
+    return load_config("train", overrides)
+
+
+def make_corpus(args, task: str, out: Path) -> Path:
+    from configs import load_config
+    from data.metaworld import corpus as demo
+
+    cfg = load_config("corpus", [
+        f"task={task}", f"detour.kinds=[{','.join(DETOUR_KINDS)}]", f"episodes={args.episodes}", f"episode_length={args.episode_length}", "camera=null",
+        "environment_state=true", f"out={out / 'corpus'}", "overwrite=true",
+        *[f"mix.{k}={v}" for k, v in MIX.items()],
+    ])
+    return demo.generate(cfg, progress=False)
+
+
+def annotate(corpus: Path, out: Path, episodes: list[int] | None, horizon: int) -> Path:
+    from configs import load_config
+    from pipeline.annotate import annotate as run_annotate
+
+    if (out / "manifest.json").is_file():
+        return out
+    overrides = [f"dataset.root={corpus}", "reward=column", "reward.column=next.reward", "dataset.cameras=[]",
+                 "window.obs_steps=1", f"window.horizon={horizon}", "overwrite=true", f"out={out}", "plots=false",
+                 "progress_bar=false"]
+    if episodes is not None:
+        overrides.append(f"dataset.episodes=[{','.join(str(e) for e in episodes)}]")
+    result = run_annotate(load_config("annotate", overrides))
+    if not result.ok:
+        raise RuntimeError(f"annotation of {corpus} failed: {result.failures[0]['reason']}")
+    return out
+
+
+def sample_weights(train_cfg):
+    """(fit table, weights) the run's rule gives every training sample, fitted exactly as training fits them."""
+    import torch
+
+    from data.batches import episode_success, fit_progress_table
+    from policies.training import build
+
+    module, _, manifest = build(train_cfg)
+    table = fit_progress_table(train_cfg.data.shards, module.adapter.needs().future_actions, manifest)
+    level = torch.as_tensor(table.level, dtype=torch.float32)
+    progress = torch.stack([level, level + torch.as_tensor(table.gain, dtype=torch.float32)], dim=1)
+    success = episode_success(manifest)
+    batch = {"progress": progress, "episode_index": torch.as_tensor(table.episode),
+             "frame_index": torch.as_tensor(table.frame),
+             "success_score": torch.tensor([float(success.get(int(e), float("nan"))) for e in table.episode])}
+    return table, module.weights(batch).detach().float().numpy().astype(np.float64)
+
+
+def weight_report(train_cfg, labels: dict[int, str]) -> dict:
+    """Weight statistics over every training sample and the share of Σw per demonstration-quality label."""
+    import torch
+
+    from policies.weighting import weight_summary
+
+    table, w = sample_weights(train_cfg)
+    s = weight_summary(torch.as_tensor(w))
+    total = float(w.sum())
+    names = sorted(set(labels.values()))
+    ep_label = np.array([labels[int(e)] for e in table.episode])
+    shares = {q: (float(w[ep_label == q].sum()) / total if total > 0 else 0.0) for q in names}
+    sample_shares = {q: float((ep_label == q).mean()) for q in names}
+    return {"samples": int(w.size), "mean": s["weight_mean"], "zero_frac": s["weight_zero_frac"],
+            "ess_frac": s["ess"] / max(w.size, 1), "weight_share": shares, "sample_share": sample_shares}
+
+
+def pooled(evals: list[dict]) -> dict:
+    from policies.evaluation.run import wilson_interval
+
+    k, n = sum(e["successes"] for e in evals), sum(e["episodes"] for e in evals)
+    lo, hi = wilson_interval(k, n)
+    return {"successes": k, "episodes": n, "success_rate": k / n, "ci_low": lo, "ci_high": hi}
+
+
+def pct(r: dict) -> str:
+    return f"{100 * r['success_rate']:.0f}% [{100 * r['ci_low']:.0f}, {100 * r['ci_high']:.0f}]"
+
+
+def table(results: dict) -> str:
+    """One task's table: a row per variant, then the scripted references."""
+    qualities = None
+    rows = []
+    for name, v in results["variants"].items():
+        runs = v.get("runs", [])
+        if not runs:
+            continue
+        p = pooled([r["eval"] for r in runs])
+        per_seed = "; ".join(f"s{r['seed']}: {r['eval']['successes']}/{r['eval']['episodes']}" for r in runs)
+        w = v.get("weights") or {}
+        qualities = qualities or list((w.get("weight_share") or {}).keys())
+        share = " / ".join(f"{100 * w['weight_share'][q]:.0f}" for q in qualities) if w else ""
+        train_s = np.mean([r["train_seconds"] for r in runs])
+        rows.append(f"| {name} | {pct(p)} | {per_seed} | {train_s:.0f} s | {w.get('mean', float('nan')):.2f} | "
+                    f"{100 * w.get('zero_frac', float('nan')):.0f}% | {100 * w.get('ess_frac', float('nan')):.0f}% | "
+                    f"{share} |")
+    head = ["| variant | success, pooled [95% CI] | per seed: successes | train time / run | mean w | zero w | "
+            f"ESS / N | weight share % ({' / '.join(qualities or [])}) |", "|---|---|---|---|---|---|---|---|"]
+    refs = [f"| {n} (scripted reference) | {pct(r)} | | | | | | |" for n, r in results.get("references", {}).items()]
+    return "\n".join(head + rows + refs)
+
+
+def target_check(evals: dict[str, list[dict]]) -> tuple[list[str], dict]:
+    """Lines saying, for every candidate rule (label-free: not plain BC, not expert-only BC), its success relative
+    to expert-only BC and whether its pooled interval lies entirely above plain BC's; and the best rule."""
+    p = {name: pooled(e) for name, e in evals.items() if e}
+    if "none" not in p or "expert_only" not in p:
+        return ["(plain BC or expert-only BC has no finished run yet)"], {}
+    ref, base = p["expert_only"], p["none"]
+    lines, best = [], None
+    for name, r in sorted(p.items(), key=lambda kv: -kv[1]["success_rate"]):
+        if name in REFERENCE_VARIANTS:
+            continue
+        ratio = r["success_rate"] / ref["success_rate"] if ref["success_rate"] > 0 else float("nan")
+        beats = r["ci_low"] > base["ci_high"]
+        lines.append(f"- `{name}`: {pct(r)} = {100 * ratio:.0f}% of expert-only BC ({pct(ref)}); "
+                     f"{'beats' if beats else 'does not beat'} plain BC ({pct(base)}) beyond the intervals")
+        if best is None:
+            best = {"variant": name, "ratio": ratio, "beats_plain_bc": beats, "meets_target": ratio >= 0.9 and beats}
+    return lines, best or {}
+
+
+def plot_success(per_task: dict[str, dict], path: Path) -> Path:
+    """Success per variant (rows) and task (bars) with 95% Wilson intervals."""
+    from pipeline.plots import _figure
+
+    names = []
+    for res in per_task.values():
+        names += [n for n, v in res["variants"].items() if v.get("runs") and n not in names]
+    fig = _figure(8.0, 0.45 * len(names) * max(1, len(per_task)) ** 0.5 + 1.2)
+    ax = fig.add_subplot(1, 1, 1)
+    height = 0.8 / max(1, len(per_task))
+    for k, (task, res) in enumerate(per_task.items()):
+        ys, xs, lo, hi = [], [], [], []
+        for i, n in enumerate(names):
+            runs = res["variants"].get(n, {}).get("runs", [])
+            if runs:
+                p = pooled([r["eval"] for r in runs])
+                ys.append(i + k * height)
+                xs.append(100 * p["success_rate"])
+                lo.append(100 * (p["success_rate"] - p["ci_low"]))
+                hi.append(100 * (p["ci_high"] - p["success_rate"]))
+        ax.barh(ys, xs, height=height, xerr=[lo, hi], label=task, capsize=2)
+    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(names))], names)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("success % (pooled over seeds, 95% Wilson)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def report(out: str | Path) -> str:
+    """``OUT/report.md`` from every ``OUT/*/results.json``: per task, pooled over tasks, and the target check."""
+    out = Path(out)
+    files = sorted(out.glob("*/results.json"))
+    if not files:
+        raise FileNotFoundError(f"no {out}/TASK/results.json found; run the experiment with --out {out} first")
+    per_task = {f.parent.name: json.loads(f.read_text()) for f in files}
+    parts, everything = [], {}
+    for task, res in per_task.items():
+        evals = {n: [r["eval"] for r in v.get("runs", [])] for n, v in res["variants"].items()}
+        lines, best = target_check(evals)
+        for n, e in evals.items():
+            everything.setdefault(n, []).extend(e)
+        parts += [f"## {task}", "", f"Corpus: {res.get('corpus')} ({res.get('corpus_successes')} successful episodes); "
+                  "commands: " + "; ".join(f"`{c}`" for c in res.get("commands", [])), "", table(res), "", "Target check:", "", *lines,
+                  "", f"Best label-free rule: {best}", ""]
+    if len(per_task) > 1:
+        def runs_on(res: dict, n: str) -> list[dict]:
+            return res["variants"].get(n, {}).get("runs", [])
+
+        # pooling is comparable only over the same tasks: variants missing on some task are shown, not pooled
+        complete = {n: e for n, e in everything.items() if all(runs_on(res, n) for res in per_task.values())}
+        rows = ["| variant | success, pooled over tasks and seeds [95% CI] | " +
+                " | ".join(per_task) + " |", "|---|---|" + "---|" * len(per_task)]
+        for n in [n for n in everything if everything[n]]:
+            cells = [pct(pooled([r["eval"] for r in runs_on(res, n)])) if runs_on(res, n) else ""
+                     for res in per_task.values()]
+            total = pct(pooled(everything[n])) if n in complete else "(not run on every task)"
+            rows.append(f"| {n} | {total} | " + " | ".join(cells) + " |")
+        lines, best = target_check(complete)
+        parts += ["## All tasks", "", *rows, "", "Target check (pooled over tasks):", "", *lines, "",
+                  f"Best label-free rule: {best}", ""]
+    parts.append(f"![success per variant]({plot_success(per_task, out / 'success.png').name})")
+    text = "\n".join(parts)
+    (out / "report.md").write_text(text)
+    return text
+
+
+def run_task(task: str, args, variants: list[str]) -> dict:
+    """Corpus, annotations, references and every (variant, seed) run of one task; resumable."""
+    from configs import load_config
+    from data.metaworld.corpus import read_labels
+    from policies.evaluation import run as evaluate
+    from policies.training import train
+
+    out = Path(args.out) / task
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    setup = {"task": task, "mix": MIX, "detour_kinds": DETOUR_KINDS, "episodes": args.episodes,
+             "episode_length": args.episode_length,
+             "reward": "column (next.reward: the simulator's dense reward / 10)", "steps": args.steps,
+             "dim_model": args.dim_model, "encoder_layers": args.encoder_layers, "chunk": args.chunk,
+             "action_steps": args.action_steps, "lr": args.lr, "batch": args.batch,
+             "normalization": "configs/policy/act.yaml normalization_mapping (ENV: MEAN_STD)",
+             "rollouts": args.rollouts, "eval_seed": 1000, "max_rollout_steps": args.max_rollout_steps}
+    if results.get("setup") != setup:
+        results = {"setup": setup, "variants": {}}  # another setup: start the runs over
+    command = "python -m benchmarks.rabc_experiment " + " ".join(args.argv)
+    commands = results.setdefault("commands", [results["command"]] if "command" in results else [])
+    if command not in commands:
+        commands.append(command)  # each invocation that added runs (e.g. more variants later)
+    results.pop("command", None)
+
+    def save() -> None:
+        path.write_text(json.dumps(results, indent=1))
+        (out / "table.md").write_text(table(results) + "\n")
+
+    t0 = time.perf_counter()
+    corpus = make_corpus(args, task, out)
+    labels_doc = read_labels(corpus)
+    labels = {int(e["episode_index"]): e["quality"] for e in labels_doc["episodes"]}
+    expert_eps = sorted(e for e, q in labels.items() if q == "expert")
+    results["corpus"] = {q: sum(1 for v in labels.values() if v == q) for q in sorted(set(labels.values()))}
+    results["corpus_successes"] = sum(bool(e["success"]) for e in labels_doc["episodes"])
+    horizon = args.chunk
+    shards = {"all": annotate(corpus, out / "annotation_all", None, horizon),
+              "expert": annotate(corpus, out / "annotation_expert", expert_eps, horizon)}
+    print(f"{task}: corpus + annotation {time.perf_counter() - t0:.0f} s; {results['corpus']}", flush=True)
+
+    if "references" not in results:
+        refs = {}
+        for name in ("expert", "random"):
+            cfg = load_config("evaluate", [f"policy={name}", f"env.task={task}", f"episodes={args.rollouts}",
+                                           f"max_steps={args.max_rollout_steps}", "videos=0",
+                                           f"out={out / ('eval_' + name)}"])
+            r = evaluate.run(cfg, progress=False)
+            refs[name] = {k: r[k] for k in ("successes", "episodes", "success_rate", "ci_low", "ci_high")}
+        results["references"] = refs
+        save()
+
+    # seed-major: every variant gets its seed 0 before any gets a seed 1, so a cut-short run stays comparable
+    for name in variants:
+        extra, which = VARIANTS[name]
+        results["variants"].setdefault(name, {"overrides": extra, "shards": which, "runs": []})
+    for seed in range(args.seeds):
+        for name in variants:
+            extra, which = VARIANTS[name]
+            v = results["variants"][name]
+            if seed in {r["seed"] for r in v["runs"]}:
+                continue
+            run_dir = out / "runs" / f"{name}_s{seed}"
+            cfg = train_config([f"data.shards={shards[which]}", *policy_overrides(args), *extra,
+                                f"seed={seed}", f"out={run_dir}"])
+            if "weights" not in v:
+                v["weights"] = weight_report(cfg, labels)
+            if run_dir.exists():
+                import shutil
+
+                shutil.rmtree(run_dir)
+            summary = train(cfg)
+            ecfg = load_config("evaluate", [f"policy={summary.export}", f"env.task={task}",
+                                            f"episodes={args.rollouts}", f"max_steps={args.max_rollout_steps}",
+                                            "videos=0", f"out={run_dir / 'eval'}"])
+            te = time.perf_counter()
+            r = evaluate.run(ecfg, progress=False)
+            v["runs"].append({"seed": seed, "train_seconds": round(summary.seconds, 1),
+                              "eval_seconds": round(time.perf_counter() - te, 1), "final_loss": summary.final_loss,
+                              "eval": {k: r[k] for k in ("successes", "episodes", "success_rate", "ci_low",
+                                                         "ci_high", "mean_return", "mean_length")}})
+            v["pooled"] = pooled([x["eval"] for x in v["runs"]])
+            save()
+            print(f"{task} {name} seed {seed}: {pct(r)} success, train {summary.seconds:.0f} s "
+                  f"({time.perf_counter() - t0:.0f} s elapsed)", flush=True)
+    results["seconds"] = round(time.perf_counter() - t0, 1)
+    save()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated MetaWorld tasks, run one after another")
+    ap.add_argument("--seeds", type=int, default=3, help="training seeds per variant")
+    ap.add_argument("--rollouts", type=int, default=67,
+                    help="evaluation rollouts per run (setup seeds from 1000); 67 x 3 seeds = 201 per variant")
+    ap.add_argument("--steps", type=int, default=800, help="training steps per run")
+    ap.add_argument("--episodes", type=int, default=50, help=f"corpus episodes per task (mix: {MIX})")
+    ap.add_argument("--episode-length", type=int, default=150)
+    ap.add_argument("--max-rollout-steps", type=int, default=150)
+    ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"comma-separated subset of {list(VARIANTS)}")
+    ap.add_argument("--dim-model", type=int, default=128)
+    ap.add_argument("--encoder-layers", type=int, default=2)
+    ap.add_argument("--chunk", type=int, default=10)
+    ap.add_argument("--action-steps", type=int, default=10)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (1: on a shared 2-core machine, 2 threads oversubscribe and run ~5x slower)")
+    ap.add_argument("--out", default="outputs/rabc_experiment")
+    ap.add_argument("--json", action="store_true", help="print the results as JSON at the end")
+    ap.add_argument("--report", metavar="OUT", help="only write OUT/report.md from the finished runs under OUT")
+    args = ap.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
+    if args.report:
+        print(report(args.report))
+        return 0
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        print(f"error: unknown variant(s) {bad}; choose from {', '.join(VARIANTS)}", file=sys.stderr)
+        return 2
+    if args.chunk < args.action_steps:
+        print(f"error: --action-steps={args.action_steps} exceeds --chunk={args.chunk}", file=sys.stderr)
+        return 2
+    from data.metaworld.sim import check_task
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    try:
+        for t in tasks:
+            check_task(t)
+    except ValueError as e:
+        print(f"error: --tasks: {e}", file=sys.stderr)
+        return 2
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lerobot").setLevel(logging.ERROR)
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:
+        pass
+    results = {t: run_task(t, args, variants) for t in tasks}
+    print(report(args.out))
+    if args.json:
+        print(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

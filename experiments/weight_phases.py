@@ -1,0 +1,75 @@
+"""Where in an episode a weighting rule puts its weight: mean weight by frames from the first success.
+
+    python -m benchmarks.weight_phases outputs/rabc_experiment/pick-place-v3 [--variant progress_awr] [--quality expert]
+
+Reads a task folder of ``benchmarks.rabc_experiment`` (its corpus labels, its annotation, its results' setup),
+fits the variant's weights exactly as training fits them (``rabc_experiment.sample_weights``) and prints, for
+the episodes of one quality label, the mean and median weight and the mean chunk progress gain in bins of
+frames relative to the episode's first success (label read for this report only). A rule that starves a phase
+of the task (e.g. the approach before a grasp, where the progress barely moves) shows it here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+BINS = ((-60, -45), (-45, -30), (-30, -20), (-20, -10), (-10, 0), (0, 20), (20, 150))
+
+
+def phase_table(task_dir: str | Path, variant: str, quality: str = "expert") -> str:
+    from data.metaworld.corpus import read_labels
+    from experiments import rabc as exp
+
+    task_dir = Path(task_dir)
+    results = json.loads((task_dir / "results.json").read_text())
+    setup = results["setup"]
+    args = argparse.Namespace(**{k: setup[k] for k in ("dim_model", "encoder_layers", "chunk", "action_steps",
+                                                        "lr", "batch", "steps")})
+    extra, which = exp.VARIANTS[variant]
+    shards = task_dir / ("annotation_all" if which == "all" else "annotation_expert")
+    cfg = exp.train_config([f"data.shards={shards}", *exp.policy_overrides(args), *extra, f"out={task_dir / 'tmp'}"])
+    table, w = exp.sample_weights(cfg)
+    labels = {int(e["episode_index"]): e for e in read_labels(task_dir / "corpus")["episodes"]}
+    mine = np.array([labels[int(e)]["quality"] == quality for e in table.episode])
+    first = np.array([labels[int(e)].get("first_success") for e in table.episode], dtype=object)
+    ok = mine & np.array([f is not None for f in first])
+    rel = np.where(ok, table.frame - np.array([f if f is not None else 0 for f in first]), 10**6)
+    lines = [f"{task_dir.name}, `{variant}`, {quality} episodes that succeed: mean weight {w[ok].mean():.2f} "
+             f"(all samples {w.mean():.2f})", "",
+             "| frames from first success | samples | mean w | median w | mean chunk gain |", "|---|---|---|---|---|"]
+    for lo, hi in BINS:
+        m = ok & (rel >= lo) & (rel < hi)
+        if m.any():
+            lines.append(f"| {lo} to {hi} | {int(m.sum())} | {w[m].mean():.2f} | {np.median(w[m]):.2f} | "
+                         f"{table.gain[m].mean():.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from experiments.rabc import VARIANTS
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("task_dir", help="OUT/TASK of benchmarks.rabc_experiment")
+    ap.add_argument("--variant", default="progress_awr", help=f"one of {list(VARIANTS)}")
+    ap.add_argument("--quality", default="expert", help="which episodes (a quality label of the corpus)")
+    args = ap.parse_args(argv)
+    if args.variant not in VARIANTS:
+        print(f"error: --variant={args.variant!r}: choose from {', '.join(VARIANTS)}", file=sys.stderr)
+        return 2
+    if not (Path(args.task_dir) / "results.json").is_file():
+        print(f"error: {args.task_dir} has no results.json; give an OUT/TASK folder of benchmarks.rabc_experiment",
+              file=sys.stderr)
+        return 2
+    warnings.filterwarnings("ignore")
+    print(phase_table(args.task_dir, args.variant, args.quality))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
