@@ -5,6 +5,11 @@ mapping, e.g. ``defaults: {policy: act}``. A group is a sub-folder of this direc
 on the command line swaps in ``policy/diffusion.yaml`` under the key ``policy`` (its ``name`` field is set to
 the option chosen). Every other override must name a key that exists: unknown keys are an error naming the
 key and the valid ones nearby.
+
+Two groups are overlays rather than sub-trees: ``debug=NAME`` and ``experiment=NAME`` merge ``debug/NAME.yaml``
+or ``experiment/NAME.yaml`` onto the whole composed config (after the groups, before the other overrides), so
+the sizes that tests and experiments run at are named files, not numbers spread through code. An overlay may
+only set keys that exist; it says which base configs it applies to in ``applies_to``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 CONFIG_DIR = Path(__file__).resolve().parent
 CONFIG_FILENAME = "config.yaml"
+OVERLAY_GROUPS = ("debug", "experiment")
 
 
 class ConfigError(ValueError):
@@ -28,8 +34,23 @@ def groups(config_dir: Path = CONFIG_DIR) -> dict[str, list[str]]:
     return {
         d.name: sorted(p.stem for p in d.glob("*.yaml"))
         for d in sorted(config_dir.iterdir())
-        if d.is_dir() and not d.name.startswith(("_", "."))
+        if d.is_dir() and not d.name.startswith(("_", ".")) and any(d.glob("*.yaml"))
     }
+
+
+def _overlay(cfg: DictConfig, name: str, group: str, option: str, config_dir: Path) -> None:
+    """Merge ``<group>/<option>.yaml`` onto ``cfg`` (struct: every key it sets must exist)."""
+    options = groups(config_dir).get(group, [])
+    if option not in options:
+        raise ConfigError(f"unknown {group} {option!r}; valid options: {', '.join(options) or '(none)'}")
+    node = OmegaConf.load(config_dir / group / f"{option}.yaml")
+    applies = list(node.pop("applies_to", []) or [])
+    if applies and name not in applies:
+        raise ConfigError(f"{group}={option} applies to {applies}, not to {name}.yaml")
+    try:
+        cfg.merge_with(node)
+    except (ConfigAttributeError, ConfigKeyError) as exc:
+        raise ConfigError(f"{group}/{option}.yaml sets a key {name}.yaml does not have: {exc.msg}") from exc
 
 
 def _split_overrides(overrides: list[str]) -> list[tuple[str, str]]:
@@ -74,15 +95,19 @@ def load_config(name: str, overrides: list[str] | None = None, config_dir: Path 
     cfg = OmegaConf.load(base_path)
     pairs = _split_overrides(list(overrides or []))
     defaults = dict(cfg.pop("defaults", {}) or {})
-    rest = []
+    rest, overlays = [], []
     for key, value in pairs:
         if key in defaults:
             defaults[key] = value
+        elif key in OVERLAY_GROUPS:
+            overlays.append((key, value))
         else:
             rest.append((key, value))
     for group, option in defaults.items():
         cfg[group] = _group_node(group, str(option), config_dir)
     OmegaConf.set_struct(cfg, True)
+    for group, option in overlays:
+        _overlay(cfg, name, group, option, config_dir)
     for key, value in rest:
         try:
             cfg.merge_with(OmegaConf.from_dotlist([f"{key}={value}"]))
@@ -109,7 +134,7 @@ def parse_cli(name: str, argv: list[str]) -> DictConfig:
     """``python -m X key=value ...``: ``--help`` prints the composed defaults."""
     if any(a in ("-h", "--help") for a in argv):
         cfg = load_config(name, [])
-        print(f"usage: key=value overrides of configs/{name}.yaml; config groups: "
+        print(f"usage: key=value overrides of configs/{name}.yaml; config groups and overlays: "
               + "; ".join(f"{g}={'|'.join(o)}" for g, o in groups().items()))
         print(OmegaConf.to_yaml(cfg))
         raise SystemExit(0)

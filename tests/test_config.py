@@ -50,3 +50,29 @@ def test_save_config_roundtrip(config_dir, tmp_path):
     cfg = load_config("job", ["model=big"], config_dir)
     path = save_config(cfg, tmp_path / "run")
     assert OmegaConf.to_container(OmegaConf.load(path)) == OmegaConf.to_container(cfg)
+
+
+def test_overlay_groups_merge_onto_the_whole_config(config_dir):
+    (config_dir / "debug").mkdir()
+    (config_dir / "debug" / "quick.yaml").write_text("applies_to: [job]\ntrainer: {max_steps: 2}\nmodel: {width: 4}\n")
+    (config_dir / "debug" / "typo.yaml").write_text("trainer: {max_step: 2}\n")
+    (config_dir / "debug" / "other.yaml").write_text("applies_to: [annotate]\nseed: 1\n")
+    cfg = load_config("job", ["debug=quick"], config_dir)
+    assert (cfg.trainer.max_steps, cfg.model.width, cfg.model.name, cfg.trainer.devices) == (2, 4, "small", 1)
+    assert "applies_to" not in cfg
+    # later overrides win over the overlay; the overlay wins over the group's file
+    assert load_config("job", ["debug=quick", "trainer.max_steps=7"], config_dir).trainer.max_steps == 7
+    # negative controls: an overlay's unknown key, a base it does not apply to, an unknown option
+    with pytest.raises(ConfigError, match="debug/typo.yaml sets a key"):
+        load_config("job", ["debug=typo"], config_dir)
+    with pytest.raises(ConfigError, match=r"applies to \['annotate'\], not to job.yaml"):
+        load_config("job", ["debug=other"], config_dir)
+    with pytest.raises(ConfigError, match="unknown debug 'nope'"):
+        load_config("job", ["debug=nope"], config_dir)
+
+
+def test_shipped_debug_overlays_compose():
+    for policy in ("act", "diffusion"):
+        cfg = load_config("train", [f"policy={policy}", f"debug=tiny_{policy}"])
+        assert cfg.policy.name == policy and cfg.data.num_workers == 0 and cfg.trainer.accelerator == "cpu"
+    assert load_config("train", ["debug=tiny_act"]).policy.dim_model == 32

@@ -86,13 +86,16 @@ def test_diffusion_padding_masked(shards):
 
 def test_weighting_none_is_plain_bc_in_value_and_gradient(shards):
     """The trainer's loss with weighting=none is lerobot's forward loss: same value, same gradients."""
+    from omegaconf import OmegaConf
+
+    from configs import load_config
     from data.manifest import load_manifest as _lm
     from policies.module import BCModule
     from policies.weighting import weighted_loss
-    from tests.fixtures.bc import TINY_POLICY
 
     m = _lm(shards)
-    policy_cfg = {"name": "act", **TINY_POLICY["act"], "pretrained_backbone_weights": None}
+    tiny = OmegaConf.to_container(load_config("train", ["debug=tiny_act"]).policy, resolve=True)
+    policy_cfg = {**tiny, "pretrained_backbone_weights": None}
     module = BCModule(policy=policy_cfg, features=m["features"], stats=m["stats"], weighting={"name": "none"})
     clean, _ = _split(first_batch(shards, module.adapter.needs()))
     module.policy.train()
