@@ -6,7 +6,7 @@
 The stream of one data-loader worker is a chain of small generator stages:
 
     shards (split by rank × worker, reshuffled every pass, endless)
-      → raw samples (webdataset tar reading; a corrupt/truncated tar raises ShardError naming it)
+      → raw samples (data.shards.tar_samples; a corrupt/truncated tar raises ShardError naming it)
       → past actions (only for policies whose action window starts before t, e.g. Diffusion)
       → split by sample key (only when there are fewer shards than rank × worker readers)
       → shuffle buffer → decode (data.schema.decode_sample; JPEG/PNG in the worker) → cut to the policy's
@@ -24,10 +24,9 @@ A batch (B = batch size, S = policy obs steps, P past + F future actions):
 
 from __future__ import annotations
 
-import io
 import random
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,22 +35,17 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from data.manifest import ManifestError, load_manifest, shard_paths
-from data.schema import ACTION, IMAGE_FORMATS, PROGRESS, SampleError, decode_sample
-
-Handler = Callable[[Exception], bool]
-
-
-class ShardError(RuntimeError):
-    """A shard cannot be read (corrupt or truncated tar) or a sample lacks what the policy needs."""
-
-
-class WindowError(ValueError):
-    """The shards' windows are shorter than the policy needs."""
-
-
-def reraise(exc: Exception) -> bool:
-    raise exc
+from data.manifest import ManifestError, load_manifest, shard_counts, shard_paths
+from data.schema import (
+    ACTION,
+    IMAGE_FORMATS,
+    SampleError,
+    WindowError,
+    decode_array,
+    decode_sample,
+    parse_key,
+)
+from data.shards import Handler, ShardError, reraise, tar_samples
 
 
 @dataclass(frozen=True)
@@ -93,118 +87,6 @@ def check_windows(manifest: dict, needs: WindowNeeds, where: str = "manifest.jso
 # ---------------------------------------------------------------- stages
 
 
-_BLOCK = 512
-
-
-def _pax_records(data: bytes) -> dict[str, str]:
-    out, i = {}, 0
-    while i < len(data):
-        sp = data.index(b" ", i)
-        n = int(data[i:sp])
-        key, _, value = data[sp + 1:i + n - 1].partition(b"=")
-        out[key.decode()] = value.decode("utf-8", "surrogateescape")
-        i += n
-    return out
-
-
-def _tar_members(path: Path | str) -> Iterator[tuple[str, bytes]]:
-    """(name, data) of the regular files of a tar (ustar, pax or GNU long names), read sequentially.
-
-    Python's ``tarfile`` spent about half of the loader's CPU time parsing the headers of our many small
-    members; this reads them directly, verifying every header checksum and every member's length.
-    """
-    with open(path, "rb") as fh:
-        pending: dict[str, str] = {}
-        while True:
-            at = fh.tell()
-            header = fh.read(_BLOCK)
-            if len(header) < _BLOCK:
-                raise EOFError(f"unexpected end of file at byte {at} (no end-of-archive marker)")
-            if header.count(0) == _BLOCK:
-                return  # end-of-archive marker
-            try:
-                stored = int(header[148:156].replace(b"\0", b" ").strip() or b"0", 8)
-                size = int(header[124:136].replace(b"\0", b" ").strip() or b"0", 8)
-            except ValueError as exc:
-                raise ValueError(f"bad tar header at byte {at}") from exc
-            if stored != sum(header[:148]) + 256 + sum(header[156:]):
-                raise ValueError(f"tar header checksum mismatch at byte {at}")
-            typeflag = header[156:157]
-            data_size = int(pending["size"]) if "size" in pending and typeflag not in (b"x", b"g", b"L") else size
-            data = fh.read(data_size)
-            if len(data) < data_size:
-                raise EOFError(f"member at byte {at} is cut short ({len(data)} of {data_size} bytes)")
-            fh.seek((-data_size) % _BLOCK, 1)
-            if typeflag == b"x":
-                pending.update(_pax_records(data))
-            elif typeflag == b"L":
-                pending["path"] = data.rstrip(bytes(1)).decode()
-            elif typeflag in (b"0", b"\0"):
-                name = pending.get("path")
-                if name is None:
-                    name = header[:100].rstrip(bytes(1)).decode()
-                    prefix = header[345:500].rstrip(bytes(1)).decode() if header[257:262] == b"ustar" else ""
-                    name = f"{prefix}/{name}" if prefix else name
-                pending = {}
-                yield name, data
-            else:  # directories, links, global pax headers: nothing to read
-                pending = {} if typeflag != b"g" else pending
-
-
-def _group_by_key(members: Iterable[tuple[str, bytes]], url: str) -> Iterator[dict]:
-    """webdataset's grouping: key = the name up to the first dot of its base name, field = the rest."""
-    current: dict | None = None
-    for name, data in members:
-        slash = name.rfind("/")
-        dot = name.find(".", slash + 1)
-        if dot < 0:
-            continue
-        key, field = name[:dot], name[dot + 1:].lower()
-        if current is None or key != current["__key__"]:
-            if current is not None:
-                yield current
-            current = {"__key__": key, "__url__": url}
-        if field in current:
-            raise ValueError(f"{name}: duplicate member in the tar")
-        current[field] = data
-    if current is not None:
-        yield current
-
-
-def tar_samples(paths: Iterable[Path | str], handler: Handler = reraise,
-                counts: dict[str, int] | None = None) -> Iterator[dict]:
-    """Raw webdataset samples (``{"__key__", "__url__", field: bytes}``) of each shard in turn.
-
-    A tar that cannot be read, or (with ``counts``: shard path → the manifest's sample count) one that ends
-    early, raises ShardError naming it.
-    """
-    for path in paths:
-        n = 0
-        try:
-            for sample in _group_by_key(_tar_members(path), str(path)):
-                n += 1
-                yield sample
-            expected = (counts or {}).get(str(path))
-            if expected is not None and n != expected:
-                raise EOFError(f"it holds {n} samples but the manifest lists {expected}")
-        except Exception as exc:  # tarfile.ReadError, EOFError, duplicate members ...
-            err = ShardError(f"shard {path} is corrupt or truncated ({type(exc).__name__}: "
-                             f"{exc.args[0] if exc.args else exc}); re-run pipeline.annotate to rewrite it")
-            err.__cause__ = exc
-            if handler(err):
-                continue
-            return
-
-
-def _npy(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
-
-
-def _episode_frame(sample: dict) -> tuple[int, int]:
-    ep, _, fr = sample["__key__"].partition("_")
-    return int(ep), int(fr)
-
-
 def with_past_actions(samples: Iterator[dict], past: int, handler: Handler = reraise) -> Iterator[dict]:
     """Attach actions t-past..t-1 (``__past_action``, ``__past_is_pad``), as lerobot's delta_timestamps do.
 
@@ -216,8 +98,8 @@ def with_past_actions(samples: Iterator[dict], past: int, handler: Handler = rer
     recent: dict[tuple[int, int], np.ndarray] = {}
     for sample in samples:
         try:
-            ep, t = _episode_frame(sample)
-            a_t = _npy(sample[ACTION])[0]
+            ep, t = parse_key(sample["__key__"])
+            a_t = decode_array(sample[ACTION])[0]
             recent[(ep, t)] = a_t
             acts, pads = [], []
             for k in range(past, 0, -1):
@@ -243,12 +125,38 @@ def split_by_key(samples: Iterator[dict], index: int, count: int) -> Iterator[di
 
 
 def shuffle(samples: Iterator[dict], bufsize: int, rng: random.Random) -> Iterator[dict]:
-    from webdataset.filters import _shuffle
+    """A seeded shuffle buffer of ``bufsize`` samples (``bufsize <= 1``: the stream as it comes).
 
+    The same order as webdataset's buffer shuffle with ``initial=bufsize`` for the same ``rng``, so the
+    batches did not change when it replaced it: each step takes one sample, plus one more while the buffer is
+    not full (filling it twice as fast); once the buffer holds ``bufsize`` samples, every step picks a random
+    one (``rng.randint``), moves the last into its place and yields it; at the end the rest are picked the
+    same way.
+    """
     if bufsize <= 1:
         yield from samples
         return
-    yield from _shuffle(samples, bufsize=bufsize, initial=bufsize, rng=rng)
+    it = iter(samples)
+    buf: list[dict] = []
+
+    def pick() -> dict:
+        k = rng.randint(0, len(buf) - 1)
+        sample = buf[k]
+        buf[k] = buf[-1]
+        buf.pop()
+        return sample
+
+    for sample in it:
+        buf.append(sample)
+        if len(buf) < bufsize:
+            try:
+                buf.append(next(it))
+            except StopIteration:
+                pass
+        if len(buf) >= bufsize:
+            yield pick()
+    while buf:
+        yield pick()
 
 
 class SampleDecoder:
@@ -413,67 +321,6 @@ class EpochLoader(DataLoader):
 def episode_success(manifest: dict) -> dict[int, float]:
     return {int(e["episode_index"]): float(e["success_score"]) for e in manifest.get("episodes", [])
             if e.get("success_score") is not None}
-
-
-def shard_counts(root: str | Path, manifest: dict) -> dict[str, int]:
-    """Shard path → the sample count the manifest lists for it (to detect truncated tars)."""
-    return {str(Path(root) / s["name"]): int(s["count"]) for s in manifest["shards"] if "count" in s}
-
-
-@dataclass(frozen=True)
-class ProgressTable:
-    """One row per shard sample: its episode, frame t, progress level p[t] and chunk gain Δ = p[t+F] − p[t].
-
-    What the dataset-level weighting statistics are fitted on (:func:`policies.weighting.fit_weighting_stats`).
-    ``as_arrays``/``from_arrays`` give plain arrays for checkpoints.
-    """
-
-    episode: np.ndarray  # (N,) int64
-    frame: np.ndarray  # (N,) int64
-    level: np.ndarray  # (N,) float64, p[t]
-    gain: np.ndarray  # (N,) float64, p[t+F] - p[t] (windows clamped at the episode end, as the shards store them)
-
-    def __len__(self) -> int:
-        return int(self.gain.size)
-
-    def as_arrays(self) -> dict[str, np.ndarray]:
-        return {"episode": self.episode, "frame": self.frame, "level": self.level, "gain": self.gain}
-
-    @classmethod
-    def from_arrays(cls, arrays: dict) -> ProgressTable:
-        return cls(episode=np.asarray(arrays["episode"], dtype=np.int64), frame=np.asarray(arrays["frame"], dtype=np.int64),
-                   level=np.asarray(arrays["level"], dtype=np.float64), gain=np.asarray(arrays["gain"], dtype=np.float64))
-
-
-def fit_progress_table(root: str | Path, future_actions: int, manifest: dict | None = None) -> ProgressTable:
-    """Every sample's (episode, frame, p[t], Δ = p[t+F] − p[t]), read once from the shards' ``progress.npy``.
-
-    Only the progress members of each tar are read (no image decoding); the windows are cut to the policy's
-    chunk F, so Δ is exactly the gain the rules see in training.
-    """
-    manifest = manifest if manifest is not None else load_manifest(root)
-    episode, frame, level, gain = [], [], [], []
-    for sample in tar_samples(shard_paths(root, manifest), counts=shard_counts(root, manifest)):
-        if PROGRESS not in sample:
-            raise ShardError(f"sample {sample['__key__']} in {sample.get('__url__')} lacks {PROGRESS}")
-        p = _npy(sample[PROGRESS])
-        if len(p) < future_actions + 1:
-            raise WindowError(f"progress window of {sample['__key__']} holds {len(p)} values; need {future_actions + 1}")
-        ep, t = _episode_frame(sample)
-        episode.append(ep)
-        frame.append(t)
-        level.append(float(p[0]))
-        gain.append(float(p[future_actions] - p[0]))
-    return ProgressTable(episode=np.asarray(episode, dtype=np.int64), frame=np.asarray(frame, dtype=np.int64),
-                         level=np.asarray(level, dtype=np.float64), gain=np.asarray(gain, dtype=np.float64))
-
-
-def fit_gain_stats(root: str | Path, future_actions: int, manifest: dict | None = None) -> np.ndarray:
-    """Progress gains Δ = p[t+F] − p[t] of every sample (the ``gain`` column of :func:`fit_progress_table`).
-
-    The weighting statistics (:class:`policies.weighting.GainStats`) are fitted on these.
-    """
-    return fit_progress_table(root, future_actions, manifest).gain
 
 
 class ShardDataModule(pl.LightningDataModule):

@@ -17,29 +17,39 @@ Layout (keys the code relies on)::
       "failures": [{"episode_index", "reason"}],
     }
 
-Also written by ``pipeline.annotate`` (informative): ``cameras`` (every camera stored in the shards),
-``ground_truth`` (the per-frame column used for ``voc_ground_truth``, or null), ``totals`` (episodes_ok,
-episodes_failed, samples, world_size), ``config`` (the resolved annotate config); per episode also
-``voc_ground_truth``, ``missing_prefixes``, ``count`` (samples), and reward extras (TOPReward: ``logp_false``,
-``resolution``, ``tokens``, ``sampled_indices``); in ``reward`` also ``resolutions_used`` and
-``lerobot_version``.
+Also written (informative): ``cameras`` (every camera stored in the shards), ``ground_truth`` (the per-frame
+column used for ``voc_ground_truth``, or null), ``totals`` (episodes_ok, episodes_failed, samples, world_size),
+per episode ``count`` (samples); by ``pipeline.annotate`` also ``config`` (the resolved annotate config), per
+episode ``voc_ground_truth``, ``missing_prefixes`` and reward extras (TOPReward: ``logp_false``,
+``resolution``, ``tokens``, ``sampled_indices``), in ``reward`` ``resolutions_used`` and ``lerobot_version``.
 
 Stats fields are lerobot's ``meta/stats.json`` fields (lists of floats per dimension; images per channel
 with shape (3, 1, 1)), so :func:`lerobot_stats` hands them straight to ``make_pre_post_processors``.
+
+:func:`build_manifest` builds the dict from the shard writer's journal records (``data.shards``) and
+:func:`compute_stats` the stats (arrays exactly, images from per-episode value histograms); both
+``pipeline.annotate`` and the test fixtures write their manifests through them.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
+
+from data.schema import SCHEMA_VERSION
 
 MANIFEST = "manifest.json"
 PROGRESS_PARQUET = "progress.parquet"
 SHARDS_DIR = "shards"
 PLOTS_DIR = "plots"
 STATS_FIELDS = ("min", "max", "mean", "std", "q01", "q10", "q50", "q90", "q99")
+QUANTILES = {f: int(f[1:]) / 100 for f in STATS_FIELDS if f.startswith("q")}  # q01 -> 0.01, ...
+SOURCE_KEYS = ("repo_id", "root", "fps", "features", "total_episodes", "episodes")
+# per-episode image value histograms: journaled with each episode for the stats, left out of the manifest
+IMAGE_HIST = "image_hist"
 
 
 class ManifestError(FileNotFoundError):
@@ -72,9 +82,126 @@ def shard_paths(out_dir: str | Path, manifest: dict | None = None) -> list[Path]
     return paths
 
 
-def lerobot_stats(manifest: dict) -> dict[str, dict[str, np.ndarray]]:
-    """Manifest stats as lerobot's ``dataset_stats`` (numpy arrays per field)."""
+def shard_counts(root: str | Path, manifest: dict) -> dict[str, int]:
+    """Shard path → the sample count the manifest lists for it (to detect truncated tars)."""
+    return {str(Path(root) / s["name"]): int(s["count"]) for s in manifest["shards"] if "count" in s}
+
+
+def stats_arrays(stats: dict) -> dict[str, dict[str, np.ndarray]]:
+    """A manifest's ``stats`` section as lerobot's ``dataset_stats`` (float32 numpy arrays per field)."""
     return {
         feature: {k: np.asarray(v, dtype=np.float32) for k, v in fields.items() if k in (*STATS_FIELDS, "count")}
-        for feature, fields in manifest["stats"].items()
+        for feature, fields in stats.items()
     }
+
+
+def lerobot_stats(manifest: dict) -> dict[str, dict[str, np.ndarray]]:
+    """Manifest stats as lerobot's ``dataset_stats`` (numpy arrays per field)."""
+    return stats_arrays(manifest["stats"])
+
+
+# ------------------------------------------------------------------------------------------------ building
+def array_stats(values: np.ndarray) -> dict[str, list]:
+    """lerobot's stats fields of an (N, D) array, per dimension."""
+    v = np.asarray(values, dtype=np.float64)
+    stats = {"min": v.min(0), "max": v.max(0), "mean": v.mean(0), "std": v.std(0),
+             **{k: np.quantile(v, q, axis=0) for k, q in QUANTILES.items()}}
+    out = {k: np.asarray(s).tolist() for k, s in stats.items()}
+    out["count"] = [int(len(v))]
+    return out
+
+
+def image_histogram(frames: np.ndarray) -> list[list[int]]:
+    """Per-channel value histograms (3, 256) of uint8 (..., 3) images: what the image stats are made from.
+
+    Summed over episodes they give the exact dataset stats without holding every frame.
+    """
+    # one pass over contiguous memory: channel c's value v counts in bin 256*c + v
+    codes = frames.reshape(-1, 3).astype(np.uint16) + np.array([0, 256, 512], dtype=np.uint16)
+    return np.bincount(codes.ravel(), minlength=768).reshape(3, 256).tolist()
+
+
+def histogram_stats(hists: np.ndarray) -> dict[str, list]:
+    """Per-channel image stats from (3, 256) uint8 value histograms, in lerobot's [0, 1] scale, shape (3,1,1)."""
+    h = np.asarray(hists, dtype=np.float64)
+    levels = np.arange(256) / 255.0
+    count = h.sum(1)
+    mean = (h * levels).sum(1) / count
+    std = np.sqrt(np.maximum((h * levels**2).sum(1) / count - mean**2, 0))
+    nz = h > 0
+    mins = np.array([levels[np.flatnonzero(r)[0]] for r in nz])
+    maxs = np.array([levels[np.flatnonzero(r)[-1]] for r in nz])
+    cdf = np.cumsum(h, 1) / count[:, None]
+    stats = {"min": mins, "max": maxs, "mean": mean, "std": std,
+             **{k: np.array([levels[np.searchsorted(c, q)] for c in cdf]) for k, q in QUANTILES.items()}}
+    out = {k: v.reshape(3, 1, 1).tolist() for k, v in stats.items()}
+    out["count"] = [int(count[0])]
+    return out
+
+
+def compute_stats(arrays: dict[str, list[np.ndarray]], image_hists: dict[str, np.ndarray]) -> dict:
+    """The manifest's ``stats``: per-episode (T, D) arrays of each array feature, summed (3, 256) value
+    histograms of each camera (:func:`image_histogram`). Features without data are left out."""
+    stats = {k: array_stats(np.concatenate(v)) for k, v in arrays.items() if v}
+    stats.update({cam: histogram_stats(h) for cam, h in image_hists.items() if np.sum(h) > 0})
+    return stats
+
+
+def journal_episodes(records: list[dict]) -> list[dict]:
+    """The episode summaries of the shard writer's journal records, by episode index."""
+    return sorted((e for r in records for e in r["episodes"]), key=lambda e: e["episode_index"])
+
+
+def build_manifest(*, source: dict, reward: dict, obs_steps: int, horizon: int, image_format: str,
+                   image_quality: int, camera: str | None, cameras: list[str], ground_truth: str | None,
+                   features: dict, stats: dict, records: list[dict], failures: list[dict], world_size: int = 1,
+                   config: dict | None = None) -> dict:
+    """The manifest dict (see the module docstring) of a finished output.
+
+    ``source``: the keys of :data:`SOURCE_KEYS`; ``records``: the journal records of every rank
+    (``data.shards.read_journal``: name, count, episodes with their summaries); ``failures``: the episodes that
+    could not be annotated, ``{"episode_index", "reason"}``; ``config``: the resolved config, when there is one.
+    """
+    missing = [k for k in SOURCE_KEYS if k not in source]
+    if missing:
+        raise ValueError(f"the manifest's source lacks {missing}; pass all of {SOURCE_KEYS}")
+    episodes = journal_episodes(records)
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "source": {k: source[k] for k in SOURCE_KEYS},
+        "reward": reward,
+        "window": {"obs_steps": int(obs_steps), "horizon": int(horizon)},
+        "image": {"format": image_format, "quality": int(image_quality)},
+        "camera": camera,
+        "cameras": cameras,
+        "ground_truth": ground_truth,
+        "features": features,
+        "stats": stats,
+        "episodes": [{k: v for k, v in e.items() if k != IMAGE_HIST} for e in episodes],
+        "shards": sorted(({"name": r["name"], "count": r["count"],
+                           "episodes": [e["episode_index"] for e in r["episodes"]]} for r in records),
+                         key=lambda s: s["name"]),
+        "failures": sorted(failures, key=lambda f: f["episode_index"]),
+        "totals": {"episodes_ok": len(episodes), "episodes_failed": len(failures),
+                   "samples": int(sum(r["count"] for r in records)), "world_size": world_size},
+    }
+    if config is not None:
+        manifest["config"] = config
+    return manifest
+
+
+def write_manifest(out_dir: str | Path, manifest: dict) -> Path:
+    """Write ``manifest.json`` atomically (a reader sees the old file or the new one, never a partial one)."""
+    path = Path(out_dir) / MANIFEST
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, default=_json_default))
+    os.replace(tmp, path)
+    return path
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer, np.floating)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)

@@ -39,6 +39,12 @@ def sample_key(episode_index: int, frame_index: int) -> str:
     return f"{episode_index:06d}_{frame_index:06d}"
 
 
+def parse_key(key: str) -> tuple[int, int]:
+    """Inverse of :func:`sample_key`: ``"000003_000017"`` → (3, 17)."""
+    ep, _, fr = key.partition("_")
+    return int(ep), int(fr)
+
+
 def image_field(feature: str, j: int, fmt: str) -> str:
     return f"{feature}.{j}.{fmt}"
 
@@ -103,7 +109,8 @@ def _npy(a: np.ndarray) -> bytes:
 _NPY_HEADER = re.compile(rb"\{'descr': '([<>|][a-z]\d+)', 'fortran_order': False, 'shape': \(([\d, ]*)\), \}")
 
 
-def _from_npy(data: bytes) -> np.ndarray:
+def decode_array(data: bytes) -> np.ndarray:
+    """The array of one ``.npy`` member (as :func:`encode_sample` writes them)."""
     # fast path for the plain v1.0 headers np.save writes (np.load parses them with ast, a third of the
     # loader's decode time); anything else goes through np.load
     if data[:8] == b"\x93NUMPY\x01\x00":
@@ -154,6 +161,10 @@ class SampleError(KeyError):
     """A shard sample lacks a field the reader needs."""
 
 
+class WindowError(ValueError):
+    """The shards' windows are shorter than the policy needs."""
+
+
 def decode_sample(sample: dict[str, bytes]) -> dict:
     """Inverse of :func:`encode_sample`: raw bytes → numpy arrays (images stacked (obs_steps, H, W, 3) uint8).
 
@@ -165,10 +176,10 @@ def decode_sample(sample: dict[str, bytes]) -> dict:
     if missing:
         raise SampleError(f"sample {key} in {src} lacks {missing}; fields present: {sorted(sample)}")
     out: dict = {"__key__": key, "meta": json.loads(sample[META])}
-    out["action"] = _from_npy(sample[ACTION])
-    out["action_is_pad"] = _from_npy(sample[ACTION_IS_PAD])
-    out["obs_is_pad"] = _from_npy(sample[OBS_IS_PAD])
-    out["progress"] = _from_npy(sample[PROGRESS])
+    out["action"] = decode_array(sample[ACTION])
+    out["action_is_pad"] = decode_array(sample[ACTION_IS_PAD])
+    out["obs_is_pad"] = decode_array(sample[OBS_IS_PAD])
+    out["progress"] = decode_array(sample[PROGRESS])
     frames: dict[str, dict[int, np.ndarray]] = {}
     for name, data in sample.items():
         if name.startswith("__") or name in REQUIRED_FIELDS:
@@ -178,7 +189,7 @@ def decode_sample(sample: dict[str, bytes]) -> dict:
             feature, _, j = stem.rpartition(".")
             frames.setdefault(feature, {})[int(j)] = decode_image(data)
         elif ext == "npy":
-            out[stem] = _from_npy(data)
+            out[stem] = decode_array(data)
     for feature, by_j in frames.items():
         out[feature] = np.stack([by_j[j] for j in sorted(by_j)])
     return out

@@ -22,7 +22,7 @@ class SourceError(ValueError):
 
 
 @dataclass(frozen=True)
-class Episode:
+class SourceEpisode:
     """One episode of the source: where its rows and video frames are."""
 
     index: int
@@ -111,7 +111,7 @@ class SourceDataset:
         return [k for k in self.numeric_columns() if k.startswith("observation.")]
 
     # ---- episodes ---------------------------------------------------------------------------------
-    def episodes(self, selection: list[int] | None = None) -> list[Episode]:
+    def episodes(self, selection: list[int] | None = None) -> list[SourceEpisode]:
         """The episodes, in index order (optionally only ``selection``)."""
         if self.meta.episodes is None:
             from lerobot.datasets.io_utils import load_episodes
@@ -133,7 +133,7 @@ class SourceDataset:
                                                    file_index=row["data/file_index"])
             tasks = row.get("tasks")
             tasks = [] if tasks is None else list(tasks)
-            out.append(Episode(index=idx, length=int(row["length"]), from_index=int(row["dataset_from_index"]),
+            out.append(SourceEpisode(index=idx, length=int(row["length"]), from_index=int(row["dataset_from_index"]),
                                tasks=tuple(str(t) for t in tasks if t is not None), data_file=data_file,
                                videos=videos))
         if wanted is not None:
@@ -153,7 +153,7 @@ class SourceDataset:
             self._table_cache = (rel, pq.read_table(path))
         return self._table_cache[1]
 
-    def read_columns(self, ep: Episode, names: list[str]) -> dict[str, np.ndarray]:
+    def read_columns(self, ep: SourceEpisode, names: list[str]) -> dict[str, np.ndarray]:
         """The episode's rows of ``names`` as float arrays (T, D) (scalars as (T, 1)), in frame order."""
         import pyarrow.compute as pc
 
@@ -180,10 +180,10 @@ class SourceDataset:
             out[n] = col[order]
         return out
 
-    def video_path(self, ep: Episode, camera: str) -> Path:
+    def video_path(self, ep: SourceEpisode, camera: str) -> Path:
         return self.root / ep.videos[camera][0]
 
-    def decode_frames(self, ep: Episode, camera: str, timestamps: np.ndarray | None = None) -> np.ndarray:
+    def decode_frames(self, ep: SourceEpisode, camera: str, timestamps: np.ndarray | None = None) -> np.ndarray:
         """All frames of the episode from ``camera`` as uint8 (T, H, W, 3), decoded in one call.
 
         ``timestamps`` are the episode-relative timestamps (the ``timestamp`` column); default ``j / fps``.

@@ -83,6 +83,11 @@ class PrefixScores:
         if self.raw.size and np.isnan(self.raw).all():
             raise ValueError(f"all {self.raw.size} prefix scores are missing (NaN): nothing to make progress from")
 
+    @classmethod
+    def from_manifest_episode(cls, episode: dict) -> PrefixScores:
+        """The scores a manifest episode records (``prefix_ends``, ``raw_scores``, ``length``; see data.manifest)."""
+        return cls(prefix_ends=episode["prefix_ends"], raw=episode["raw_scores"], num_frames=episode["length"])
+
     @property
     def valid(self) -> np.ndarray:
         """Prefixes that have a score."""

@@ -1,6 +1,7 @@
-"""The shard DataModule: values, windows, past actions, splitting, epochs and bad input."""
+"""The shard DataModule: values, windows, past actions, splitting, shuffling, epochs and bad input."""
 
 import io
+import random
 import shutil
 import tarfile
 
@@ -16,9 +17,11 @@ from data.batches import (
     WindowError,
     WindowNeeds,
     episode_success,
-    fit_gain_stats,
+    shuffle,
 )
 from data.manifest import ManifestError, load_manifest, shard_paths
+from data.progress_table import fit_gain_stats
+from data.shards import tar_samples
 from tests.fixtures.shards import CAMERA, STATE, tiny_episode, write_tiny_shards
 
 LENGTH = 12
@@ -157,8 +160,6 @@ def test_fit_gain_stats_reads_every_window(shards):
 def test_tar_reader_agrees_with_webdataset(shards, tmp_path, fmt):
     from webdataset.tariterators import tarfile_samples
 
-    from data.batches import tar_samples
-
     path = tmp_path / "t.tar"
     long_feature = "observation.images." + "x" * 60  # member names beyond ustar's 100 characters
     with tarfile.open(path, "w", format=fmt) as tf:
@@ -175,3 +176,20 @@ def test_tar_reader_agrees_with_webdataset(shards, tmp_path, fmt):
         ours = list(tar_samples([p]))
         ref = list(tarfile_samples(iter([{"url": str(p)}])))
         assert ours == ref and len(ours) >= 3
+
+
+@pytest.mark.parametrize("bufsize", [2, 3, 16, 100])
+def test_shuffle_buffer_matches_webdataset(bufsize):
+    """Our shuffle buffer yields webdataset's order for the same rng (the batches did not change with it)."""
+    from webdataset.filters import _shuffle  # the reference only; the product does not import it
+
+    for seed in range(4):
+        items = [{"i": i} for i in range(37)]
+        ours = [s["i"] for s in shuffle(iter(items), bufsize, random.Random(seed))]
+        ref = [s["i"] for s in _shuffle(iter(items), bufsize=bufsize, initial=bufsize, rng=random.Random(seed))]
+        assert ours == ref
+        assert sorted(ours) == list(range(37))
+        if bufsize > 2:  # negative control: the order is not the input order
+            assert ours != list(range(37))
+    # bufsize <= 1 leaves the stream as it is
+    assert [s["i"] for s in shuffle(iter(items), 1, random.Random(0))] == list(range(37))
