@@ -13,8 +13,9 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     from configs import ConfigError, parse_cli
-    from data.batches import ShardError, WindowError
     from data.manifest import ManifestError
+    from data.schema import WindowError
+    from data.shards import ShardError
     from policies.adapters.base import PolicyConfigError
     from policies.training import TrainingDiverged, train
     from policies.weighting import WeightingError

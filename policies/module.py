@@ -16,20 +16,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from data.manifest import stats_arrays
 from policies.adapters.base import get_adapter_class
-from policies.weighting import (
-    GainStats,
-    fit_weighting_stats,
-    get_weighting,
-    sample_info,
-    weight_shares,
-    weight_summary,
-    weighted_loss,
-)
+from policies.weighting import GainStats, get_rule, sample_info, weight_shares, weight_summary, weighted_loss
 
 
 class NonFiniteLoss(RuntimeError):
@@ -40,16 +32,13 @@ class NonFiniteLoss(RuntimeError):
         self.step = step
 
 
-def _stats_arrays(stats: dict) -> dict:
-    return {f: {k: np.asarray(v, dtype=np.float32) for k, v in d.items()} for f, d in stats.items()}
-
-
 class BCModule(pl.LightningModule):
     """Arguments are plain data (saved as hyper-parameters, so a checkpoint rebuilds the module alone):
 
     ``policy``: the policy config node (``name`` + lerobot config fields); ``features``/``stats``: the
-    manifest's ``features`` and ``stats``; ``weighting``: the weighting node (``name`` + the rule's params);
-    ``max_steps``: for the lerobot LR scheduler; ``seed``: the per-step random streams.
+    manifest's ``features`` and ``stats``; ``weighting``: the weighting node (``name`` + the rule's params,
+    checked here, so a misspelt key fails before any data is read); ``max_steps``: for the lerobot LR
+    scheduler; ``seed``: the per-step random streams.
     """
 
     def __init__(self, policy: dict, features: dict, stats: dict, weighting: dict | None = None,
@@ -58,12 +47,12 @@ class BCModule(pl.LightningModule):
         self.save_hyperparameters()
         weighting = dict(weighting or {"name": "none"})
         self.weighting_name = weighting.pop("name")
-        self.weighting_params = weighting
-        self.weight_fn = get_weighting(self.weighting_name)
+        self.weighting_rule = get_rule(self.weighting_name)  # policies.weighting.Rule: fits and weighs
+        self.weighting_params = self.weighting_rule.check(weighting)
         self.adapter = get_adapter_class(policy["name"])(policy, features, device=device)
         self.policy = self.adapter.make_policy()
-        self.preprocessor, self.postprocessor = self.adapter.make_processors(_stats_arrays(stats))
-        self.gain_stats: GainStats | None = None  # or policies.advantage.AdvantageStats, whatever the rule reads
+        self.preprocessor, self.postprocessor = self.adapter.make_processors(stats_arrays(stats))
+        self.weighting_stats = None  # what the rule fitted: GainStats, AdvantageStats, None (it reads none)
         self._fit_inputs: tuple | None = None  # (ProgressTable, manifest episodes) the statistics were fitted on
         self.label_names: list[str] = []
         self.episode_label: torch.Tensor | None = None  # (max episode + 1,) index into label_names, -1 unknown
@@ -72,14 +61,17 @@ class BCModule(pl.LightningModule):
         self.record_samples = record_samples
 
     # -- weighting
-    def set_gain_stats(self, stats: GainStats | None) -> None:
-        self.gain_stats = stats
+    def needs_weighting_stats(self) -> bool:
+        """Whether the rule, with these parameters, reads dataset statistics (see :meth:`fit_weighting`)."""
+        return self.weighting_rule.needs_stats(**self.weighting_params)
 
     def fit_weighting(self, table, episodes: list[dict]) -> None:
-        """Fit the rule's dataset statistics on ``table`` (data.loader.ProgressTable) and the manifest's episodes;
-        both travel in the checkpoints, so a resumed run refits exactly the same statistics."""
-        self.gain_stats = fit_weighting_stats(self.weighting_name, table, episodes, **self.weighting_params)
-        self._fit_inputs = (table, episodes)
+        """Fit the rule's dataset statistics on ``table`` (data.progress_table.ProgressTable) and the
+        manifest's episodes; both travel in the checkpoints, so a resumed run refits exactly the same
+        statistics."""
+        self.weighting_stats = self.weighting_rule.fit(table, episodes, **self.weighting_params)
+        # a rule that reads no statistics needs no fit inputs in its checkpoints
+        self._fit_inputs = (table, episodes) if self.weighting_stats is not None else None
 
     def set_quality_labels(self, labels: dict[int, str] | None) -> None:
         """Episode index → demonstration-quality label, for the weight-share logs only (never for weighting)."""
@@ -93,7 +85,8 @@ class BCModule(pl.LightningModule):
         self.episode_label = lookup
 
     def weights(self, batch: dict) -> torch.Tensor:
-        return self.weight_fn(batch["progress"], self.gain_stats, **sample_info(batch), **self.weighting_params)
+        return self.weighting_rule.weigh(batch["progress"], self.weighting_stats, **sample_info(batch),
+                                         **self.weighting_params)
 
     def label_shares(self, w: torch.Tensor, episode: torch.Tensor) -> dict[str, float]:
         """``weight_share/<label>`` and ``sample_share/<label>`` of this batch ({} without labels)."""
@@ -164,24 +157,26 @@ class BCModule(pl.LightningModule):
     def grad_clip_norm(self) -> float:
         return float(self.policy.config.get_optimizer_preset().grad_clip_norm)
 
-    # -- checkpoints carry the fitted weighting statistics
+    # -- checkpoints carry the fitted weighting statistics: their fit inputs, refitted on load
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self._fit_inputs is not None:
             table, episodes = self._fit_inputs
             checkpoint["weighting_fit"] = {"table": {k: torch.as_tensor(v) for k, v in table.as_arrays().items()},
                                            "episodes": json.dumps(episodes)}
-        elif isinstance(self.gain_stats, GainStats):
-            checkpoint["gain_stats"] = {"gains": torch.as_tensor(self.gain_stats.sorted_gains)}
+        elif isinstance(self.weighting_stats, GainStats):
+            # GainStats assigned without fit inputs: its gains are all it is made of
+            checkpoint["gain_stats"] = {"gains": torch.as_tensor(self.weighting_stats.sorted_gains)}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "weighting_fit" in checkpoint:
-            from data.batches import ProgressTable
+            from data.progress_table import ProgressTable
 
             fit = checkpoint["weighting_fit"]
             table = ProgressTable.from_arrays({k: v.numpy() for k, v in fit["table"].items()})
             self.fit_weighting(table, json.loads(fit["episodes"]))
         elif "gain_stats" in checkpoint:
-            self.gain_stats = GainStats.from_gains(checkpoint["gain_stats"]["gains"].numpy())
+            # the key checkpoints held GainStats under before weighting_fit existed; still read
+            self.weighting_stats = GainStats.from_gains(checkpoint["gain_stats"]["gains"].numpy())
 
     # -- export
     def export(self, out: str | Path) -> Path:

@@ -22,10 +22,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from configs import ConfigError, save_config
-from data.batches import ShardDataModule, fit_progress_table
+from data.batches import ShardDataModule
 from data.manifest import load_manifest
+from data.progress_table import fit_progress_table
 from policies.module import BCModule, NonFiniteLoss
-from policies.weighting import NEEDS_STATS, get_weighting
+from policies.weighting import get_rule
 
 CHECKPOINTS = "checkpoints"
 EXPORT = "export"
@@ -77,7 +78,8 @@ def _check(cfg: DictConfig) -> None:
         raise ConfigError("data.shards is not set: pass data.shards=DIR, the output folder of pipeline.annotate")
     if not cfg.out:
         raise ConfigError("out is not set: pass out=RUN_DIR")
-    get_weighting(cfg.weighting.name)
+    weighting = OmegaConf.to_container(cfg.weighting, resolve=True)
+    get_rule(weighting.pop("name")).check(weighting)  # a misspelt parameter fails before any data is read
     if int(cfg.trainer.max_steps) < 1:
         raise ConfigError(f"trainer.max_steps={cfg.trainer.max_steps} must be >= 1")
     world = int(cfg.trainer.devices) if str(cfg.trainer.devices).isdigit() else 1
@@ -112,8 +114,8 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
     dm = ShardDataModule(cfg.data.shards, needs, batch_size=int(cfg.data.batch_size),
                          num_workers=int(cfg.data.num_workers), shuffle_buffer=int(cfg.data.shuffle_buffer),
                          steps_per_epoch=int(cfg.data.steps_per_epoch), seed=int(cfg.seed))
-    if cfg.weighting.name in NEEDS_STATS:
-        # fitted once, before training, over every sample's progress window (see policies/weighting.py)
+    if module.needs_weighting_stats():
+        # fitted once, before training, over every sample's progress window (policies/weighting/registry.py)
         table = fit_progress_table(cfg.data.shards, needs.future_actions, manifest)
         module.fit_weighting(table, _episode_fields(manifest))
     module.set_quality_labels(quality_labels(manifest))
@@ -132,7 +134,8 @@ def quality_labels(manifest: dict) -> dict[int, str] | None:
     root = (manifest.get("source") or {}).get("root")
     if not root:
         return None
-    from data.metaworld.corpus import LABELS_FILE, read_labels
+    from data.quality_labels import LABELS_FILE
+    from data.quality_labels import read_quality_labels as read_labels
 
     if not (Path(root) / LABELS_FILE).is_file():
         return None

@@ -1,6 +1,8 @@
-"""Weighting rules against hand-computed weights on a known set of progress windows."""
+"""Weighting rules against hand-computed weights on a known set of progress windows; the rule objects of
+policies/weighting/registry.py (what they fit, which parameters they accept)."""
 
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -8,10 +10,12 @@ import torch
 
 from data.schema import windows
 from policies.weighting import (
-    WEIGHTINGS,
+    RULES,
     GainStats,
+    Rule,
     WeightingError,
-    get_weighting,
+    fit_weighting_stats,
+    get_rule,
     weigh,
     weight_summary,
     weighted_loss,
@@ -115,8 +119,56 @@ def test_gain_stats_fit():
 
 def test_unknown_name_lists_valid_ones(progress):
     with pytest.raises(WeightingError) as exc:
-        get_weighting("advantage")
-    for name in WEIGHTINGS:
+        get_rule("advantage")
+    for name in RULES:
         assert name in str(exc.value)
     with pytest.raises(WeightingError, match="statistics"):
         weigh("rabc", progress, None)
+
+
+def test_unknown_parameter_names_key_rule_and_valid_ones(progress, stats):
+    # the control first: the correctly spelt key is accepted and changes the weights
+    assert weigh("filter", progress, stats, top_fraction=0.4).tolist() == [1.0, 0.0, 0.0, 1.0, 0.0]
+    with pytest.raises(WeightingError) as exc:
+        weigh("filter", progress, stats, top_fracton=0.4)
+    assert str(exc.value).startswith(
+        "weighting 'filter' has no parameter 'top_fracton'; valid: top_fraction, min_success. "
+        "Did you mean top_fraction?")
+    with pytest.raises(WeightingError, match="'top_fracton'"):
+        get_rule("filter").check({"top_fraction": 0.5, "top_fracton": 0.4})
+    with pytest.raises(WeightingError, match="'top_fracton'"):  # fitting checks them too
+        fit_weighting_stats("filter", None, [], top_fracton=0.4)
+    with pytest.raises(WeightingError, match=r"'none' has no parameter 'kappa'; valid: \(none\)"):
+        weigh("none", progress, kappa=0.01)
+    # a key of another rule is no key of this one
+    with pytest.raises(WeightingError, match="'rabc' has no parameter 'beta'"):
+        weigh("rabc", progress, stats, beta=1.0)
+
+
+def test_rules_declare_what_they_fit_and_read():
+    assert {name for name, rule in RULES.items() if rule.fit_fn is not None} == set(RULES) - {"none"}
+    assert not get_rule("none").needs_stats()
+    # the literal TOPReward rule reads no statistics; the centred one reads mean Δ
+    assert not get_rule("top_awr").needs_stats() and get_rule("top_awr").needs_stats(centered=True)
+    assert all(get_rule(name).needs_stats() for name in ("rabc", "awr", "filter"))
+    gains = type("Table", (), {"gain": np.array([0.0, 0.2, 0.4, -0.2])})()
+    assert fit_weighting_stats("top_awr", gains, []) is None
+    assert fit_weighting_stats("none", gains, []) is None
+    assert fit_weighting_stats("top_awr", gains, [], centered=True).mean == pytest.approx(0.1)
+    assert get_rule("filter").reads == ("success",) and get_rule("rabc").reads == ()
+    assert get_rule("awr").params == {"beta": 1.0, "w_max": 20.0, "eps": 1e-6}
+    # module-level functions only: the rules pickle (the module holds one, e.g. into ddp_spawn's processes)
+    assert all(pickle.loads(pickle.dumps(rule)).params == rule.params for rule in RULES.values())
+
+
+def test_a_catch_all_keyword_cannot_enter_the_table():
+    def sloppy(progress, stats=None, *, beta=1.0, **_):
+        return progress[:, 0]
+
+    def listed(progress, stats=None, *, beta=1.0, episode=None):
+        return progress[:, 0]
+
+    assert Rule.of("listed", listed).params == {"beta": 1.0}  # the control
+    assert Rule.of("listed", listed).reads == ("episode",)
+    with pytest.raises(TypeError, match="must list its parameters"):
+        Rule.of("sloppy", sloppy)

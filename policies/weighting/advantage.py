@@ -1,4 +1,4 @@
-"""Advantage estimators for reward-aligned behaviour cloning (rules of :mod:`policies.weighting`'s table).
+"""Advantage estimators for reward-aligned behaviour cloning (rules of :mod:`policies.weighting.registry`).
 
 Why: on mixed data the gain-only rules barely separate good from bad demonstrations (../shared/docs/
 EXPERIMENTS.md): an expert's frames after success have flat progress and get a low weight, degraded episodes
@@ -6,10 +6,14 @@ still make *some* progress and get a full weight, and per-episode min-max normal
 failures included, climb from 0 to 1. The estimators here compare a chunk with what a typical chunk does from
 the same point of the task, and add what only the episode as a whole can tell (did it succeed, how fast).
 
-Same interface as every rule: ``rule(progress (B, H+1), stats, *, episode, frame, **params) -> (B,) weights``,
-with ``stats`` an :class:`AdvantageStats` fitted ONCE per run (``policies.weighting.fit_weighting_stats``, from
-``data.loader.fit_progress_table``'s one pass over the shards plus the manifest's ``episodes``), and
-``episode``/``frame`` the batch's ``episode_index``/``frame_index`` (``policies.weighting.sample_info``).
+Same interface as every rule: ``rule(progress (B, H+1), stats, *, episode, frame, <its parameters>) -> (B,)
+weights``, with ``stats`` an :class:`AdvantageStats` fitted ONCE per run (:meth:`AdvantageStats.fit`,
+reached through the rule object's ``fit``, from ``data.progress_table.fit_progress_table``'s one pass over
+the shards plus the manifest's ``episodes``), and ``episode``/``frame`` the batch's
+``episode_index``/``frame_index`` (``policies.weighting.sample_info``). A rule's parameters are its
+keyword-only arguments here plus those of :meth:`AdvantageStats.fit` (the fit-time ones: one fit serves all
+three estimators); the registry reads them from these signatures, so nothing takes a catch-all
+``**kwargs``. This module imports only :mod:`policies.weighting.core`.
 
 Notation (per sample i of episode e at frame t, H = the policy's chunk):
 
@@ -160,8 +164,8 @@ class AdvantageStats:
     def fit(cls, table, episodes: list[dict], *, rule: str = "quality_advantage", scale: str = "dataset",
             bins: int = 10, expectile: float = 0.7, smooth: int = 1, top: float = 0.95,
             success_weight: float = 1.0, final_weight: float = 0.0, time_weight: float = 0.5,
-            std_floor: float = 0.1, eps: float = 1e-6, **_) -> AdvantageStats:
-        """Fit from ``table`` (:class:`data.loader.ProgressTable`) and the manifest's ``episodes``."""
+            std_floor: float = 0.1, eps: float = 1e-6) -> AdvantageStats:
+        """Fit from ``table`` (:class:`data.progress_table.ProgressTable`) and the manifest's ``episodes``."""
         if scale not in SCALES:
             raise WeightingError(f"{rule}.scale={scale!r} must be one of {SCALES}")
         if not 0 < top <= 1:
@@ -297,8 +301,8 @@ class AdvantageStats:
 
 def _need(stats, rule: str) -> AdvantageStats:
     if not isinstance(stats, AdvantageStats):
-        raise WeightingError(f"weighting {rule!r} needs AdvantageStats (policies.weighting.fit_weighting_stats), "
-                             f"got {type(stats).__name__}")
+        raise WeightingError(f"weighting {rule!r} needs AdvantageStats fitted for it "
+                             f"(policies.weighting.get_rule({rule!r}).fit), got {type(stats).__name__}")
     return stats
 
 
@@ -309,26 +313,30 @@ def _np(x) -> np.ndarray:
 # -------------------------------------------------------------------------------------------- advantages
 
 
-def _adv_progress(st: AdvantageStats, level, gain, episode, frame, **_) -> np.ndarray:
+def _adv_progress(st: AdvantageStats, level, gain, episode, frame) -> np.ndarray:
     return st.chunk_advantage(level, gain, episode)
 
 
-def _adv_episode(st: AdvantageStats, level, gain, episode, frame, **_) -> np.ndarray:
+def _adv_episode(st: AdvantageStats, level, gain, episode, frame) -> np.ndarray:
     return st.quality[episode].astype(np.float64)
 
 
 def _adv_quality(st: AdvantageStats, level, gain, episode, frame, *, episode_weight: float = 1.0,
-                 hold: float = 1.0, **_) -> np.ndarray:
+                 hold: float = 1.0) -> np.ndarray:
     z = st.quality[episode]
     after_top = np.asarray(frame) >= st.top_frame[episode]
     return np.where(after_top, hold * z, st.chunk_advantage(level, gain, episode)) + episode_weight * z
 
 
 _ADVANTAGES = {"progress_awr": _adv_progress, "episode_quality": _adv_episode, "quality_advantage": _adv_quality}
+# the estimators' own parameters (beyond the fit's and the weight transform's): what _adv_quality reads
+_ADVANTAGE_PARAMS = {"progress_awr": (), "episode_quality": (),
+                     "quality_advantage": ("episode_weight", "hold")}
 
 
 def advantage(rule: str, progress: Tensor, stats, *, episode=None, frame=None, **params) -> np.ndarray:
-    """The advantage A of each sample under estimator ``rule`` (before the weight transform)."""
+    """The advantage A of each sample under estimator ``rule`` (before the weight transform); ``params``:
+    the estimator's own parameters (``episode_weight``, ``hold`` for ``quality_advantage``; none else)."""
     st = _need(stats, rule)
     d = _np(chunk_gain(progress)).astype(np.float64)
     level = _np(progress[:, 0]).astype(np.float64)
@@ -346,7 +354,14 @@ def advantage(rule: str, progress: Tensor, stats, *, episode=None, frame=None, *
 
 
 def _adv_params(rule: str, params: dict) -> dict:
-    return {k: float(params[k]) for k in ("episode_weight", "hold") if rule == "quality_advantage" and k in params}
+    if rule not in _ADVANTAGES:
+        raise WeightingError(f"unknown advantage estimator {rule!r}; valid: {', '.join(_ADVANTAGES)}")
+    valid = _ADVANTAGE_PARAMS[rule]
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise WeightingError(f"advantage estimator {rule!r} has no parameter {unknown[0]!r}; valid: "
+                             f"{', '.join(valid) or '(none)'}")
+    return {k: float(params[k]) for k in valid if k in params}
 
 
 def to_weights(a: np.ndarray, *, transform: str = "exp", beta: float = 1.0, w_max: float = 20.0,
@@ -368,8 +383,9 @@ def to_weights(a: np.ndarray, *, transform: str = "exp", beta: float = 1.0, w_ma
     raise WeightingError(f"{rule}.transform={transform!r} must be one of {TRANSFORMS}")
 
 
-def _rule(name: str, progress: Tensor, stats, *, episode=None, frame=None, transform: str = "exp",
-          beta: float = 1.0, w_max: float = 20.0, top_fraction: float = 0.5, **params) -> Tensor:
+def _rule(name: str, progress: Tensor, stats, *, episode, frame, transform: str, beta: float, w_max: float,
+          top_fraction: float, **params) -> Tensor:
+    """The weights of estimator ``name``; ``params``: its own parameters (checked by :func:`_adv_params`)."""
     st = _need(stats, name)
     if st.rule != name:
         raise WeightingError(f"weighting {name!r} got statistics fitted for {st.rule!r}; fit them for {name!r}")
@@ -381,21 +397,22 @@ def _rule(name: str, progress: Tensor, stats, *, episode=None, frame=None, trans
 
 
 def progress_awr(progress: Tensor, stats=None, *, episode=None, frame=None, transform: str = "exp",
-                 beta: float = 1.0, w_max: float = 20.0, **params) -> Tensor:
+                 beta: float = 1.0, w_max: float = 20.0, top_fraction: float = 0.5) -> Tensor:
     """AWR on the chunk advantage against the progress-conditioned baseline: A = (Δ' − b(p')) / σ_A."""
     return _rule("progress_awr", progress, stats, episode=episode, frame=frame, transform=transform, beta=beta,
-                 w_max=w_max, **params)
+                 w_max=w_max, top_fraction=top_fraction)
 
 
 def episode_quality(progress: Tensor, stats=None, *, episode=None, frame=None, transform: str = "exp",
-                    beta: float = 1.0, w_max: float = 20.0, **params) -> Tensor:
+                    beta: float = 1.0, w_max: float = 20.0, top_fraction: float = 0.5) -> Tensor:
     """Episode-level weighting: A = z_e (standardised success score, final raw score, time to the top)."""
     return _rule("episode_quality", progress, stats, episode=episode, frame=frame, transform=transform, beta=beta,
-                 w_max=w_max, **params)
+                 w_max=w_max, top_fraction=top_fraction)
 
 
 def quality_advantage(progress: Tensor, stats=None, *, episode=None, frame=None, transform: str = "exp",
-                      beta: float = 1.0, w_max: float = 20.0, **params) -> Tensor:
+                      beta: float = 1.0, w_max: float = 20.0, top_fraction: float = 0.5,
+                      episode_weight: float = 1.0, hold: float = 1.0) -> Tensor:
     """A = (hold·z_e after the episode's top, else A_c) + episode_weight·z_e (see the module docstring)."""
     return _rule("quality_advantage", progress, stats, episode=episode, frame=frame, transform=transform,
-                 beta=beta, w_max=w_max, **params)
+                 beta=beta, w_max=w_max, top_fraction=top_fraction, episode_weight=episode_weight, hold=hold)
