@@ -1,6 +1,6 @@
 """``make demo``: the whole pipeline on a simulated, mixed-quality corpus, end to end and offline.
 
-    python -m pipeline.demo [key=value ...]        # keys of configs/demo.yaml
+    python demo.py [key=value ...]        # keys of configs/demo.yaml; `make demo` runs it
 
 1. corpus: MetaWorld scripted expert with deliberately spoiled episodes, a LeRobot v3 dataset (cached);
 2. annotate: per-frame progress from the simulator's own dense reward (``reward=column``: no VLM weights can be
@@ -22,6 +22,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from configs import ConfigError, load_config, parse_cli, save_config
+from data.quality_labels import LABELS_FILE
 from pipeline.report import fmt
 
 # what each choice of policy inputs adds to the stages' overrides (configs/demo.yaml, `inputs`)
@@ -61,11 +62,9 @@ def _loss_curve(train_dir: Path, path: Path) -> Path | None:
                 losses.append(float(row["train/loss"]))
     if not steps:
         return None
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from pipeline.plots import figure
 
-    fig = Figure(figsize=(5, 3), dpi=90)
-    FigureCanvasAgg(fig)
+    fig = figure(5, 3, dpi=90)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(steps, losses)
     ax.set_xlabel("step")
@@ -80,7 +79,8 @@ def _pct(r: dict) -> str:
     return f"{100 * r['success_rate']:.0f}% [{100 * r['ci_low']:.0f}, {100 * r['ci_high']:.0f}]"
 
 
-def write_report(cfg: DictConfig, out: Path, stages: dict) -> Path:
+def write_demo_report(cfg: DictConfig, out: Path, stages: dict) -> Path:
+    """``OUT/report.md``: one row per stage, the reference policies, the files, the plots, how to rerun."""
     corpus, ann, tr, ev, refs, quality = (stages.get(k) for k in ("corpus", "annotation", "train", "eval",
                                                                  "references", "reward_report"))
     lines = [f"# topbc demo: {cfg.task}", "",
@@ -100,7 +100,7 @@ def write_report(cfg: DictConfig, out: Path, stages: dict) -> Path:
         lines.append(f"| {name} (reference) | {_pct(r)} success | {r['seconds']:.0f} s |")
     lines += ["", "Success rates are over the same seeds (from 1000, 95% Wilson intervals).", "",
               "## Files", "",
-              f"- corpus: `{corpus['dir']}` (LeRobot v3; quality labels in `meta/demo.json`)",
+              f"- corpus: `{corpus['dir']}` (LeRobot v3; quality labels in `{LABELS_FILE}`)",
               f"- annotation: `{out / 'annotation'}` (shards, manifest, `progress.parquet`, `plots/index.html`)",
               f"- reward report: `{out / 'annotation' / 'report' / 'report.md'}`",
               f"- export (lerobot policy folder): `{tr['export']}`",
@@ -126,10 +126,11 @@ def write_report(cfg: DictConfig, out: Path, stages: dict) -> Path:
 
 
 def run(cfg: DictConfig) -> dict:
-    from data.metaworld import corpus as corpus_lib
+    from data.metaworld.corpus import generate as generate_corpus
+    from data.quality_labels import read_quality_labels
     from pipeline.annotate import annotate
-    from pipeline.report import write_report as reward_report
-    from policies.evaluation import run as evaluate
+    from pipeline.report import write_report as write_reward_report
+    from policies.evaluation import evaluate
     from policies.training import train
 
     out = Path(cfg.out)
@@ -145,8 +146,8 @@ def run(cfg: DictConfig) -> dict:
 
     print(f"[1/5] corpus: {cfg.episodes} MetaWorld {cfg.task} episodes → {c_corpus.out}", flush=True)
     t0 = time.perf_counter()
-    root = corpus_lib.generate(c_corpus)
-    labels = corpus_lib.read_labels(root)
+    root = generate_corpus(c_corpus)
+    labels = read_quality_labels(root)
     eps = labels["episodes"]
     qualities: dict[str, int] = {}
     for e in eps:
@@ -162,7 +163,7 @@ def run(cfg: DictConfig) -> dict:
                            f"{result.failures[0]['reason']}")
     stages["annotation"] = {"episodes": len(result.episodes_ok), "frames": result.frames,
                             "seconds": time.perf_counter() - t0}
-    stages["reward_report"] = reward_report(c_ann.out, labels="next.success")
+    stages["reward_report"] = write_reward_report(c_ann.out, labels="next.success")
 
     print(f"[3/5] train ACT with weighting={cfg.weighting} for {cfg.steps} steps → {c_train.out}", flush=True)
     if Path(c_train.out).exists():
@@ -173,17 +174,17 @@ def run(cfg: DictConfig) -> dict:
     _loss_curve(Path(c_train.out), out / "loss.png")
 
     print(f"[4/5] evaluate the export: {cfg.rollouts} rollouts → {c_eval.out}", flush=True)
-    stages["eval"] = evaluate.run(c_eval)
+    stages["eval"] = evaluate(c_eval)
     if cfg.references:
         refs = {}
         for name in ("expert", "random"):
             ref_cfg = stage_config("evaluate", [*stage_overrides(cfg, "evaluate"), f"policy={name}", "videos=0",
                                                 f"out={out / ('eval_' + name)}"])
-            refs[name] = evaluate.run(ref_cfg, progress=False)
+            refs[name] = evaluate(ref_cfg, progress=False)
         stages["references"] = refs
 
     print("[5/5] report", flush=True)
-    report = write_report(cfg, out, stages)
+    report = write_demo_report(cfg, out, stages)
     (out / "demo.json").write_text(json.dumps(stages, indent=1, default=str))
     stages["report"] = str(report)
     return stages

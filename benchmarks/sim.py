@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from data.metaworld import sim as simlib
-from policies.evaluation.run import ExpertPolicy, evaluate_policy
+from policies.evaluation import ExpertPolicy, evaluate_policy
 
 
 def steps_per_second(task: str, size: int, shadows: bool, render: bool, steps: int) -> float:

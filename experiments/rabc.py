@@ -11,7 +11,9 @@ the ``column`` reward (the simulator's own dense reward ``next.reward``: the sam
 weighting pipeline a TOPReward annotation feeds). The same small state-only ACT is trained with each weighting
 rule, and with plain BC on the expert episodes only (the upper reference; the expert subset is chosen with the
 corpus's quality labels, which nothing else trains on), over several training seeds; every export is rolled out
-on held-out setups (seeds from 1000; the corpus uses 0..).
+on held-out setups (seeds from 1000; the corpus uses 0..). The sizes of every stage (corpus mix and length,
+annotation window, policy and training, rollouts) are the overlays ``configs/experiment/rabc_*.yaml``; the
+command-line size options override them.
 
 Each task writes ``OUT/TASK/results.json`` after every run (a rerun skips runs whose evaluation is already
 there), so tasks can run as separate processes side by side (``--tasks push-v3`` and ``--tasks pick-place-v3``).
@@ -35,6 +37,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from omegaconf import DictConfig, OmegaConf
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -62,56 +65,88 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
 }
 DEFAULT_VARIANTS = [v for v in VARIANTS if v != "awr"]  # awr: see the single-task table in docs/experiments.md
 REFERENCE_VARIANTS = ("none", "expert_only")  # trained on labels (expert_only) or the baseline: not candidates
-MIX = {"expert": 0.4, "noisy": 0.1, "detour": 0.2, "failure": 0.3}
-DETOUR_KINDS = ["wander", "stall", "wrong_goal"]
+# the sizes of each stage: configs/experiment/<overlay>.yaml merged onto configs/<stage>.yaml
+OVERLAYS = {"corpus": "rabc_corpus", "annotate": "rabc_annotate", "train": "rabc_train",
+            "evaluate": "rabc_evaluate"}
+
+
+def stage_config(stage: str, overrides: list[str]) -> DictConfig:
+    """``configs/<stage>.yaml`` with this experiment's overlay, then ``overrides`` (they win over it)."""
+    from configs import load_config
+
+    return load_config(stage, [f"experiment={OVERLAYS[stage]}", *overrides])
+
+
+def _given(pairs: list[tuple[str, object]]) -> list[str]:
+    return [f"{key}={value}" for key, value in pairs if value is not None]
+
+
+def corpus_overrides(args) -> list[str]:
+    """Corpus sizes given on the command line (the others: configs/experiment/rabc_corpus.yaml)."""
+    return _given([("episodes", getattr(args, "episodes", None)),
+                   ("episode_length", getattr(args, "episode_length", None))])
 
 
 def policy_overrides(args) -> list[str]:
-    """The one small state-only ACT every variant trains."""
-    return [
-        "policy=act", f"policy.dim_model={args.dim_model}", f"policy.dim_feedforward={4 * args.dim_model}",
-        f"policy.n_heads={max(1, args.dim_model // 32)}",
-        f"policy.n_encoder_layers={args.encoder_layers}", "policy.n_decoder_layers=1", "policy.use_vae=false",
-        f"policy.chunk_size={args.chunk}", f"policy.n_action_steps={args.action_steps}",
-        f"policy.optimizer_lr={args.lr}", f"policy.optimizer_lr_backbone={args.lr}",
-        f"data.batch_size={args.batch}", f"data.steps_per_epoch={args.steps}", "data.num_workers=0",
-        f"trainer.max_steps={args.steps}", "trainer.accelerator=cpu", "trainer.progress_bar=false",
-        "trainer.loggers=false",
-    ]
+    """The one small state-only ACT every variant trains: sizes given in ``args`` (None: the overlay's)."""
+    dim = getattr(args, "dim_model", None)
+    derived = [] if dim is None else [  # the rule behind rabc_train.yaml's dim_feedforward and n_heads
+        f"policy.dim_model={dim}", f"policy.dim_feedforward={4 * dim}", f"policy.n_heads={max(1, dim // 32)}"]
+    return ["policy=act", *derived, *_given([
+        ("policy.n_encoder_layers", getattr(args, "encoder_layers", None)),
+        ("policy.chunk_size", getattr(args, "chunk", None)),
+        ("policy.n_action_steps", getattr(args, "action_steps", None)),
+        ("policy.optimizer_lr", getattr(args, "lr", None)),
+        ("data.batch_size", getattr(args, "batch", None)),
+        ("trainer.max_steps", getattr(args, "steps", None)),
+    ])]
 
 
-def train_config(overrides: list[str]):
+def evaluate_overrides(args) -> list[str]:
+    """Rollout sizes given on the command line (the others: configs/experiment/rabc_evaluate.yaml)."""
+    return _given([("episodes", getattr(args, "rollouts", None)),
+                   ("max_steps", getattr(args, "max_rollout_steps", None))])
+
+
+def train_config(overrides: list[str]) -> DictConfig:
     """The train config; configs/policy/act.yaml normalises observation.environment_state (lerobot's default
     mapping has no ENV entry), which this experiment depends on."""
-    from configs import load_config
+    return stage_config("train", overrides)
 
-    return load_config("train", overrides)
+
+def experiment_setup(task: str, args) -> dict:
+    """What a task's runs depend on, read from the composed configs (another setup: the runs start over)."""
+    corpus = stage_config("corpus", [f"task={task}", *corpus_overrides(args)])
+    train = train_config(policy_overrides(args))
+    ev = stage_config("evaluate", evaluate_overrides(args))
+    return {"task": task, "mix": OmegaConf.to_container(corpus.mix),
+            "detour_kinds": list(corpus.detour.kinds), "episodes": corpus.episodes,
+            "episode_length": corpus.episode_length,
+            "reward": "column (next.reward: the simulator's dense reward / 10)",
+            "steps": train.trainer.max_steps,
+            "dim_model": train.policy.dim_model, "encoder_layers": train.policy.n_encoder_layers,
+            "chunk": train.policy.chunk_size, "action_steps": train.policy.n_action_steps,
+            "lr": train.policy.optimizer_lr, "batch": train.data.batch_size,
+            "normalization": "configs/policy/act.yaml normalization_mapping (ENV: MEAN_STD)",
+            "rollouts": ev.episodes, "eval_seed": ev.seed, "max_rollout_steps": ev.max_steps}
 
 
 def make_corpus(args, task: str, out: Path) -> Path:
-    from configs import load_config
-    from data.metaworld import corpus as demo
+    from data.metaworld.corpus import generate
 
-    cfg = load_config("corpus", [
-        f"task={task}", f"detour.kinds=[{','.join(DETOUR_KINDS)}]", f"episodes={args.episodes}", f"episode_length={args.episode_length}", "camera=null",
-        "environment_state=true", f"out={out / 'corpus'}", "overwrite=true",
-        *[f"mix.{k}={v}" for k, v in MIX.items()],
-    ])
-    return demo.generate(cfg, progress=False)
+    cfg = stage_config("corpus", [f"task={task}", *corpus_overrides(args), f"out={out / 'corpus'}"])
+    return generate(cfg, progress=False)
 
 
 def annotate(corpus: Path, out: Path, episodes: list[int] | None, horizon: int) -> Path:
-    from configs import load_config
     from pipeline.annotate import annotate as run_annotate
 
     if (out / "manifest.json").is_file():
         return out
-    overrides = [f"dataset.root={corpus}", "reward=column", "reward.column=next.reward", "dataset.cameras=[]",
-                 "window.obs_steps=1", f"window.horizon={horizon}", "overwrite=true", f"out={out}", "plots=false",
-                 "progress_bar=false"]
+    overrides = [f"dataset.root={corpus}", "reward=column", f"window.horizon={horizon}", f"out={out}"]
     if episodes is not None:
         overrides.append(f"dataset.episodes=[{','.join(str(e) for e in episodes)}]")
-    result = run_annotate(load_config("annotate", overrides))
+    result = run_annotate(stage_config("annotate", overrides))
     if not result.ok:
         raise RuntimeError(f"annotation of {corpus} failed: {result.failures[0]['reason']}")
     return out
@@ -121,7 +156,8 @@ def sample_weights(train_cfg):
     """(fit table, weights) the run's rule gives every training sample, fitted exactly as training fits them."""
     import torch
 
-    from data.batches import episode_success, fit_progress_table
+    from data.batches import episode_success
+    from data.progress_table import fit_progress_table
     from policies.training import build
 
     module, _, manifest = build(train_cfg)
@@ -153,7 +189,7 @@ def weight_report(train_cfg, labels: dict[int, str]) -> dict:
 
 
 def pooled(evals: list[dict]) -> dict:
-    from policies.evaluation.run import wilson_interval
+    from policies.evaluation import wilson_interval
 
     k, n = sum(e["successes"] for e in evals), sum(e["episodes"] for e in evals)
     lo, hi = wilson_interval(k, n)
@@ -209,12 +245,12 @@ def target_check(evals: dict[str, list[dict]]) -> tuple[list[str], dict]:
 
 def plot_success(per_task: dict[str, dict], path: Path) -> Path:
     """Success per variant (rows) and task (bars) with 95% Wilson intervals."""
-    from pipeline.plots import _figure
+    from pipeline.plots import figure
 
     names = []
     for res in per_task.values():
         names += [n for n, v in res["variants"].items() if v.get("runs") and n not in names]
-    fig = _figure(8.0, 0.45 * len(names) * max(1, len(per_task)) ** 0.5 + 1.2)
+    fig = figure(8.0, 0.45 * len(names) * max(1, len(per_task)) ** 0.5 + 1.2)
     ax = fig.add_subplot(1, 1, 1)
     height = 0.8 / max(1, len(per_task))
     for k, (task, res) in enumerate(per_task.items()):
@@ -279,22 +315,15 @@ def report(out: str | Path) -> str:
 
 def run_task(task: str, args, variants: list[str]) -> dict:
     """Corpus, annotations, references and every (variant, seed) run of one task; resumable."""
-    from configs import load_config
-    from data.metaworld.corpus import read_labels
-    from policies.evaluation import run as evaluate
+    from data.quality_labels import quality_by_episode, read_quality_labels
+    from policies.evaluation import evaluate
     from policies.training import train
 
     out = Path(args.out) / task
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
-    setup = {"task": task, "mix": MIX, "detour_kinds": DETOUR_KINDS, "episodes": args.episodes,
-             "episode_length": args.episode_length,
-             "reward": "column (next.reward: the simulator's dense reward / 10)", "steps": args.steps,
-             "dim_model": args.dim_model, "encoder_layers": args.encoder_layers, "chunk": args.chunk,
-             "action_steps": args.action_steps, "lr": args.lr, "batch": args.batch,
-             "normalization": "configs/policy/act.yaml normalization_mapping (ENV: MEAN_STD)",
-             "rollouts": args.rollouts, "eval_seed": 1000, "max_rollout_steps": args.max_rollout_steps}
+    setup = experiment_setup(task, args)
     if results.get("setup") != setup:
         results = {"setup": setup, "variants": {}}  # another setup: start the runs over
     command = "python -m benchmarks.rabc_experiment " + " ".join(args.argv)
@@ -309,12 +338,12 @@ def run_task(task: str, args, variants: list[str]) -> dict:
 
     t0 = time.perf_counter()
     corpus = make_corpus(args, task, out)
-    labels_doc = read_labels(corpus)
-    labels = {int(e["episode_index"]): e["quality"] for e in labels_doc["episodes"]}
+    labels_doc = read_quality_labels(corpus)
+    labels = quality_by_episode(labels_doc)
     expert_eps = sorted(e for e, q in labels.items() if q == "expert")
     results["corpus"] = {q: sum(1 for v in labels.values() if v == q) for q in sorted(set(labels.values()))}
     results["corpus_successes"] = sum(bool(e["success"]) for e in labels_doc["episodes"])
-    horizon = args.chunk
+    horizon = setup["chunk"]  # the annotation's window is the policy's action chunk
     shards = {"all": annotate(corpus, out / "annotation_all", None, horizon),
               "expert": annotate(corpus, out / "annotation_expert", expert_eps, horizon)}
     print(f"{task}: corpus + annotation {time.perf_counter() - t0:.0f} s; {results['corpus']}", flush=True)
@@ -322,10 +351,9 @@ def run_task(task: str, args, variants: list[str]) -> dict:
     if "references" not in results:
         refs = {}
         for name in ("expert", "random"):
-            cfg = load_config("evaluate", [f"policy={name}", f"env.task={task}", f"episodes={args.rollouts}",
-                                           f"max_steps={args.max_rollout_steps}", "videos=0",
-                                           f"out={out / ('eval_' + name)}"])
-            r = evaluate.run(cfg, progress=False)
+            cfg = stage_config("evaluate", [f"policy={name}", f"env.task={task}", *evaluate_overrides(args),
+                                            f"out={out / ('eval_' + name)}"])
+            r = evaluate(cfg, progress=False)
             refs[name] = {k: r[k] for k in ("successes", "episodes", "success_rate", "ci_low", "ci_high")}
         results["references"] = refs
         save()
@@ -350,11 +378,10 @@ def run_task(task: str, args, variants: list[str]) -> dict:
 
                 shutil.rmtree(run_dir)
             summary = train(cfg)
-            ecfg = load_config("evaluate", [f"policy={summary.export}", f"env.task={task}",
-                                            f"episodes={args.rollouts}", f"max_steps={args.max_rollout_steps}",
-                                            "videos=0", f"out={run_dir / 'eval'}"])
+            ecfg = stage_config("evaluate", [f"policy={summary.export}", f"env.task={task}",
+                                             *evaluate_overrides(args), f"out={run_dir / 'eval'}"])
             te = time.perf_counter()
-            r = evaluate.run(ecfg, progress=False)
+            r = evaluate(ecfg, progress=False)
             v["runs"].append({"seed": seed, "train_seconds": round(summary.seconds, 1),
                               "eval_seconds": round(time.perf_counter() - te, 1), "final_loss": summary.final_loss,
                               "eval": {k: r[k] for k in ("successes", "episodes", "success_rate", "ci_low",
@@ -372,19 +399,22 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated MetaWorld tasks, run one after another")
     ap.add_argument("--seeds", type=int, default=3, help="training seeds per variant")
-    ap.add_argument("--rollouts", type=int, default=67,
-                    help="evaluation rollouts per run (setup seeds from 1000); 67 x 3 seeds = 201 per variant")
-    ap.add_argument("--steps", type=int, default=800, help="training steps per run")
-    ap.add_argument("--episodes", type=int, default=50, help=f"corpus episodes per task (mix: {MIX})")
-    ap.add_argument("--episode-length", type=int, default=150)
-    ap.add_argument("--max-rollout-steps", type=int, default=150)
+    # size options default to None: the overlays configs/experiment/rabc_*.yaml hold the defaults
+    ap.add_argument("--rollouts", type=int, help="evaluation rollouts per run (setup seeds from 1000; "
+                    "default: rabc_evaluate.yaml, 67: x 3 seeds = 201 per variant)")
+    ap.add_argument("--steps", type=int, help="training steps per run (default: rabc_train.yaml)")
+    ap.add_argument("--episodes", type=int, help="corpus episodes per task (default, mix: rabc_corpus.yaml)")
+    ap.add_argument("--episode-length", type=int, help="steps per corpus episode (default: rabc_corpus.yaml)")
+    ap.add_argument("--max-rollout-steps", type=int, help="steps per rollout (default: rabc_evaluate.yaml)")
     ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"comma-separated subset of {list(VARIANTS)}")
-    ap.add_argument("--dim-model", type=int, default=128)
-    ap.add_argument("--encoder-layers", type=int, default=2)
-    ap.add_argument("--chunk", type=int, default=10)
-    ap.add_argument("--action-steps", type=int, default=10)
-    ap.add_argument("--lr", type=float, default=3e-4)
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--dim-model", type=int, help="ACT width; also sets dim_feedforward and n_heads "
+                    "(default: rabc_train.yaml)")
+    ap.add_argument("--encoder-layers", type=int)
+    ap.add_argument("--chunk", type=int, help="action chunk, also the annotation window "
+                    "(default: rabc_train.yaml)")
+    ap.add_argument("--action-steps", type=int)
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--batch", type=int)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (1: on a shared 2-core machine, 2 threads oversubscribe and run ~5x slower)")
     ap.add_argument("--out", default="outputs/rabc_experiment")
@@ -400,8 +430,16 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         print(f"error: unknown variant(s) {bad}; choose from {', '.join(VARIANTS)}", file=sys.stderr)
         return 2
-    if args.chunk < args.action_steps:
-        print(f"error: --action-steps={args.action_steps} exceeds --chunk={args.chunk}", file=sys.stderr)
+    from configs import ConfigError
+
+    try:
+        policy = train_config(policy_overrides(args)).policy
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if policy.chunk_size < policy.n_action_steps:
+        print(f"error: action steps {policy.n_action_steps} exceed the chunk {policy.chunk_size}; "
+              "give --action-steps <= --chunk", file=sys.stderr)
         return 2
     from data.metaworld.sim import check_task
 

@@ -3,7 +3,7 @@
     python -m benchmarks.weight_phases outputs/rabc_experiment/pick-place-v3 [--variant progress_awr] [--quality expert]
 
 Reads a task folder of ``benchmarks.rabc_experiment`` (its corpus labels, its annotation, its results' setup),
-fits the variant's weights exactly as training fits them (``rabc_experiment.sample_weights``) and prints, for
+fits the variant's weights exactly as training fits them (``experiments.rabc.sample_weights``) and prints, for
 the episodes of one quality label, the mean and median weight and the mean chunk progress gain in bins of
 frames relative to the episode's first success (label read for this report only). A rule that starves a phase
 of the task (e.g. the approach before a grasp, where the progress barely moves) shows it here.
@@ -23,7 +23,7 @@ BINS = ((-60, -45), (-45, -30), (-30, -20), (-20, -10), (-10, 0), (0, 20), (20, 
 
 
 def phase_table(task_dir: str | Path, variant: str, quality: str = "expert") -> str:
-    from data.metaworld.corpus import read_labels
+    from data.quality_labels import read_quality_labels
     from experiments import rabc as exp
 
     task_dir = Path(task_dir)
@@ -35,7 +35,7 @@ def phase_table(task_dir: str | Path, variant: str, quality: str = "expert") -> 
     shards = task_dir / ("annotation_all" if which == "all" else "annotation_expert")
     cfg = exp.train_config([f"data.shards={shards}", *exp.policy_overrides(args), *extra, f"out={task_dir / 'tmp'}"])
     table, w = exp.sample_weights(cfg)
-    labels = {int(e["episode_index"]): e for e in read_labels(task_dir / "corpus")["episodes"]}
+    labels = {int(e["episode_index"]): e for e in read_quality_labels(task_dir / "corpus")["episodes"]}
     mine = np.array([labels[int(e)]["quality"] == quality for e in table.episode])
     first = np.array([labels[int(e)].get("first_success") for e in table.episode], dtype=object)
     ok = mine & np.array([f is not None for f in first])

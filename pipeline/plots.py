@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 
 
-def _figure(width: float, height: float):
+def figure(width: float, height: float, dpi: int = 80):
+    """A matplotlib figure on the Agg canvas (no pyplot: no global state, safe in worker processes)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=80)
+    fig = Figure(figsize=(width, height), dpi=dpi)
     FigureCanvasAgg(fig)
     return fig
 
@@ -28,7 +29,7 @@ def plot_episode(path: str | Path, *, episode_index: int, fps: float, progress: 
                  success_score: float = float("nan")) -> Path:
     """Progress (per frame) and raw score (per prefix) against time; ground truth (min-max) when given."""
     t = np.arange(len(progress)) / fps
-    fig = _figure(6, 3.2)
+    fig = figure(6, 3.2)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(t, progress, color="tab:blue", label="progress")
     if ground_truth is not None:
@@ -59,10 +60,10 @@ def write_overview(plots_dir: str | Path, episodes: list[dict], failures: list[d
 
     plots = Path(plots_dir)
     plots.mkdir(parents=True, exist_ok=True)
-    fig = _figure(6, 3.5)
+    fig = figure(6, 3.5)
     ax = fig.add_subplot(1, 1, 1)
     for ep in episodes:
-        p = PrefixScores(ep["prefix_ends"], ep["raw_scores"], ep["length"]).frame_progress()
+        p = PrefixScores.from_manifest_episode(ep).frame_progress()
         ax.plot(np.linspace(0, 1, len(p)), p, lw=0.8, alpha=0.7)
     ax.set_xlabel("normalised time")
     ax.set_ylabel("progress")

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from configs import load_config
+from data.metaworld import behaviours
 from data.metaworld import corpus as demo
 from data.metaworld import sim as simlib
+from data.quality_labels import LABELS_FILE, read_quality_labels
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -116,24 +118,25 @@ def test_missing_gl_library_says_what_to_install(tmp_path):
 
 
 def test_episode_qualities_follow_the_mix():
-    q = demo.episode_qualities({"expert": 0.4, "noisy": 0.2, "detour": 0.2, "failure": 0.2}, 10, seed=0)
+    q = behaviours.episode_qualities({"expert": 0.4, "noisy": 0.2, "detour": 0.2, "failure": 0.2}, 10, seed=0)
     assert sorted(q) == sorted(["expert"] * 4 + ["noisy"] * 2 + ["detour"] * 2 + ["failure"] * 2)
-    assert q == demo.episode_qualities({"expert": 0.4, "noisy": 0.2, "detour": 0.2, "failure": 0.2}, 10, seed=0)
-    assert q != demo.episode_qualities({"expert": 0.4, "noisy": 0.2, "detour": 0.2, "failure": 0.2}, 10, seed=1)
-    assert demo.episode_qualities({"expert": 1, "failure": 1}, 3, seed=0).count("expert") in (1, 2)
+    mix = {"expert": 0.4, "noisy": 0.2, "detour": 0.2, "failure": 0.2}
+    assert q == behaviours.episode_qualities(mix, 10, seed=0)
+    assert q != behaviours.episode_qualities(mix, 10, seed=1)
+    assert behaviours.episode_qualities({"expert": 1, "failure": 1}, 3, seed=0).count("expert") in (1, 2)
     with pytest.raises(ValueError, match="unknown quality.*'great'"):
-        demo.episode_qualities({"great": 1.0}, 4, seed=0)
+        behaviours.episode_qualities({"great": 1.0}, 4, seed=0)
     with pytest.raises(ValueError, match="not all 0"):
-        demo.episode_qualities({"expert": 0.0}, 4, seed=0)
+        behaviours.episode_qualities({"expert": 0.0}, 4, seed=0)
 
 
-@pytest.mark.parametrize("quality", demo.QUALITIES)
+@pytest.mark.parametrize("quality", behaviours.QUALITIES)
 def test_labels_hold_for_each_quality(push, tmp_path, quality):
     sim, expert = push
     cfg = corpus_cfg(tmp_path, episode_length=150)
     for index in range(3):
-        rollout, behaviour, _ = demo.plan_episode(sim, expert, quality, index, cfg)
-        again, _, _ = demo.plan_episode(sim, expert, quality, index, cfg)
+        rollout, behaviour, _ = behaviours.plan_episode(sim, expert, quality, index, cfg)
+        again, _, _ = behaviours.plan_episode(sim, expert, quality, index, cfg)
         np.testing.assert_array_equal(rollout.actions, again.actions)  # reproducible
         assert np.all(np.abs(rollout.actions) <= 1.0)
         assert np.all((rollout.rewards >= 0) & (rollout.rewards <= 1))
@@ -154,12 +157,12 @@ def test_labels_hold_for_each_quality(push, tmp_path, quality):
             assert rollout.first_success is None and not rollout.successes.any()
 
 
-@pytest.mark.parametrize("kind", demo.FAILURE_KINDS)
+@pytest.mark.parametrize("kind", behaviours.FAILURE_KINDS)
 def test_every_failure_kind_never_succeeds(push, tmp_path, kind):
     sim, expert = push
     cfg = corpus_cfg(tmp_path, episode_length=150, **{"failure.kinds": f"[{kind}]"})
     for index in range(3):
-        rollout, behaviour, attempts = demo.plan_episode(sim, expert, "failure", index, cfg)
+        rollout, behaviour, attempts = behaviours.plan_episode(sim, expert, "failure", index, cfg)
         assert behaviour.kind == kind and not rollout.successes.any()
         assert rollout.rewards.max() < 0.95
 
@@ -170,7 +173,7 @@ def test_every_failure_kind_never_succeeds(push, tmp_path, kind):
 def _check_corpus(out: Path, cfg, qualities: list[str]):
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    labels = demo.read_labels(out)
+    labels = read_quality_labels(out)
     assert sorted(e["quality"] for e in labels["episodes"]) == sorted(qualities)
     ds = LeRobotDataset("local/metaworld-demo", root=out)
     assert ds.meta.total_episodes == len(qualities) and ds.meta.total_frames == len(qualities) * cfg.episode_length
@@ -185,10 +188,10 @@ def _check_corpus(out: Path, cfg, qualities: list[str]):
     assert np.all((reward >= 0) & (reward <= 1))
     for label in labels["episodes"]:
         mine = episode == label["episode_index"]
-        assert np.all(q[mine] == demo.QUALITIES.index(label["quality"]))
+        assert np.all(q[mine] == behaviours.QUALITIES.index(label["quality"]))
         assert success[mine].any() == label["success"]
         if label["quality"] == "failure":
-            assert not label["success"] and label["kind"] in demo.FAILURE_KINDS
+            assert not label["success"] and label["kind"] in behaviours.FAILURE_KINDS
         if label["quality"] == "expert":
             assert label["success"] and success[mine].argmax() == label["first_success"]
     item = ds[0]
@@ -208,15 +211,15 @@ def test_corpus_of_an_expert_and_a_failure_reloads_with_its_labels(tmp_path):
     _check_corpus(out, cfg, ["expert", "failure"])
     assert not (out.parent / "corpus.partial").exists()
     # same config again: reused, untouched
-    stamp = (out / demo.LABELS_FILE).stat().st_mtime_ns
+    stamp = (out / LABELS_FILE).stat().st_mtime_ns
     assert demo.generate(cfg, progress=False) == out
-    assert (out / demo.LABELS_FILE).stat().st_mtime_ns == stamp
+    assert (out / LABELS_FILE).stat().st_mtime_ns == stamp
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("quality", demo.QUALITIES)
+@pytest.mark.parametrize("quality", behaviours.QUALITIES)
 def test_two_episode_corpus_of_each_quality(tmp_path, quality):
-    mix = {f"mix.{q}": (1 if q == quality else 0) for q in demo.QUALITIES}
+    mix = {f"mix.{q}": (1 if q == quality else 0) for q in behaviours.QUALITIES}
     cfg = corpus_cfg(tmp_path, **mix)
     _check_corpus(demo.generate(cfg, progress=False), cfg, [quality, quality])
 
@@ -238,7 +241,7 @@ def test_bad_corpus_configs(tmp_path, capsys):
     assert demo.main([f"out={tmp_path / 'c2'}", "task=nope-v3"]) == 2
     assert "Valid tasks:" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="not a corpus"):
-        demo.read_labels(tmp_path)
+        read_quality_labels(tmp_path)
 
 
 def test_wrong_goal_detour_aims_at_another_goal_then_resumes(push, tmp_path):
@@ -246,7 +249,7 @@ def test_wrong_goal_detour_aims_at_another_goal_then_resumes(push, tmp_path):
     off the true one; outside it they are the expert's towards the true goal."""
     sim, expert = push
     cfg = corpus_cfg(tmp_path, episode_length=150, **{"detour.kinds": "[wrong_goal]"})
-    rollout, behaviour, _ = demo.plan_episode(sim, expert, "detour", 0, cfg)
+    rollout, behaviour, _ = behaviours.plan_episode(sim, expert, "detour", 0, cfg)
     (start, end, kind), = behaviour.segments
     assert kind == "wrong_goal" and list(behaviour.segment_goals) == [start]
     goal, fake = rollout.raws[0][-3:], behaviour.segment_goals[start]

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
+import policies.evaluation as ev
 from configs import load_config
 from data.metaworld import sim as simlib
-from policies.evaluation import run as ev
 from tests.fixtures.sim import tiny_act_export
 
 
@@ -38,8 +38,8 @@ def test_wilson_interval_known_values():
 
 
 def test_summary_counts_successes():
-    eps = [ev.Episode(0, True, 40, 41, 20.0), ev.Episode(1, False, None, 150, 3.0),
-           ev.Episode(2, True, 60, 61, 30.0), ev.Episode(3, False, None, 150, 1.0)]
+    eps = [ev.RolloutResult(0, True, 40, 41, 20.0), ev.RolloutResult(1, False, None, 150, 3.0),
+           ev.RolloutResult(2, True, 60, 61, 30.0), ev.RolloutResult(3, False, None, 150, 1.0)]
     s = ev.summarise(eps)
     assert (s["episodes"], s["successes"], s["success_rate"]) == (4, 2, 0.5)
     assert (s["ci_low"], s["ci_high"]) == pytest.approx(ev.wilson_interval(2, 4))
@@ -92,7 +92,7 @@ def test_exported_policy_runs_and_writes_eval_json(tmp_path, act_export):
 
     cfg = load_config("evaluate", [f"policy={act_export}", f"out={tmp_path / 'eval'}", "episodes=2", "max_steps=6",
                                    "videos=1"])
-    report = ev.run(cfg, progress=False)
+    report = ev.evaluate(cfg, progress=False)
     saved = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert saved == json.loads(json.dumps(report))
     for key in ("success_rate", "ci_low", "ci_high", "episodes", "mean_return", "lengths"):

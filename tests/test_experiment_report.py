@@ -1,11 +1,11 @@
-"""The target check of benchmarks/rabc_experiment.py on hand-built evaluation counts."""
+"""The target check and the configs of experiments/rabc.py, on hand-built evaluation counts."""
 
 import json
 
 import pytest
 
 from experiments import rabc as exp
-from policies.evaluation.run import wilson_interval
+from policies.evaluation import wilson_interval
 
 
 def ev(k: int, n: int) -> dict:
@@ -54,3 +54,26 @@ def test_report_pools_tasks(tmp_path):
     assert "`only_b`" not in pooled_part and "`only_b`" in text.split("## All tasks")[0]
     with pytest.raises(FileNotFoundError, match="no .*results.json"):
         exp.report(tmp_path / "empty")
+
+
+def test_experiment_sizes_come_from_the_overlays():
+    """The sizes live in configs/experiment/rabc_*.yaml; CLI sizes override them, and derived ones."""
+    import argparse
+
+    none = argparse.Namespace()
+    setup = exp.experiment_setup("push-v3", none)
+    assert setup["mix"] == {"expert": 0.4, "noisy": 0.1, "detour": 0.2, "failure": 0.3}
+    assert setup["detour_kinds"] == ["wander", "stall", "wrong_goal"]
+    assert (setup["episodes"], setup["episode_length"], setup["steps"], setup["chunk"], setup["rollouts"],
+            setup["max_rollout_steps"], setup["eval_seed"]) == (50, 150, 800, 10, 67, 150, 1000)
+    train = exp.train_config(exp.policy_overrides(none))
+    assert train.data.steps_per_epoch == 800 and train.policy.optimizer_lr_backbone == 3e-4
+    given = argparse.Namespace(dim_model=64, steps=2000, lr=1e-3, chunk=16, rollouts=5, episodes=7)
+    train = exp.train_config(exp.policy_overrides(given))
+    assert (train.policy.dim_model, train.policy.dim_feedforward, train.policy.n_heads) == (64, 256, 2)
+    assert (train.trainer.max_steps, train.data.steps_per_epoch) == (2000, 2000)
+    policy = train.policy
+    assert (policy.optimizer_lr, policy.optimizer_lr_backbone, policy.chunk_size) == (1e-3, 1e-3, 16)
+    assert exp.stage_config("evaluate", exp.evaluate_overrides(given)).episodes == 5
+    corpus = exp.stage_config("corpus", ["task=push-v3", *exp.corpus_overrides(given)])
+    assert corpus.episodes == 7 and corpus.camera is None and corpus.environment_state is True

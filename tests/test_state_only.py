@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import policies.evaluation as ev
 from configs import load_config
 from data.metaworld import corpus as demo
 from data.metaworld import sim as simlib
-from policies.evaluation import run as ev
+from data.quality_labels import read_quality_labels
 from tests.fixtures.sim import tiny_act_export
 
 
@@ -23,7 +24,7 @@ def test_state_only_corpus_reloads_with_environment_state(tmp_path, monkeypatch)
                                  "environment_state=true", "mix.expert=1", "mix.noisy=0", "mix.detour=0",
                                  "mix.failure=1"])
     out = demo.generate(cfg, progress=False)
-    labels = demo.read_labels(out)
+    labels = read_quality_labels(out)
     ds = LeRobotDataset("local/x", root=out, video_backend="pyav")
     assert simlib.ENV_STATE_KEY in ds.meta.features and not ds.meta.video_keys
     assert tuple(ds.meta.features[simlib.ENV_STATE_KEY]["shape"]) == (simlib.ENV_STATE_DIM,)
@@ -43,8 +44,8 @@ def test_default_corpus_config_is_unchanged():
     assert cfg.camera == "corner2" and cfg.environment_state is False
     # corpora written before environment_state existed still count as the same corpus
     old = {k: v for k, v in dict(cfg).items() if k != "environment_state"}
-    assert demo._same_corpus(old, dict(cfg))
-    assert not demo._same_corpus(old, {**dict(cfg), "environment_state": True})
+    assert demo.same_corpus(old, dict(cfg))
+    assert not demo.same_corpus(old, {**dict(cfg), "environment_state": True})
 
 
 def test_evaluator_gives_environment_state_to_a_state_only_export(tmp_path, monkeypatch):
@@ -63,7 +64,7 @@ def test_evaluator_gives_environment_state_to_a_state_only_export(tmp_path, monk
     monkeypatch.setattr(simlib.MetaWorldSim, "render", no_rendering)
     cfg = load_config("evaluate", [f"policy={export}", "episodes=2", "max_steps=5", "videos=0",
                                    f"out={tmp_path / 'eval'}"])
-    report = ev.run(cfg, progress=False)
+    report = ev.evaluate(cfg, progress=False)
     assert report["episodes"] == 2 and len(seen) == 10
     assert set(seen[0]) == {simlib.STATE_KEY, simlib.ENV_STATE_KEY}
     assert seen[0][simlib.ENV_STATE_KEY].shape == (39,)

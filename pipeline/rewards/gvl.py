@@ -5,11 +5,15 @@ order, and writes a task-completion percentage for each ("Frame i: …, Task Com
 The text is parsed robustly: a missing, malformed or out-of-range number leaves that frame NaN and is
 counted, never invented. Values are un-shuffled back to time order and turned into per-frame progress the
 same way as every other reward model (min-max over the frames that have a value, interpolated in between).
+
+The prompt texts are a parameter: ``reward=gvl`` passes those of configs/reward/gvl.yaml (``prompt``), the one
+place they are defined.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,14 +24,7 @@ from pipeline.progress import PrefixScores
 from pipeline.rewards.schedule import sample_indices
 from pipeline.rewards.vlm import check_frames, frame_resolution, load_vlm, resize_frames
 
-
-def default_prompt() -> dict[str, str]:
-    """The GVL prompt texts (``intro``, ``reference``, ``frame``): defined once, in configs/reward/gvl.yaml."""
-    from omegaconf import OmegaConf
-
-    from configs import CONFIG_DIR
-
-    return dict(OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "reward" / "gvl.yaml").prompt))
+PROMPT_KEYS = ("intro", "reference", "frame")  # the texts configs/reward/gvl.yaml's `prompt` gives
 
 
 _FRAME = re.compile(r"frame\s*(\d+)\s*:", re.IGNORECASE)
@@ -36,6 +33,16 @@ _PERCENT = re.compile(r"task\s+completion\s+percentages?\s*[:=]?\s*(-?\d+(?:\.\d
 
 class GVLError(ValueError):
     """Bad input to the GVL scorer."""
+
+
+def check_prompt(prompt: Mapping[str, str]) -> dict[str, str]:
+    """The prompt texts as a plain dict; GVLError naming the missing or unknown keys."""
+    texts = {str(k): str(v) for k, v in dict(prompt).items()}
+    missing, unknown = [k for k in PROMPT_KEYS if k not in texts], sorted(set(texts) - set(PROMPT_KEYS))
+    if missing or unknown:
+        raise GVLError(f"GVL prompt keys {sorted(texts)}: missing {missing}, unknown {unknown}; give exactly "
+                       f"{list(PROMPT_KEYS)} ({{task}} is the instruction, {{i}} the frame number)")
+    return texts
 
 
 @dataclass
@@ -107,7 +114,8 @@ class GVLScorer:
 
     def __init__(self, model, processor, *, device="cpu", model_id: str = "", revision: str | None = None,
                  sample_fps: float = 2.0, max_frames: int = 30, resolution=None, max_frame_pixels: int = 256 * 256,
-                 seed: int = 0, max_new_tokens_per_frame: int = 40, prompt: dict | None = None) -> None:
+                 seed: int = 0, max_new_tokens_per_frame: int = 40,
+                 prompt: Mapping[str, str] | None = None) -> None:
         if not sample_fps > 0:
             raise GVLError(f"sample_fps={sample_fps} must be > 0")
         if max_frames < 1:
@@ -118,7 +126,7 @@ class GVLScorer:
         self.sample_fps, self.max_frames, self.seed = float(sample_fps), int(max_frames), int(seed)
         self.resolution, self.max_frame_pixels = resolution, int(max_frame_pixels)
         self.max_new_tokens_per_frame = int(max_new_tokens_per_frame)
-        self.prompt = {**default_prompt(), **dict(prompt or {})}
+        self.prompt = None if prompt is None else check_prompt(prompt)
         ip = processor.image_processor
         self.factor = int(ip.patch_size) * int(ip.merge_size)
 
@@ -151,6 +159,9 @@ class GVLScorer:
 
     def messages(self, task: str, n: int) -> list[dict]:
         p = self.prompt
+        if p is None:  # a scorer built only to shuffle or sample frames needs no prompt; one that asks does
+            raise GVLError("this GVLScorer has no prompt; pass prompt={intro, reference, frame} (the texts "
+                           "of configs/reward/gvl.yaml `prompt`, which reward=gvl passes)")
         content = [{"type": "text", "text": p["intro"].format(task=task)}, {"type": "image"},
                    {"type": "text", "text": p["reference"].format(task=task)}]
         for i in range(1, n + 1):

@@ -151,6 +151,13 @@ class GVLReward(VLMReward):
 
     name = "gvl"
 
+    def __init__(self, model: str, prompt=None, **options) -> None:
+        # the prompt texts are defined once, in configs/reward/gvl.yaml; the scorer reads no config itself
+        if prompt is None:
+            raise RewardError("reward=gvl needs reward.prompt with the intro, reference and frame texts "
+                              "(configs/reward/gvl.yaml `prompt`)")
+        super().__init__(model, prompt=prompt, **options)
+
     @staticmethod
     def scorer_class():
         from pipeline.rewards.gvl import GVLScorer

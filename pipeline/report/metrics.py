@@ -1,0 +1,145 @@
+"""Every number of a reward report: VOC summaries, success detection, the per-episode table, per task."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from configs import ConfigError
+from data.manifest import load_manifest
+from pipeline.progress import PrefixScores, voc
+from pipeline.report.inputs import column_per_episode, open_source, read_success_labels
+
+
+def finite_values(values) -> np.ndarray:
+    """The finite numbers of ``values`` (None, NaN and inf dropped) as float64."""
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    return v[np.isfinite(v)]
+
+
+def voc_summary(vocs: list[float | None]) -> dict:
+    """Mean, median and distribution of the defined VOCs; the undefined ones counted apart."""
+    defined = finite_values(vocs)
+    n_undefined = len([v for v in vocs if v is None or not np.isfinite(v)])
+    return {
+        "mean": float(defined.mean()) if defined.size else None,
+        "median": float(np.median(defined)) if defined.size else None,
+        "std": float(defined.std()) if defined.size else None,
+        "min": float(defined.min()) if defined.size else None,
+        "max": float(defined.max()) if defined.size else None,
+        "defined": int(defined.size),
+        "undefined": int(n_undefined),
+    }
+
+
+def success_detection(scores: np.ndarray, labels: np.ndarray) -> dict:
+    """ROC-AUC, ROC curve and the balanced-accuracy-optimal threshold of ``scores`` for binary ``labels``.
+
+    Undefined (``auroc`` None) unless both classes are present.
+    """
+    import torch
+    from torchmetrics.functional.classification import binary_auroc, binary_roc
+
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    keep = np.isfinite(scores)
+    scores, labels = scores[keep], labels[keep]
+    out = {"n": int(len(labels)), "positives": int(labels.sum()), "negatives": int((1 - labels).sum())}
+    if out["positives"] == 0 or out["negatives"] == 0:
+        return {**out, "auroc": None, "reason": "needs both successful and failed episodes"}
+    # torchmetrics squashes scores outside [0, 1] with a sigmoid; pass ranks in [0, 1] instead (a monotone
+    # map: the AUROC and the ROC points are unchanged, and log-probs far below 0 don't saturate).
+    uniq = np.unique(scores)
+    ranks = np.searchsorted(uniq, scores) / max(len(uniq) - 1, 1)
+    preds, target = torch.from_numpy(ranks), torch.from_numpy(labels)
+    auroc = float(binary_auroc(preds, target))
+    fpr, tpr, _ = binary_roc(preds, target)
+    best = max(((float(np.mean(scores[labels == 1] >= c)) + float(np.mean(scores[labels == 0] < c))) / 2, c)
+               for c in uniq)
+    return {**out, "auroc": auroc, "fpr": fpr.tolist(), "tpr": tpr.tolist(),
+            "threshold": float(best[1]), "balanced_accuracy": float(best[0])}
+
+
+def episode_table(manifest: dict, ground_truth: dict[int, np.ndarray] | None) -> list[dict]:
+    """One row per annotated episode: VOC (vs time and vs ground truth), success score, final progress."""
+    rows = []
+    for e in manifest["episodes"]:
+        scores = PrefixScores.from_manifest_episode(e)
+        progress = scores.frame_progress()
+        gt = None if ground_truth is None else ground_truth.get(e["episode_index"])
+        rows.append({
+            "episode_index": e["episode_index"], "task": e.get("task"), "length": e["length"],
+            "prefixes": len(e["raw_scores"]), "missing_scores": scores.missing,
+            "voc": voc(progress), "voc_ground_truth": voc(progress, gt) if gt is not None else e.get("voc_ground_truth"),
+            "success_score": scores.success_score, "final_progress": float(progress[-1]),
+        })
+    return rows
+
+
+def worst_first(rows: list[dict], key: str) -> list[dict]:
+    """Rows by ``key`` ascending, the rows without a value (undefined VOC) first: they need a look most."""
+    return sorted(rows, key=lambda r: (r[key] is not None, r[key] if r[key] is not None else 0))
+
+
+def _nan_to_none(x):
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _nan_to_none(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_nan_to_none(v) for v in x]
+    return x
+
+
+def analyse(ann_dir: str | Path, labels="auto", ground_truth="auto") -> dict:
+    """Every number of the report for one annotation output (``_``-prefixed keys are for the plots only)."""
+    ann = Path(ann_dir)
+    manifest = load_manifest(ann)
+    if not manifest.get("episodes"):
+        raise ConfigError(f"{ann} has no annotated episodes to report on (failures: {len(manifest.get('failures', []))})")
+    source = open_source(manifest)
+    gt_name = manifest.get("ground_truth") if ground_truth == "auto" else (None if ground_truth in (None, "none") else ground_truth)
+    gt = None
+    if gt_name and source is not None:
+        if gt_name not in source.numeric_columns():
+            raise ConfigError(f"ground_truth={gt_name!r} is not a column of the source dataset; available: "
+                              f"{source.numeric_columns()}")
+        gt = column_per_episode(source, [e["episode_index"] for e in manifest["episodes"]], gt_name)
+    rows = episode_table(manifest, gt)
+    label_map, label_source = read_success_labels(labels, manifest, source)
+    detection = None
+    if label_map:
+        for r in rows:
+            r["success_label"] = label_map.get(r["episode_index"])
+        have = [r for r in rows if r.get("success_label") is not None]
+        detection = success_detection(np.array([r["success_score"] for r in have]),
+                                      np.array([r["success_label"] for r in have]))
+        detection["labels_from"] = label_source
+    tasks = {}
+    for task in sorted({r["task"] for r in rows}, key=str):
+        sub = [r for r in rows if r["task"] == task]
+        t = {"episodes": len(sub), "voc": voc_summary([r["voc"] for r in sub]),
+             "voc_ground_truth": voc_summary([r["voc_ground_truth"] for r in sub]) if gt_name else None}
+        if label_map:
+            lab = [r for r in sub if r.get("success_label") is not None]
+            t["auroc"] = success_detection(np.array([r["success_score"] for r in lab]),
+                                           np.array([r["success_label"] for r in lab])).get("auroc")
+        tasks[str(task)] = t
+    v, vg = voc_summary([r["voc"] for r in rows]), voc_summary([r["voc_ground_truth"] for r in rows])
+    return _nan_to_none({
+        "annotation": str(ann), "reward": manifest.get("reward", {}), "dataset": manifest.get("source", {}).get("repo_id"),
+        "episodes": len(rows), "failed_episodes": len(manifest.get("failures", [])),
+        "ground_truth": gt_name,
+        "voc_mean": v["mean"], "voc_median": v["median"], "voc_undefined": v["undefined"], "voc": v,
+        "voc_ground_truth_mean": vg["mean"] if gt_name else None, "voc_ground_truth": vg if gt_name else None,
+        "auroc": detection["auroc"] if detection else None, "success_detection": detection,
+        "tasks": tasks, "per_episode": rows,
+        "_ground_truth_values": {k: v.tolist() for k, v in (gt or {}).items()},
+    })
+
+
+def fmt(x, digits: int = 3) -> str:
+    """A number for a table or a title; an em dash for a missing or non-finite one."""
+    return "—" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"

@@ -1,0 +1,106 @@
+"""The report's files: ``report.md``, ``report.json`` of one annotation output; ``compare.md`` of several."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from configs import ConfigError
+from data.manifest import load_manifest
+from pipeline.report.figures import compare_curves, report_plots
+from pipeline.report.metrics import analyse, fmt, worst_first
+
+REPORT_DIR = "report"
+COMPARE_DIR = "report_compare"
+
+
+def model_line(reward: dict) -> str:
+    """Which reward model produced an annotation, in words."""
+    kind = reward.get("type", "?")
+    if kind == "column":
+        return f"`column` reward: the dataset's own `{reward.get('column')}` column"
+    return f"`{kind}` reward, model `{reward.get('model')}` ({reward.get('model_class', '?')})"
+
+
+def write_report(ann_dir: str | Path, labels="auto", ground_truth="auto", worst: int = 6,
+                 out: str | Path | None = None) -> dict:
+    """Write ``report.md``, ``report.json`` and the plots; returns the numbers."""
+    ann = Path(ann_dir)
+    result = analyse(ann, labels=labels, ground_truth=ground_truth)
+    out = Path(out) if out else ann / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    files = report_plots(result, load_manifest(ann), out, worst)
+    result["plots"] = files
+    public = {k: v for k, v in result.items() if not k.startswith("_")}
+    (out / "report.json").write_text(json.dumps(public, indent=1))
+    (out / "report.md").write_text(report_markdown(public, files))
+    return public
+
+
+def report_markdown(r: dict, files: dict) -> str:
+    """``report.md`` of the numbers ``r`` (:func:`pipeline.report.metrics.analyse`) and the plot files."""
+    v = r["voc"]
+    lines = [f"# Reward quality: {r['annotation']}", "",
+             f"Produced by the {model_line(r['reward'])}.", ""]
+    if r["reward"].get("type") != "column" and "tiny" in str(r["reward"].get("model", "")).lower():
+        lines += ["**These numbers come from a tiny random test model and carry no meaning.**", ""]
+    lines += ["| metric | value |", "|---|---|",
+              f"| episodes | {r['episodes']} (failed: {r['failed_episodes']}) |",
+              f"| VOC vs time: mean / median | {fmt(v['mean'])} / {fmt(v['median'])} ({v['defined']} episodes) |",
+              f"| VOC undefined (constant curve or < 2 points) | {v['undefined']} |"]
+    if r["voc_ground_truth"]:
+        g = r["voc_ground_truth"]
+        lines.append(f"| VOC vs {r['ground_truth']}: mean / median | {fmt(g['mean'])} / {fmt(g['median'])} "
+                     f"({g['defined']} defined, {g['undefined']} undefined) |")
+    det = r["success_detection"]
+    if det:
+        if det.get("auroc") is not None:
+            lines.append(f"| success detection AUROC | {fmt(det['auroc'])} ({det['positives']} successes, "
+                         f"{det['negatives']} failures; labels: {det['labels_from']}) |")
+            lines.append(f"| best threshold (balanced accuracy) | {det['threshold']:.4f} "
+                         f"({fmt(det['balanced_accuracy'])}) |")
+        else:
+            lines.append(f"| success detection AUROC | undefined: {det['reason']} |")
+    else:
+        lines.append("| success detection AUROC | no success labels (give labels=COLUMN or a file) |")
+    lines += ["", "The success score is the mean raw score of the last 3 prefixes.", ""]
+    if len(r["tasks"]) > 1:
+        lines += ["## Per task", "", "| task | episodes | VOC mean | undefined | AUROC |", "|---|---|---|---|---|"]
+        for task, t in r["tasks"].items():
+            lines.append(f"| {task} | {t['episodes']} | {fmt(t['voc']['mean'])} | {t['voc']['undefined']} | "
+                         f"{fmt(t.get('auroc'))} |")
+        lines.append("")
+    for name, title in [("voc_hist", "VOC distribution"), ("roc", "ROC"), ("worst_episodes", "Worst episodes")]:
+        if name in files:
+            lines += [f"## {title}", "", f"![{title}]({files[name]})", ""]
+    key = "voc_ground_truth" if r["ground_truth"] else "voc"
+    lines += ["## Episodes, worst first", "", "| episode | task | VOC vs time | VOC vs ground truth | success score |"
+              " success |", "|---|---|---|---|---|---|"]
+    for e in worst_first(r["per_episode"], key):
+        lines.append(f"| {e['episode_index']} | {e['task']} | {fmt(e['voc'])} | {fmt(e['voc_ground_truth'])} | "
+                     f"{fmt(e['success_score'], 4)} | {e.get('success_label', '—')} |")
+    return "\n".join(lines) + "\n"
+
+
+def compare(dirs: list[str | Path], out: str | Path, labels="auto", ground_truth="auto", curves: int = 4) -> dict:
+    """Several annotation outputs of one dataset side by side: a table and overlaid progress curves."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = [analyse(d, labels=labels, ground_truth=ground_truth) for d in dirs]
+    manifests = [load_manifest(d) for d in dirs]
+    common = sorted(set.intersection(*[{e["episode_index"] for e in m["episodes"]} for m in manifests]))
+    if not common:
+        raise ConfigError(f"the annotation outputs {[str(d) for d in dirs]} share no episode: are they of one dataset?")
+    lines = ["# Reward comparison", "", "| reward | model | episodes | VOC mean | VOC median | undefined | "
+             "VOC vs ground truth | AUROC |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        rw = r["reward"]
+        lines.append(f"| {rw.get('type')} | {rw.get('model') or rw.get('column') or '—'} | {r['episodes']} | "
+                     f"{fmt(r['voc_mean'])} | {fmt(r['voc_median'])} | {r['voc_undefined']} | "
+                     f"{fmt(r['voc_ground_truth_mean'])} | {fmt(r['auroc'])} |")
+    compare_curves(results, manifests, common[:curves], out / "compare_curves.png")
+    lines += ["", "![overlaid progress](compare_curves.png)", ""]
+    (out / "compare.md").write_text("\n".join(lines) + "\n")
+    public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]
+    (out / "compare.json").write_text(json.dumps(public, indent=1))
+    return {"results": public, "common_episodes": common}
