@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from configs import ConfigError
-from data.manifest import load_manifest
+from data.manifest import QUANTILES, build_manifest, compute_stats, image_histogram, load_manifest
 from data.schema import windows
 from data.source import open_dataset
 from pipeline.annotate import OutputError
@@ -22,6 +22,7 @@ from tests.fixtures.annotate import (
     shard_episode_counts,
 )
 from tests.fixtures.datasets import make_synthetic_dataset, synthetic_episode
+from tests.fixtures.shards import write_tiny_shards
 
 LENGTHS = [12, 9, 15]
 CAMS = ("top", "wrist")
@@ -129,12 +130,60 @@ def test_manifest_matches_shards(dataset, png_run):
         r = data[e["episode_index"]]["next.reward"][:, 0]
         np.testing.assert_allclose(e["raw_scores"], r, rtol=1e-6)
         assert e["success_score"] == pytest.approx(float(np.mean(r[-3:].astype(np.float64))))
+        # the column reward against its own column: 1 by construction (a disagreeing ground truth: below)
         assert -1 <= e["voc"] <= 1 and e["voc_ground_truth"] == pytest.approx(1.0)
     # plots: a PNG per episode and the overview page naming them
     page = (out / "plots" / "index.html").read_text()
     for i in range(3):
         assert (out / "plots" / f"episode_{i:06d}.png").stat().st_size > 1000
         assert f"episode_{i:06d}.png" in page
+
+
+
+def test_image_stats_from_histograms_are_the_exact_stats():
+    """The manifest's image stats come from summed per-episode histograms: they equal the stats of all pixels."""
+    rng = np.random.default_rng(0)
+    eps = [rng.integers(0, 256, (n, 5, 7, 3), dtype=np.uint8) for n in (3, 4)]
+    st = compute_stats({}, {"cam": np.sum([image_histogram(e) for e in eps], axis=0)})["cam"]
+    x = np.concatenate(eps).reshape(-1, 3) / 255.0
+    for k, f in [("min", np.min), ("max", np.max), ("mean", np.mean), ("std", np.std)]:
+        np.testing.assert_allclose(np.asarray(st[k]).ravel(), f(x, axis=0), rtol=0, atol=1e-12)
+    for k, q in QUANTILES.items():
+        np.testing.assert_allclose(np.asarray(st[k]).ravel(), np.quantile(x, q, axis=0, method="inverted_cdf"))
+    assert np.asarray(st["mean"]).shape == (3, 1, 1) and st["count"] == [len(x)]
+    assert compute_stats({"action": []}, {"cam": np.zeros((3, 256))}) == {}  # no data, no stats
+
+
+def test_fixture_and_annotate_manifests_come_from_one_builder(png_run, tmp_path):
+    fixture = load_manifest(write_tiny_shards(tmp_path / "tiny", episodes=2, length=5))
+    assert list(fixture) == [k for k in load_manifest(png_run[0]) if k != "config"]
+    assert [s["name"] for s in fixture["shards"]] == ["shards/r000-000000.tar", "shards/r000-000001.tar"]
+    assert fixture["totals"] == {"episodes_ok": 2, "episodes_failed": 0, "samples": 10, "world_size": 1}
+    with pytest.raises(ValueError, match=r"source lacks \['fps'\]"):
+        build_manifest(source={k: fixture["source"][k] for k in fixture["source"] if k != "fps"}, reward={},
+                       obs_steps=1, horizon=1, image_format="png", image_quality=95, camera=None, cameras=[],
+                       ground_truth=None, features={}, stats={}, records=[], failures=[])
+
+def test_voc_ground_truth_is_the_spearman_of_progress_and_the_ground_truth(dataset, tmp_path):
+    """Ground truth = the first action dimension (the next x position), reward = next.reward: they disagree where
+    an episode stalls or regresses, and the manifest's value is scipy's Spearman of the shards' progress and it."""
+    from scipy.stats import spearmanr
+
+    out = tmp_path / "out"
+    run_annotate(dataset, out, "dataset.ground_truth=action", "window.obs_steps=1", "window.horizon=4",
+                 "plots=false")
+    src, eps, data = _source(dataset)
+    samples = decoded_samples(out)
+    m = load_manifest(out)
+    assert [e["episode_index"] for e in m["episodes"]] == [0, 1, 2]
+    for e in m["episodes"]:
+        i = e["episode_index"]
+        progress = np.array([samples[f"{i:06d}_{t:06d}"]["progress"][0] for t in range(LENGTHS[i])])
+        expected = spearmanr(progress, data[i]["action"][:, 0]).statistic
+        assert e["voc_ground_truth"] == pytest.approx(expected, abs=1e-6)  # torchmetrics: float32
+        # negative control: against the reward's own column it would be 1 by construction; here it is not
+        assert spearmanr(progress, data[i]["next.reward"][:, 0]).statistic == pytest.approx(1.0)
+        assert e["voc_ground_truth"] < 0.95
 
 
 def test_jpeg_frames_within_tolerance(dataset, tmp_path):

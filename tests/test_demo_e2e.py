@@ -6,15 +6,21 @@ import json
 
 import pytest
 from omegaconf import OmegaConf
+from scipy.stats import binomtest
 
 from configs import load_config
 from demo import run
+
+# long enough for the scripted expert to solve push-v3 on the evaluation seeds 1000 and 1001 (it needs 64 and
+# 45 steps); at 10 steps neither reference succeeds and the random policy's return exceeds the expert's
+ROLLOUT_STEPS = 80
 
 
 @pytest.mark.parametrize("inputs", ["state", "image"])
 def test_tiny_demo_end_to_end(tmp_path, inputs):
     cfg = load_config("demo", [f"inputs={inputs}", f"out={tmp_path / 'demo'}", f"corpus_dir={tmp_path / 'corpus'}",
-                               "episodes=3", "episode_length=30", "steps=3", "rollouts=2", "max_rollout_steps=10"])
+                               "episodes=3", "episode_length=30", "steps=3", "rollouts=2",
+                               f"max_rollout_steps={ROLLOUT_STEPS}"])
     # a tiny ACT for speed (later overrides of a stage win)
     cfg.train = [*cfg.train, "policy.dim_model=32", "policy.dim_feedforward=64", "policy.n_encoder_layers=1",
                  "policy.chunk_size=8", "policy.n_action_steps=4", "data.batch_size=4", "data.num_workers=0",
@@ -26,13 +32,24 @@ def test_tiny_demo_end_to_end(tmp_path, inputs):
     for name in ("config.json", "model.safetensors", "policy_preprocessor.json", "policy_postprocessor.json"):
         assert (export / name).is_file(), name
     ev = json.loads((out / "eval" / "eval.json").read_text())
-    assert ev["episodes"] == 2 and 0.0 <= ev["ci_low"] <= ev["success_rate"] <= ev["ci_high"] <= 1.0
+    assert ev["episodes"] == 2 and ev["success_rate"] == ev["successes"] / 2
     assert ev["policy"] == str(export)
     assert stages["train"]["steps"] == 3
     assert stages["corpus"]["episodes"] == 3 and sum(stages["corpus"]["qualities"].values()) == 3
-    # the scripted references ran on the same seeds: the expert solves push-v3 more often than chance allows
     refs = stages["references"]
-    assert refs["expert"]["seeds"] == ev["seeds"] == refs["random"]["seeds"]
+    assert refs["expert"]["seeds"] == ev["seeds"] == refs["random"]["seeds"] == [1000, 1001]
+    # each interval is the 95% Wilson score interval of its counts, as scipy computes it
+    for r in (ev, refs["expert"], refs["random"]):
+        ci = binomtest(r["successes"], r["episodes"]).proportion_ci(confidence_level=0.95, method="wilson")
+        assert r["successes"] == sum(e["success"] for e in r["per_episode"])
+        assert (r["ci_low"], r["ci_high"]) == pytest.approx((ci.low, ci.high), abs=1e-9)
+        # negative control: the comparison tells Wilson from Clopper-Pearson on the same counts
+        exact = binomtest(r["successes"], r["episodes"]).proportion_ci(confidence_level=0.95, method="exact")
+        assert (r["ci_low"], r["ci_high"]) != pytest.approx((exact.low, exact.high), abs=1e-3)
+    # the scripted references on the same seeds: the expert solves both (first successes at steps 64 and 45),
+    # the random policy neither, and the expert's return is an order of magnitude higher (≈ 19 vs ≈ 0.6)
+    assert refs["expert"]["successes"] == 2 and refs["random"]["successes"] == 0
+    assert refs["expert"]["mean_return"] > 10 * refs["random"]["mean_return"] > 0
     report = (out / "report.md").read_text()
     assert "ACT, episode_quality" in report and "expert (reference)" in report and str(export) in report
     assert (out / "annotation" / "report" / "report.json").is_file()

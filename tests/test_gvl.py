@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from configs import load_config
 from pipeline.progress import PrefixScores
-from pipeline.rewards.gvl import GVLError, GVLScorer, parse_completions
+from pipeline.rewards.gvl import GVLError, GVLScorer, check_prompt, parse_completions
 
 TASK = "push the puck to the goal"
 
@@ -47,10 +48,15 @@ def test_parse_garbage_and_empty():
         assert p.nan_count == 3 and p.missing == 3
 
 
+def gvl_prompt() -> dict[str, str]:
+    """The prompt texts reward=gvl passes (configs/reward/gvl.yaml)."""
+    return dict(load_config("annotate", ["reward=gvl"]).reward.prompt)
+
+
 @pytest.fixture(scope="module")
 def gvl(tiny_vlm_dir):
     return GVLScorer.from_pretrained(tiny_vlm_dir, sample_fps=2.0, max_frames=6, seed=7,
-                                     max_new_tokens_per_frame=6)
+                                     max_new_tokens_per_frame=6, prompt=gvl_prompt())
 
 
 def clip(n=40, size=32):
@@ -140,13 +146,32 @@ def test_annotate_with_gvl_records_provenance_nans_and_failures(tiny_vlm_dir, tm
     assert m["reward"]["prompt"]["frame"] == "Frame {i}: " and m["reward"]["seed"] == 3
     assert [f["episode_index"] for f in m["failures"]] == [2]
     assert "no usable completion percentage" in m["failures"][0]["reason"]
-    assert result is not None
+    # the whole provenance: every setting of configs/reward/gvl.yaml as run (seed=3), the model's class and the
+    # package versions, nothing else
+    from importlib.metadata import version
+
+    import transformers
+
+    cfg = load_config("annotate", ["reward=gvl"]).reward
+    assert m["reward"] == {
+        "type": "gvl", "model": str(tiny_vlm_dir), "revision": None,
+        "model_class": "Qwen3VLForConditionalGeneration", "prompt": dict(cfg.prompt),
+        "sample_fps": cfg.sample_fps, "max_frames": cfg.max_frames, "resolution": cfg.resolution,
+        "max_frame_pixels": cfg.max_frame_pixels, "seed": 3, "decoding": "greedy",
+        "transformers_version": transformers.__version__, "package_version": version("topbc"),
+        "lerobot_version": version("lerobot"),
+    }
+    assert m["reward"]["prompt"]["intro"].startswith("You are an expert roboticist") and cfg.seed != 3
+    # what the call returns: episodes 0 and 1 (16 + 12 frames) annotated, episode 2 failed with the reason
+    assert not result.ok and result.episodes_ok == [0, 1] and result.frames == 16 + 12
+    assert result.failures == m["failures"] and result.manifest["reward"] == m["reward"]
     samples = decoded_samples(out)
     scorer = GVLScorer.from_pretrained(tiny_vlm_dir, seed=3)
     for e in m["episodes"]:
         n = len(e["prefix_ends"])
         order = scorer.shuffle(n, e["episode_index"])
         assert e["order"] == order.tolist() and e["nan_frames"] == 1
+        assert e["order"] != sorted(e["order"])  # the frames really were shown shuffled
         expected = np.full(n, np.nan)
         expected[order[: n - 1]] = np.arange(1, n) * 0.1
         np.testing.assert_allclose(e["raw_scores"], expected, equal_nan=True)
@@ -154,3 +179,22 @@ def test_annotate_with_gvl_records_provenance_nans_and_failures(tiny_vlm_dir, tm
         for t in range(e["length"]):
             s = samples[f"{e['episode_index']:06d}_{t:06d}"]
             assert s["progress"][0] == pytest.approx(prog[t], abs=1e-6)
+
+
+def test_prompt_comes_from_the_caller(tiny_vlm_dir):
+    """The scorer reads no config: the prompt texts are a parameter (reward=gvl passes gvl.yaml's `prompt`)."""
+    from pipeline.rewards.registry import RewardError, build_reward
+
+    assert check_prompt(gvl_prompt()) == gvl_prompt() and set(gvl_prompt()) == {"intro", "reference", "frame"}
+    with pytest.raises(GVLError, match=r"missing \['frame'\], unknown \['outro'\]"):
+        check_prompt({"intro": "a", "reference": "b", "outro": "c"})
+    bare = GVLScorer.from_pretrained(tiny_vlm_dir, max_frames=4)
+    assert bare.provenance["prompt"] is None
+    with pytest.raises(GVLError, match="no prompt; pass prompt="):
+        bare.score(clip(), 10.0, TASK)
+    reward = load_config("annotate", ["reward=gvl", f"reward.model={tiny_vlm_dir}",
+                                      "reward.prompt.frame='Image {i}: '"])
+    assert build_reward(reward.reward).scorer.prompt == {**gvl_prompt(), "frame": "Image {i}: "}
+    node = {k: v for k, v in dict(reward.reward).items() if k != "prompt"}
+    with pytest.raises(RewardError, match="reward=gvl needs reward.prompt"):
+        build_reward(node)
