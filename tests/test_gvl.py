@@ -155,7 +155,7 @@ def test_annotate_with_gvl_records_provenance_nans_and_failures(tiny_vlm_dir, tm
     cfg = load_config("annotate", ["reward=gvl"]).reward
     assert m["reward"] == {
         "type": "gvl", "model": str(tiny_vlm_dir), "revision": None,
-        "model_class": "Qwen3VLForConditionalGeneration", "prompt": dict(cfg.prompt),
+        "model_class": "Qwen3VLForConditionalGeneration", "random_test_model": True, "prompt": dict(cfg.prompt),
         "sample_fps": cfg.sample_fps, "max_frames": cfg.max_frames, "resolution": cfg.resolution,
         "max_frame_pixels": cfg.max_frame_pixels, "seed": 3, "decoding": "greedy",
         "transformers_version": transformers.__version__, "package_version": version("topbc"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -116,13 +117,20 @@ def test_report_says_which_model_and_compares(annotated, neutral_top):
     assert out["common_episodes"] == [0, 1, 2]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="pipeline/report warns of a test model only when 'tiny' is in the model's path; "
-                   "the warning should come from the reward's metadata (the provenance in the manifest)")
-def test_test_model_warning_does_not_depend_on_the_folder_name(neutral_top):
+def test_test_model_warning_does_not_depend_on_the_folder_name(neutral_top, tmp_path):
+    """The warning comes from the provenance the scorer records from the model's config, not from its path."""
     model, ann = neutral_top
+    assert json.loads((ann / "manifest.json").read_text())["reward"]["random_test_model"] is True
     write_report(ann, labels="none")
     assert TEST_MODEL_WARNING in (ann / "report" / "report.md").read_text()
+    # negative control: the same annotation recorded as scored by a real model gets no warning
+    real = tmp_path / "real"
+    shutil.copytree(ann, real, ignore=shutil.ignore_patterns("report"))
+    manifest = json.loads((real / "manifest.json").read_text())
+    manifest["reward"]["random_test_model"] = False
+    (real / "manifest.json").write_text(json.dumps(manifest))
+    write_report(real, labels="none")
+    assert TEST_MODEL_WARNING not in (real / "report" / "report.md").read_text()
 
 
 def test_cli_errors(annotated, tmp_path, capsys):

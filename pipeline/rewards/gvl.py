@@ -22,7 +22,7 @@ import torch
 
 from pipeline.progress import PrefixScores
 from pipeline.rewards.schedule import sample_indices
-from pipeline.rewards.vlm import check_frames, frame_resolution, load_vlm, resize_frames
+from pipeline.rewards.vlm import check_frames, frame_resolution, is_random_test_model, load_vlm, resize_frames
 
 PROMPT_KEYS = ("intro", "reference", "frame")  # the texts configs/reward/gvl.yaml's `prompt` gives
 
@@ -141,7 +141,8 @@ class GVLScorer:
     def provenance(self) -> dict:
         return {
             "type": "gvl", "model": self.model_id, "revision": self.revision,
-            "model_class": type(self.model).__name__, "prompt": self.prompt, "sample_fps": self.sample_fps,
+            "model_class": type(self.model).__name__, "random_test_model": is_random_test_model(self.model),
+            "prompt": self.prompt, "sample_fps": self.sample_fps,
             "max_frames": self.max_frames, "resolution": self.resolution, "max_frame_pixels": self.max_frame_pixels,
             "seed": self.seed, "decoding": "greedy",
         }

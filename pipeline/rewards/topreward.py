@@ -24,7 +24,7 @@ import torch
 
 from pipeline.progress import PrefixScores
 from pipeline.rewards.schedule import group_ends, prefix_ends, sample_indices, select_groups
-from pipeline.rewards.vlm import check_frames, frame_resolution, load_vlm, resize_frames
+from pipeline.rewards.vlm import check_frames, frame_resolution, is_random_test_model, load_vlm, resize_frames
 
 PROMPT_PREFIX = "The above video shows a robot manipulation trajectory that completes the following task: "
 PROMPT_SUFFIX = " Decide whether the above statement is True or not. The answer is:"
@@ -142,6 +142,7 @@ class TOPRewardScorer:
             "model": self.model_id,
             "revision": self.revision,
             "model_class": type(self.model).__name__,
+            "random_test_model": is_random_test_model(self.model),
             "prompt": o.prompt_prefix + "{instruction}" + o.prompt_suffix + ANSWER,
             "add_chat_template": o.add_chat_template,
             "sample_fps": o.sample_fps,

@@ -12,6 +12,16 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
           "float16": torch.float16, "fp16": torch.float16}
 
 
+# set in the config of a randomly initialised model built for tests and offline demos (saved in config.json),
+# so outputs scored with it say so wherever they are read, whatever the folder is called
+RANDOM_TEST_MODEL = "topbc_random_test_model"
+
+
+def is_random_test_model(model) -> bool:
+    """Whether ``model`` (a transformers model) is a random test model (its config carries the marker)."""
+    return bool(getattr(getattr(model, "config", None), RANDOM_TEST_MODEL, False))
+
+
 def torch_dtype(name: str | torch.dtype) -> torch.dtype:
     if isinstance(name, torch.dtype):
         return name
