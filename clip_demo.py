@@ -1,4 +1,4 @@
-"""``python -m pipeline.clip_demo``: score a generated clip with TOPReward (one pass), print its progress curve.
+"""``python clip_demo.py``: score a generated clip with TOPReward (one pass), print its progress curve.
 
 With no weights available offline, the model is a tiny random Qwen3-VL: the plumbing is real (loading,
 frame schedule, one-pass scoring, progress), the numbers are not meaningful. Pass ``model=Qwen/Qwen3-VL-8B-Instruct``
@@ -88,7 +88,7 @@ def main(argv: list[str]) -> int:
     plot = out / "topreward_curve.png"
     plot_curve(result, cfg.fps, plot)
     print(f"plot: {plot}\nconfig: {out / 'config.yaml'}")
-    print("\nThe random model's curve carries no meaning; with real weights: python -m pipeline.clip_demo model=Qwen/Qwen3-VL-8B-Instruct")
+    print("\nThe random model's curve carries no meaning; with real weights: python clip_demo.py model=Qwen/Qwen3-VL-8B-Instruct")
     return 0
 
 
