@@ -6,7 +6,7 @@ Builds a synthetic LeRobot v3 dataset (``data.synthetic``, AV1 video), annotates
 (``pipeline.annotate``) and then reads the SAME training samples — observation at t, action chunk
 a[t:t+H] with its padding mask, progress window — two ways, with the same batch size and 2 workers:
 
-(a) ``data.loader.ShardDataModule`` over the shards (JPEG decoding in the workers);
+(a) ``data.batches.ShardDataModule`` over the shards (JPEG decoding in the workers);
 (b) ``lerobot.datasets.LeRobotDataset`` with ``delta_timestamps`` (video decoding per sample), shuffled.
 
 It prints samples/s of each and their ratio (a)/(b), then ACT and Diffusion training steps/s on CPU at small,

@@ -129,17 +129,14 @@ def _episode_fields(manifest: dict) -> list[dict]:
 
 
 def quality_labels(manifest: dict) -> dict[int, str] | None:
-    """Episode index → demonstration-quality label of the source corpus (data.demo's ``meta/demo.json`` under
+    """Episode index → demonstration-quality label of the source dataset (:mod:`data.quality_labels`, under
     the manifest's ``source.root``), or None when the source has no labels. For the weight-share logs only."""
-    root = (manifest.get("source") or {}).get("root")
-    if not root:
-        return None
-    from data.quality_labels import LABELS_FILE
-    from data.quality_labels import read_quality_labels as read_labels
+    from data.quality_labels import has_quality_labels, quality_by_episode, read_quality_labels
 
-    if not (Path(root) / LABELS_FILE).is_file():
+    root = (manifest.get("source") or {}).get("root")
+    if not root or not has_quality_labels(root):
         return None
-    return {int(e["episode_index"]): str(e["quality"]) for e in read_labels(root)["episodes"]}
+    return quality_by_episode(read_quality_labels(root))
 
 
 def train(cfg: DictConfig) -> TrainSummary:

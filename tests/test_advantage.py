@@ -357,10 +357,14 @@ def labelled_shards(tmp_path_factory):
     for e in manifest["episodes"]:
         prog = tiny_episode(e["episode_index"], 16, state_dim=4, action_dim=2)["progress"]
         e["raw_scores"], e["prefix_ends"] = prog.astype(float).tolist(), list(range(1, 17))
+    from data.quality_labels import write_quality_labels
+
     source = root / "corpus"
     (source / "meta").mkdir(parents=True)
-    (source / "meta" / "demo.json").write_text(json.dumps({"episodes": [
-        {"episode_index": i, "quality": "expert" if i % 2 == 0 else "failure"} for i in range(4)]}))
+    write_quality_labels(source, task="push-v3", instruction="push", qualities=["expert", "failure"],
+                         quality_column="quality", seconds=0.0, config={},
+                         episodes=[{"episode_index": i, "quality": "expert" if i % 2 == 0 else "failure"}
+                                   for i in range(4)])
     manifest["source"]["root"] = str(source)
     (out / MANIFEST).write_text(json.dumps(manifest))
     return out

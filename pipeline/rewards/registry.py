@@ -6,8 +6,8 @@
 
 - ``column``: an existing per-frame column (e.g. ``next.reward``) is the raw score of the prefix ending at each
   frame, so progress is the column min-max normalised per episode (the same rule as every reward).
-- ``topreward``: :class:`pipeline.topreward.TOPRewardScorer` on the episode's camera frames and task string.
-- ``gvl``: :class:`pipeline.gvl.GVLScorer`, the generative baseline (per-frame completion percentages).
+- ``topreward``: :class:`pipeline.rewards.topreward.TOPRewardScorer` on the episode's camera frames and task string.
+- ``gvl``: :class:`pipeline.rewards.gvl.GVLScorer`, the generative baseline (per-frame completion percentages).
 
 A model says what it needs (``needs_frames``, ``columns``) so the caller reads nothing more, and keeps the
 seconds spent inside its model (``model_seconds``), so a benchmark can tell the model from the pipeline.
@@ -128,7 +128,7 @@ class VLMReward(RewardModel):
 
 
 class TOPReward(VLMReward):
-    """TOPReward through :class:`pipeline.topreward.TOPRewardScorer`."""
+    """TOPReward through :class:`pipeline.rewards.topreward.TOPRewardScorer`."""
 
     name = "topreward"
 
@@ -147,7 +147,7 @@ class TOPReward(VLMReward):
 
 
 class GVLReward(VLMReward):
-    """The GVL baseline through :class:`pipeline.gvl.GVLScorer` (frames shuffled per episode, seeded)."""
+    """The GVL baseline through :class:`pipeline.rewards.gvl.GVLScorer` (frames shuffled per episode, seeded)."""
 
     name = "gvl"
 
