@@ -13,7 +13,8 @@ from data.progress_table import ProgressTable, fit_gain_stats, fit_progress_tabl
 from data.schema import windows
 from pipeline.progress import minmax
 from policies.weighting import RULES, GainStats, WeightingError, fit_weighting_stats, get_rule, weigh
-from policies.weighting.advantage import AdvantageStats, advantage, binned_baseline, expectile
+from policies.weighting.advantage import AdvantageStats, advantage
+from policies.weighting.baseline import binned_baseline, expectile
 from tests.fixtures.bc import tiny_cfg
 from tests.fixtures.shards import write_tiny_shards
 
