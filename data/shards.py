@@ -34,6 +34,11 @@ from data.manifest import SHARDS_DIR
 
 JOURNAL_DIR = "journal"
 TAR_BLOCK = 512  # tar headers and member data come in 512-byte blocks
+# the POSIX ustar header fields read here (byte ranges): the checksum is the byte sum of the header with its
+# own field counted as 8 spaces (8 × 32 = 256)
+TAR_NAME, TAR_SIZE, TAR_CHKSUM, TAR_TYPE = slice(0, 100), slice(124, 136), slice(148, 156), slice(156, 157)
+TAR_MAGIC, TAR_PREFIX = slice(257, 262), slice(345, 500)
+CHKSUM_SPACES = 8 * ord(" ")
 
 Handler = Callable[[Exception], bool]
 
@@ -251,13 +256,13 @@ def read_members(path: Path | str) -> Iterator[tuple[str, bytes]]:
             if header.count(0) == TAR_BLOCK:
                 return  # end-of-archive marker
             try:
-                stored = int(header[148:156].replace(b"\0", b" ").strip() or b"0", 8)
-                size = int(header[124:136].replace(b"\0", b" ").strip() or b"0", 8)
+                stored = int(header[TAR_CHKSUM].replace(b"\0", b" ").strip() or b"0", 8)
+                size = int(header[TAR_SIZE].replace(b"\0", b" ").strip() or b"0", 8)
             except ValueError as exc:
                 raise ValueError(f"bad tar header at byte {at}") from exc
-            if stored != sum(header[:148]) + 256 + sum(header[156:]):
+            if stored != sum(header[:TAR_CHKSUM.start]) + CHKSUM_SPACES + sum(header[TAR_CHKSUM.stop:]):
                 raise ValueError(f"tar header checksum mismatch at byte {at}")
-            typeflag = header[156:157]
+            typeflag = header[TAR_TYPE]
             data_size = int(pending["size"]) if "size" in pending and typeflag not in (b"x", b"g", b"L") else size
             data = fh.read(data_size)
             if len(data) < data_size:
@@ -270,8 +275,8 @@ def read_members(path: Path | str) -> Iterator[tuple[str, bytes]]:
             elif typeflag in (b"0", b"\0"):
                 name = pending.get("path")
                 if name is None:
-                    name = header[:100].rstrip(bytes(1)).decode()
-                    prefix = header[345:500].rstrip(bytes(1)).decode() if header[257:262] == b"ustar" else ""
+                    name = header[TAR_NAME].rstrip(bytes(1)).decode()
+                    prefix = header[TAR_PREFIX].rstrip(bytes(1)).decode() if header[TAR_MAGIC] == b"ustar" else ""
                     name = f"{prefix}/{name}" if prefix else name
                 pending = {}
                 yield name, data

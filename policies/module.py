@@ -23,6 +23,16 @@ from data.manifest import stats_arrays
 from policies.adapters.base import get_adapter_class
 from policies.weighting import GainStats, get_rule, sample_info, weight_shares, weight_summary, weighted_loss
 
+# Strides of the per-step seed: primes larger than any rank count (7919) and step count (1_000_003) a run
+# reaches, so (seed, step, rank) map to distinct streams and a resumed step replays its own.
+SEED_STRIDE = 1_000_003
+STEP_STRIDE = 7919
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The torch seed of training step ``step`` on ``rank`` (dropout, crops, diffusion noise)."""
+    return (seed * SEED_STRIDE + step * STEP_STRIDE + rank) % (2**63)
+
 
 class NonFiniteLoss(RuntimeError):
     """The weighted loss of a training step is NaN or infinite."""
@@ -107,7 +117,7 @@ class BCModule(pl.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int):
         # one random stream per (seed, step, rank): dropout, crops and diffusion noise replay exactly on resume
-        torch.manual_seed((self.hparams.seed * 1_000_003 + self.global_step * 7919 + self.global_rank) % (2**63))
+        torch.manual_seed(step_seed(self.hparams.seed, self.global_step, self.global_rank))
         w = self.weights(batch).to(self.device)
         per = self.per_sample_loss(batch)
         local = weighted_loss(per, w)

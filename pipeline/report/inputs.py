@@ -49,7 +49,7 @@ def read_success_labels(spec, manifest: dict, source) -> tuple[dict[int, int] | 
         else:
             with path.open() as f:
                 items = [(r["episode_index"], r["success"]) for r in csv.DictReader(f)]
-        labels = {int(k): int(float(v) > 0.5) for k, v in items}
+        labels = {int(k): int(float(v) > 0.5) for k, v in items}  # true/false, 1/0 or a probability
         return {e: labels[e] for e in episodes if e in labels}, str(path)
     if spec == "auto":
         if source is None or "next.success" not in source.numeric_columns():

@@ -25,6 +25,10 @@ from pipeline.progress import PrefixScores
 REWARDS = ("column", "topreward", "gvl")
 
 
+# characters of each GVL generation kept in the manifest: enough to see how a parse failed, without letting
+# a runaway generation bloat the manifest
+GENERATED_TEXT_KEPT = 2000
+
 class RewardError(ValueError):
     """A reward model cannot be built or cannot score an episode; the message says why."""
 
@@ -173,7 +177,7 @@ class GVLReward(VLMReward):
         return {"order": np.asarray(scores.order).tolist(), "nan_frames": scores.missing,
                 "parse": {"missing": p.missing, "malformed": p.malformed, "out_of_range": p.out_of_range,
                           "duplicates": p.duplicates, "unknown_frames": p.unknown_frames},
-                "generated_text": scores.text[:2000]}
+                "generated_text": scores.text[:GENERATED_TEXT_KEPT]}
 
 
 VLM_REWARDS = {"topreward": TOPReward, "gvl": GVLReward}

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+# GIF delays are in 10 ms units and viewers slow anything under 20 ms down: such GIFs play at most at 50 fps
+GIF_MIN_DELAY_MS = 20
 
 def write_video(frames: list[np.ndarray], path: Path, fps: int) -> Path:
     """MP4 (H.264 through PyAV) for ``.mp4``, animated GIF (Pillow) for ``.gif``."""
@@ -14,8 +16,7 @@ def write_video(frames: list[np.ndarray], path: Path, fps: int) -> Path:
         from PIL import Image
 
         images = [Image.fromarray(f) for f in frames]
-        # GIF delays are in 10 ms units and viewers slow anything under 20 ms: cap at 50 fps
-        images[0].save(path, save_all=True, append_images=images[1:], duration=max(20, round(1000 / fps)), loop=0)
+        images[0].save(path, save_all=True, append_images=images[1:], duration=max(GIF_MIN_DELAY_MS, round(1000 / fps)), loop=0)
         return path
     import av
     import av.logging
