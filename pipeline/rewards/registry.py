@@ -23,11 +23,10 @@ import numpy as np
 from pipeline.progress import PrefixScores
 
 REWARDS = ("column", "topreward", "gvl")
-
-
 # characters of each GVL generation kept in the manifest: enough to see how a parse failed, without letting
 # a runaway generation bloat the manifest
 GENERATED_TEXT_KEPT = 2000
+
 
 class RewardError(ValueError):
     """A reward model cannot be built or cannot score an episode; the message says why."""
@@ -43,6 +42,17 @@ class EpisodeInput:
     episode_index: int = 0  # seeds what a model randomises per episode (GVL's frame order)
     frames: np.ndarray | None = None  # uint8 (T, H, W, 3) of the scoring camera
     columns: dict[str, np.ndarray] = field(default_factory=dict)  # per-frame columns, (T, D)
+
+    def static(self) -> EpisodeInput:
+        """The static-video control of this episode: its first frame (and first row of every column) held
+        for the episode's length, on the same frame count, so it is scored on the identical prefix schedule."""
+        def hold(a: np.ndarray) -> np.ndarray:
+            return np.repeat(a[:1], self.num_frames, axis=0)
+
+        return EpisodeInput(fps=self.fps, instruction=self.instruction, num_frames=self.num_frames,
+                            episode_index=self.episode_index,
+                            frames=None if self.frames is None else hold(self.frames),
+                            columns={k: hold(np.asarray(v)) for k, v in self.columns.items()})
 
 
 class RewardModel:
@@ -71,6 +81,12 @@ class RewardModel:
             return self._score(episode)
         finally:
             self.model_seconds += time.perf_counter() - t0
+
+    def score_static(self, episode: EpisodeInput) -> PrefixScores:
+        """Scores of the episode's static-video control (:meth:`EpisodeInput.static`): what the model gives a
+        video in which nothing moves, on the same prefixes. A model whose control cannot be computed from the
+        episode (a column of scores made elsewhere) overrides this."""
+        return self.score(episode.static())
 
 
 class ColumnReward(RewardModel):
