@@ -10,6 +10,11 @@ Two groups are overlays rather than sub-trees: ``debug=NAME`` and ``experiment=N
 or ``experiment/NAME.yaml`` onto the whole composed config (after the groups, before the other overrides), so
 the sizes that tests and experiments run at are named files, not numbers spread through code. An overlay may
 only set keys that exist; it says which base configs it applies to in ``applies_to``.
+
+The simulated reward's error profiles (``reward=vlm_errors reward.profile=NAME``) are files of their own,
+``reward/vlm_errors_profiles/NAME.yaml`` (parameters beside their calibration targets), read by
+:func:`reward_profile` when the model is built; they sit one folder down, so they are not options of the
+``reward`` group.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 CONFIG_DIR = Path(__file__).resolve().parent
 CONFIG_FILENAME = "config.yaml"
 OVERLAY_GROUPS = ("debug", "experiment")
+PROFILE_DIR = CONFIG_DIR / "reward" / "vlm_errors_profiles"
 
 
 class ConfigError(ValueError):
@@ -119,6 +125,23 @@ def load_config(name: str, overrides: list[str] | None = None, config_dir: Path 
                 f"unknown config key {key!r} in override {key}={value!r} (config {name}.yaml).{hint}"
             ) from exc
     return cfg
+
+
+def reward_profiles(profile_dir: Path = PROFILE_DIR) -> list[str]:
+    """Names of the simulated reward's error profiles (``reward/vlm_errors_profiles/*.yaml``)."""
+    return sorted(p.stem for p in profile_dir.glob("*.yaml"))
+
+
+def reward_profile(name: str, profile_dir: Path = PROFILE_DIR) -> dict:
+    """One error profile as a plain dict (``description``, ``targets``, ``parameters``)."""
+    valid = reward_profiles(profile_dir)
+    if name not in valid:
+        raise ConfigError(f"unknown reward profile {name!r}; valid profiles: {', '.join(valid)} "
+                          f"(set reward.profile=NAME; files in {profile_dir})")
+    node = OmegaConf.to_container(OmegaConf.load(profile_dir / f"{name}.yaml"), resolve=True)
+    if not isinstance(node.get("parameters"), dict):
+        raise ConfigError(f"{profile_dir / name}.yaml has no `parameters` mapping")
+    return node
 
 
 def save_config(cfg: DictConfig, out_dir: str | Path) -> Path:

@@ -5,7 +5,8 @@
     scores.frame_progress()   # progress of every frame (per-episode min-max of the raw scores)
 
 - ``column``: an existing per-frame column (e.g. ``next.reward``) is the raw score of the prefix ending at each
-  frame, so progress is the column min-max normalised per episode (the same rule as every reward).
+  frame, so progress is the column min-max normalised per episode (the same rule as every reward); an optional
+  ``control_column`` holds static-video control scores computed elsewhere.
 - ``topreward``: :class:`pipeline.rewards.topreward.TOPRewardScorer` on the episode's camera frames and task string.
 - ``gvl``: :class:`pipeline.rewards.gvl.GVLScorer`, the generative baseline (per-frame completion percentages).
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from pipeline.progress import PrefixScores
 
-REWARDS = ("column", "topreward", "gvl")
+REWARDS = ("column", "topreward", "gvl", "vlm_errors")
 # characters of each GVL generation kept in the manifest: enough to see how a parse failed, without letting
 # a runaway generation bloat the manifest
 GENERATED_TEXT_KEPT = 2000
@@ -82,6 +83,10 @@ class RewardModel:
         finally:
             self.model_seconds += time.perf_counter() - t0
 
+    def check_static(self) -> None:
+        """Raise :class:`RewardError` when this model cannot score the static-video control (checked once,
+        before any episode is scored, so a run asking for the control fails at the start)."""
+
     def score_static(self, episode: EpisodeInput) -> PrefixScores:
         """Scores of the episode's static-video control (:meth:`EpisodeInput.static`): what the model gives a
         video in which nothing moves, on the same prefixes. A model whose control cannot be computed from the
@@ -90,34 +95,55 @@ class RewardModel:
 
 
 class ColumnReward(RewardModel):
-    """A per-frame dataset column as the raw score (prefix ending at frame t+1 scores column[t])."""
+    """A per-frame dataset column as the raw score (prefix ending at frame t+1 scores column[t]).
+
+    ``control_column``: a per-frame column holding the static-video control's scores computed elsewhere (a
+    held column of the dataset itself would only give a constant), returned by :meth:`score_static`.
+    """
 
     name = "column"
 
-    def __init__(self, column: str) -> None:
+    def __init__(self, column: str, control_column: str | None = None) -> None:
         super().__init__()
         if not column:
             raise RewardError("reward=column needs reward.column=NAME (e.g. next.reward)")
         self.column = str(column)
-        self.columns = (self.column,)
+        self.control_column = str(control_column) if control_column else None
+        self.columns = (self.column, *([self.control_column] if self.control_column else []))
 
     @property
     def provenance(self) -> dict:
-        return {"type": "column", "column": self.column, "model": None, "revision": None, "prompt": None,
+        prov = {"type": "column", "column": self.column, "model": None, "revision": None, "prompt": None,
                 "sample_fps": None, "resolution": None}
+        if self.control_column:  # only when set, so outputs without a control read as before
+            prov["control_column"] = self.control_column
+        return prov
 
-    def _score(self, episode: EpisodeInput) -> PrefixScores:
-        values = np.asarray(episode.columns[self.column], dtype=np.float64)
+    def _column_scores(self, episode: EpisodeInput, column: str) -> PrefixScores:
+        values = np.asarray(episode.columns[column], dtype=np.float64)
         if values.ndim == 2:
             if values.shape[1] != 1:
-                raise RewardError(f"column {self.column!r} has {values.shape[1]} values per frame; "
+                raise RewardError(f"column {column!r} has {values.shape[1]} values per frame; "
                                   f"reward=column needs a scalar per frame")
             values = values[:, 0]
         if not np.all(np.isfinite(values)):
             bad = np.flatnonzero(~np.isfinite(values))
-            raise RewardError(f"column {self.column!r} has NaN/inf at frames {bad[:5].tolist()}")
+            raise RewardError(f"column {column!r} has NaN/inf at frames {bad[:5].tolist()}")
         n = len(values)
         return PrefixScores(prefix_ends=np.arange(1, n + 1), raw=values, num_frames=n)
+
+    def _score(self, episode: EpisodeInput) -> PrefixScores:
+        return self._column_scores(episode, self.column)
+
+    def check_static(self) -> None:
+        if not self.control_column:
+            raise RewardError("control.static=true with reward=column needs reward.control_column=NAME: a "
+                              "per-frame column holding the static-video scores computed elsewhere (or set "
+                              "control.static=false)")
+
+    def score_static(self, episode: EpisodeInput) -> PrefixScores:
+        self.check_static()
+        return self._column_scores(episode, self.control_column)
 
 
 class VLMReward(RewardModel):
@@ -196,6 +222,38 @@ class GVLReward(VLMReward):
                 "generated_text": scores.text[:GENERATED_TEXT_KEPT]}
 
 
+class VLMErrorsReward(RewardModel):
+    """Simulated VLM reward errors (:class:`pipeline.rewards.vlm_errors.VLMErrorSimulator`): a calibrated
+    stand-in for corpora with ground-truth progress, not a VLM; its provenance says ``simulated``."""
+
+    name = "vlm_errors"
+
+    def __init__(self, profile: str, parameters: dict, **options) -> None:
+        from pipeline.rewards.vlm_errors import VLMErrorSimulator
+
+        super().__init__()
+        self.simulator = VLMErrorSimulator(profile, parameters, **options)
+        # the displacement column is optional (absent: no wrong credit), so only the progress column is required
+        self.columns = (self.simulator.column,)
+
+    @property
+    def provenance(self) -> dict:
+        return self.simulator.provenance
+
+    def _score(self, episode: EpisodeInput) -> PrefixScores:
+        return self.simulator.simulate(episode)
+
+    def score_static(self, episode: EpisodeInput) -> PrefixScores:
+        t0 = time.perf_counter()
+        try:
+            return self.simulator.simulate(episode, static=True)  # its own noise draw: another video
+        finally:
+            self.model_seconds += time.perf_counter() - t0
+
+    def episode_info(self, scores: PrefixScores) -> dict:
+        return {"simulated": True}
+
+
 VLM_REWARDS = {"topreward": TOPReward, "gvl": GVLReward}
 
 
@@ -204,7 +262,12 @@ def build_reward(reward_cfg, device: str = "cpu") -> RewardModel:
     cfg = dict(reward_cfg)
     name = cfg.pop("name", None)
     if name == "column":
-        return ColumnReward(cfg.get("column"))
+        return ColumnReward(cfg.get("column"), cfg.get("control_column"))
+    if name == "vlm_errors":  # the simulated stand-in; its profile file is composed by the config loader
+        from configs import reward_profile
+
+        profile = cfg.pop("profile", None)
+        return VLMErrorsReward(profile, reward_profile(str(profile))["parameters"], **cfg)
     if name in VLM_REWARDS:
         dev = cfg.pop("device", "auto")
         return VLM_REWARDS[name](cfg.pop("model", None), device=device if dev in (None, "auto") else dev, **cfg)
