@@ -23,6 +23,17 @@ per episode ``count`` (samples); by ``pipeline.annotate`` also ``config`` (the r
 episode ``voc_ground_truth``, ``missing_prefixes`` and reward extras (TOPReward: ``logp_false``,
 ``resolution``, ``tokens``, ``sampled_indices``), in ``reward`` ``resolutions_used`` and ``lerobot_version``.
 
+With an instruction map (``instructions`` in configs/annotate.yaml): per episode ``instruction`` (the text
+the reward model was shown, beside the dataset's ``task``), in ``reward`` ``instructions`` (the map) and
+``instructions_unused`` (map keys no annotated episode's task matched, when there are any). With the
+static-video control (``control.static=true``): top-level ``control`` = {``static``, ``debias``,
+``progress_from``}; per episode ``control_raw_scores`` (the control's raw score of each prefix, NaN = no
+score), ``control_prefix_ends`` (equal to ``prefix_ends``: the identical prefix schedule) and
+``progress_from``: ``"raw"`` (progress is the min-max of ``raw_scores``) or ``"raw-control"`` (of
+``raw_scores`` minus ``control_raw_scores``; ``success_score`` stays the real video's); ``reward=column``
+records ``reward.control_column``. Without these options none of these keys is written;
+:meth:`pipeline.progress.PrefixScores.from_manifest_episode` gives the progress the shards hold either way.
+
 Stats fields are lerobot's ``meta/stats.json`` fields (lists of floats per dimension; images per channel
 with shape (3, 1, 1)), so :func:`lerobot_stats` hands them straight to ``make_pre_post_processors``.
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 SUCCESS_LAST_PREFIXES = 3
+# what an episode's progress was normalised from (the manifest's per-episode ``progress_from``): the real
+# video's raw scores, or those minus the static-video control's (the climb a video in which nothing moves
+# also gets, e.g. a VLM's length bias, removed)
+PROGRESS_FROM_RAW = "raw"
+PROGRESS_FROM_DEBIASED = "raw-control"
 
 
 def minmax(raw: np.ndarray) -> np.ndarray:
@@ -66,18 +71,34 @@ class PrefixScores:
 
     A NaN raw score means the model gave no score for that prefix (GVL's unparsable answers): it is left out
     of the normalisation, the interpolation and the success score, and counted by :attr:`missing`.
+
+    ``control`` holds the raw scores of the episode's static-video control on the same prefixes, when it was
+    scored; with ``debias`` progress is normalised from ``raw - control`` instead of ``raw`` (the success
+    score stays the real video's).
     """
 
     prefix_ends: np.ndarray  # (K,) int64, exclusive raw frame index where each prefix ends
     raw: np.ndarray  # (K,) float, the raw reward of each prefix (TOPReward: log p(" True")); NaN = no score
     num_frames: int  # T
     extras: dict[str, np.ndarray] = field(default_factory=dict)  # other per-prefix arrays (e.g. logp_false)
+    control: np.ndarray | None = None  # (K,) raw scores of the static-video control; NaN = no score
+    debias: bool = False  # progress from raw - control
 
     def __post_init__(self) -> None:
         self.prefix_ends = np.asarray(self.prefix_ends, dtype=np.int64)
         self.raw = np.asarray(self.raw, dtype=np.float64)
         if self.prefix_ends.shape != self.raw.shape:
             raise ValueError(f"{self.prefix_ends.shape} prefix ends vs {self.raw.shape} scores")
+        if self.control is not None:
+            self.control = np.asarray(self.control, dtype=np.float64)
+            if self.control.shape != self.raw.shape:
+                raise ValueError(f"{self.control.shape} control scores vs {self.raw.shape} scores: the "
+                                 f"static-video control must be scored on the same prefixes")
+            if np.isinf(self.control).any():
+                raise ValueError(f"infinite control scores at prefixes "
+                                 f"{np.flatnonzero(np.isinf(self.control))[:5].tolist()}")
+        if self.debias and self.control is None:
+            raise ValueError("debiased progress needs the static-video control's scores (control=...)")
         if np.isinf(self.raw).any():
             raise ValueError(f"infinite scores at prefixes {np.flatnonzero(np.isinf(self.raw))[:5].tolist()}")
         if self.raw.size and np.isnan(self.raw).all():
@@ -85,8 +106,36 @@ class PrefixScores:
 
     @classmethod
     def from_manifest_episode(cls, episode: dict) -> PrefixScores:
-        """The scores a manifest episode records (``prefix_ends``, ``raw_scores``, ``length``; see data.manifest)."""
-        return cls(prefix_ends=episode["prefix_ends"], raw=episode["raw_scores"], num_frames=episode["length"])
+        """The scores a manifest episode records (``prefix_ends``, ``raw_scores``, ``length``, and with a
+        static control ``control_raw_scores``, ``control_prefix_ends``, ``progress_from``; see data.manifest),
+        so their progress is the progress the shards hold."""
+        control, ends = episode.get("control_raw_scores"), list(episode["prefix_ends"])
+        if control is not None and list(episode.get("control_prefix_ends", [])) != ends:
+            raise ValueError(f"episode {episode.get('episode_index')}: the control's prefix ends "
+                             f"{episode.get('control_prefix_ends')} differ from the episode's {ends}")
+        return cls(prefix_ends=ends, raw=episode["raw_scores"], num_frames=episode["length"],
+                   control=None if control is None else np.asarray(control, dtype=np.float64),
+                   debias=episode.get("progress_from") == PROGRESS_FROM_DEBIASED)
+
+    def with_control(self, control: PrefixScores, debias: bool) -> PrefixScores:
+        """These scores with the static-video control's (checked to be on the same prefixes)."""
+        if not np.array_equal(control.prefix_ends, self.prefix_ends) or control.num_frames != self.num_frames:
+            raise ValueError(f"the static-video control was scored on prefixes "
+                             f"{control.prefix_ends.tolist()} of {control.num_frames} frames, the episode on "
+                             f"{self.prefix_ends.tolist()} of {self.num_frames}: they must share the prefix "
+                             f"schedule")
+        return replace(self, control=control.raw, debias=bool(debias))
+
+    @property
+    def progress_from(self) -> str:
+        """What progress is normalised from (:data:`PROGRESS_FROM_RAW` or :data:`PROGRESS_FROM_DEBIASED`)."""
+        return PROGRESS_FROM_DEBIASED if self.debias else PROGRESS_FROM_RAW
+
+    @property
+    def progress_basis(self) -> np.ndarray:
+        """The per-prefix scores progress is the min-max of: ``raw``, or ``raw - control`` when debiased
+        (NaN where either is missing)."""
+        return self.raw - self.control if self.debias else self.raw
 
     @property
     def valid(self) -> np.ndarray:
@@ -99,15 +148,18 @@ class PrefixScores:
 
     @property
     def progress(self) -> np.ndarray:
-        """Per-prefix progress in [0, 1] (min-max of the raw scores; NaN where a score is missing)."""
+        """Per-prefix progress in [0, 1] (min-max of :attr:`progress_basis`; NaN where a score is missing)."""
+        basis = self.progress_basis
+        ok = ~np.isnan(basis)
         out = np.full(self.raw.shape, np.nan)
-        out[self.valid] = minmax(self.raw[self.valid])
+        out[ok] = minmax(basis[ok])
         return out
 
     def frame_progress(self) -> np.ndarray:
         """Progress for every raw frame 0..T-1 (interpolated between the prefixes that have a score)."""
-        v = self.valid
-        return to_frames(self.prefix_ends[v], self.progress[v], self.num_frames)
+        progress = self.progress
+        v = ~np.isnan(progress)
+        return to_frames(self.prefix_ends[v], progress[v], self.num_frames)
 
     @property
     def success_score(self) -> float:

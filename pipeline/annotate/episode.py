@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from configs import ConfigError
 from data.manifest import IMAGE_HIST, image_histogram
@@ -18,7 +18,7 @@ from data.schema import episode_samples
 from data.source import SourceDataset, SourceEpisode, SourceError
 from pipeline.annotate.output import atomic_write, scores_path
 from pipeline.progress import PrefixScores, voc
-from pipeline.rewards.registry import EpisodeInput, RewardModel
+from pipeline.rewards.registry import EpisodeInput, RewardError, RewardModel
 
 
 class EpisodeError(ValueError):
@@ -34,6 +34,31 @@ class Plan:
     state_keys: list[str]
     ground_truth: str | None
     columns: list[str]  # all per-frame columns read
+    instructions: dict[str, str] = field(default_factory=dict)  # task -> instruction (``instructions``)
+    static_control: bool = False  # also score the static-video control (``control.static``)
+    debias: bool = False  # progress from raw - control (``control.debias``)
+
+    def instruction(self, task: str) -> str:
+        """The instruction the reward model is shown for a dataset task string (the task when unmapped)."""
+        return self.instructions.get(task, task)
+
+
+def instruction_map(value) -> dict[str, str]:
+    """The ``instructions`` config value as a dict, checked: null or a mapping of task strings to non-empty
+    instructions."""
+    if value is None:
+        return {}
+    if isinstance(value, DictConfig):
+        value = OmegaConf.to_container(value, resolve=True)
+    if not isinstance(value, dict):
+        raise ConfigError(f"instructions={value!r} must be a mapping of dataset task strings to "
+                          f"instructions, e.g. "
+                          f'instructions={{"Clean the table.": "clean the table by ..."}}, or null')
+    bad = {k: v for k, v in value.items() if not isinstance(v, str) or not v.strip()}
+    if bad:
+        raise ConfigError(f"instructions maps {sorted(map(str, bad))[:3]} to {list(bad.values())[:3]}: every "
+                          f"task must map to a non-empty instruction (drop a task to show it as is)")
+    return {str(k): v for k, v in value.items()}
 
 
 def make_plan(cfg: DictConfig, src: SourceDataset, reward: RewardModel) -> Plan:
@@ -49,7 +74,8 @@ def make_plan(cfg: DictConfig, src: SourceDataset, reward: RewardModel) -> Plan:
     missing = [c for c in reward.columns if c not in available]
     if missing:
         raise ConfigError(f"reward column {missing[0]!r} is not in dataset {src.repo_id} ({src.root}); "
-                          f"available per-frame columns: {available} (set reward.column to one of them)")
+                          f"available per-frame columns: {available} (set reward.column, or "
+                          f"reward.control_column, to one of them)")
     if "action" not in available:
         raise ConfigError(f"dataset {src.repo_id} has no 'action' feature; columns: {available}")
     gt = cfg.dataset.ground_truth
@@ -59,7 +85,14 @@ def make_plan(cfg: DictConfig, src: SourceDataset, reward: RewardModel) -> Plan:
         raise ConfigError(f"dataset.ground_truth={gt!r} is not a column of {src.repo_id}; available: {available}")
     state_keys = src.state_keys()
     columns = list(dict.fromkeys([*state_keys, "action", *reward.columns, *([gt] if gt else [])]))
-    return Plan(camera=camera, cameras=cameras, state_keys=state_keys, ground_truth=gt, columns=columns)
+    static, debias = bool(cfg.control.static), bool(cfg.control.debias)
+    if static:
+        try:
+            reward.check_static()
+        except RewardError as exc:
+            raise ConfigError(str(exc)) from exc
+    return Plan(camera=camera, cameras=cameras, state_keys=state_keys, ground_truth=gt, columns=columns,
+                instructions=instruction_map(cfg.instructions), static_control=static, debias=debias)
 
 
 def _check_finite(ep: SourceEpisode, name: str, values: np.ndarray) -> None:
@@ -70,23 +103,31 @@ def _check_finite(ep: SourceEpisode, name: str, values: np.ndarray) -> None:
                            f"{' ...' if len(frames) > 5 else ''} ({len(frames)} frames); fix or drop the episode")
 
 
-def _load_cached_scores(path: Path, length: int) -> tuple[PrefixScores, dict] | None:
-    """Scores of an episode scored by an earlier (killed) run; None when absent or unreadable."""
+def _load_cached_scores(path: Path, length: int, control: bool
+                        ) -> tuple[PrefixScores, PrefixScores | None, dict] | None:
+    """Scores (and, with ``control``, the static-video control's) of an episode scored by an earlier (killed)
+    run; None when absent, unreadable or without the control this run needs."""
     if not path.exists():
         return None
     try:
         d = json.loads(path.read_text())
         scores = PrefixScores(prefix_ends=d["prefix_ends"], raw=d["raw"], num_frames=length,
                               extras={k: np.asarray(v) for k, v in d["extras"].items()})
-        return scores, d["info"]
-    except (json.JSONDecodeError, KeyError, ValueError):
+        static = None
+        if control:
+            c = d["control"]
+            static = PrefixScores(prefix_ends=c["prefix_ends"], raw=c["raw"], num_frames=length)
+        return scores, static, d["info"]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
 
 
-def _cache_scores(path: Path, scores: PrefixScores, info: dict) -> None:
-    atomic_write(path, json.dumps({"prefix_ends": scores.prefix_ends.tolist(), "raw": scores.raw.tolist(),
-                                   "extras": {k: np.asarray(v).tolist() for k, v in scores.extras.items()},
-                                   "info": info}))
+def _cache_scores(path: Path, scores: PrefixScores, static: PrefixScores | None, info: dict) -> None:
+    d = {"prefix_ends": scores.prefix_ends.tolist(), "raw": scores.raw.tolist(),
+         "extras": {k: np.asarray(v).tolist() for k, v in scores.extras.items()}, "info": info}
+    if static is not None:
+        d["control"] = {"prefix_ends": static.prefix_ends.tolist(), "raw": static.raw.tolist()}
+    atomic_write(path, json.dumps(d))
 
 
 def annotate_episode(ep: SourceEpisode, *, cfg: DictConfig, src: SourceDataset, plan: Plan, reward: RewardModel,
@@ -107,22 +148,26 @@ def annotate_episode(ep: SourceEpisode, *, cfg: DictConfig, src: SourceDataset, 
     except SourceError as exc:
         raise EpisodeError(str(exc)) from exc
 
+    instruction = plan.instruction(task)
     cache = scores_path(out, ep.index)
-    cached = _load_cached_scores(cache, ep.length)
+    cached = _load_cached_scores(cache, ep.length, plan.static_control)
     if cached is None:
+        episode = EpisodeInput(fps=src.fps, instruction=instruction, num_frames=ep.length,
+                               episode_index=ep.index, frames=frames.get(plan.camera), columns=cols)
         try:
-            scores = reward.score(EpisodeInput(fps=src.fps, instruction=task, num_frames=ep.length,
-                                               episode_index=ep.index, frames=frames.get(plan.camera),
-                                               columns=cols))
+            scores = reward.score(episode)
+            static = reward.score_static(episode) if plan.static_control else None
         except Exception as exc:  # noqa: BLE001 - one episode the model cannot score must not stop the others
             raise EpisodeError(f"episode {ep.index}: scoring failed: {type(exc).__name__}: {exc}") from exc
         info = reward.episode_info(scores)
-        _cache_scores(cache, scores, info)
+        _cache_scores(cache, scores, static, info)
     else:
-        scores, info = cached
+        scores, static, info = cached
     if scores.num_frames != ep.length:
         raise EpisodeError(f"episode {ep.index}: the reward scored {scores.num_frames} frames, not {ep.length}")
     try:
+        if static is not None:
+            scores = scores.with_control(static, plan.debias)
         progress = scores.frame_progress()
     except ValueError as exc:
         raise EpisodeError(f"episode {ep.index}: {exc}") from exc
@@ -131,6 +176,7 @@ def annotate_episode(ep: SourceEpisode, *, cfg: DictConfig, src: SourceDataset, 
         "episode_index": ep.index,
         "length": ep.length,
         "task": task,
+        **({"instruction": instruction} if plan.instructions else {}),  # only with a map: else it is the task
         "index_offset": ep.from_index,
         "success_score": scores.success_score,
         "voc": voc(progress),
@@ -141,6 +187,9 @@ def annotate_episode(ep: SourceEpisode, *, cfg: DictConfig, src: SourceDataset, 
         "missing_prefixes": int(np.isnan(scores.raw).sum()),
         **{k: np.asarray(v).tolist() for k, v in scores.extras.items()},
         **info,
+        # only with the control, so outputs without it read as before
+        **({"control_raw_scores": scores.control.tolist(), "control_prefix_ends": scores.prefix_ends.tolist(),
+            "progress_from": scores.progress_from} if static is not None else {}),
         IMAGE_HIST: {cam: image_histogram(frames[cam]) for cam in plan.cameras},
     }
     samples = episode_samples(

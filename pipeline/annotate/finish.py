@@ -23,7 +23,7 @@ from data.shards import read_journal
 from data.source import SourceDataset, SourceEpisode
 from pipeline.annotate.episode import Plan
 from pipeline.annotate.output import read_rank_results
-from pipeline.progress import PrefixScores
+from pipeline.progress import PROGRESS_FROM_DEBIASED, PROGRESS_FROM_RAW, PrefixScores
 from pipeline.rewards.registry import RewardModel
 
 
@@ -73,6 +73,12 @@ def finish(cfg: DictConfig, src: SourceDataset, plan: Plan, reward: RewardModel,
     if reward.name == "column":
         provenance["sample_fps"] = src.fps
         provenance["resolution"] = list(src_features[plan.camera]["shape"][:2]) if plan.camera else None
+    if plan.instructions:  # what the reward model was shown instead of the task strings
+        provenance["instructions"] = dict(plan.instructions)
+        tasks = {e["task"] for e in episodes}
+        unused = sorted(t for t in plan.instructions if t not in tasks)
+        if unused:  # a misspelt task string leaves its episodes on the dataset's own wording
+            provenance["instructions_unused"] = unused
     manifest = build_manifest(
         source={"repo_id": src.repo_id, "root": str(src.root.resolve()), "fps": src.fps, "features": src_features,
                 "total_episodes": src.total_episodes, "episodes": [e.index for e in all_eps]},
@@ -81,6 +87,9 @@ def finish(cfg: DictConfig, src: SourceDataset, plan: Plan, reward: RewardModel,
         ground_truth=plan.ground_truth, features=features, stats=compute_stats(arrays, hists), records=records,
         failures=failures, world_size=world, config=OmegaConf.to_container(cfg, resolve=True),
     )
+    if plan.static_control:
+        manifest["control"] = {"static": True, "debias": plan.debias,
+                               "progress_from": PROGRESS_FROM_DEBIASED if plan.debias else PROGRESS_FROM_RAW}
     if cfg.plots:
         from pipeline.plots import write_overview
 

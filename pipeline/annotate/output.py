@@ -4,7 +4,10 @@ the bookkeeping lives (cached episode scores, per-rank results) and atomic write
 A folder is ours when it holds ``run.json`` (written first, before anything else): its fingerprint is a hash
 of the resolved config (without the keys that change nothing in the output), the source dataset's identity,
 the world size and the shard schema version. A re-run with the same fingerprint resumes (``data.shards``),
-one with another is refused unless ``overwrite=true``.
+one with another is refused unless ``overwrite=true``. Every option that changes scores or progress is in the
+config and so in the fingerprint (``instructions``, ``control.static``, ``control.debias`` included): a run
+with the static-video control never continues one without it, and the cached scores of a run with the
+control hold the control's too.
 """
 
 from __future__ import annotations

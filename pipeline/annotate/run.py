@@ -34,7 +34,7 @@ from data.manifest import PLOTS_DIR
 from data.schema import IMAGE_FORMATS
 from data.shards import ShardWriter
 from data.source import SourceError, open_dataset
-from pipeline.annotate.episode import EpisodeError, annotate_episode, make_plan, plot_episode
+from pipeline.annotate.episode import EpisodeError, annotate_episode, instruction_map, make_plan, plot_episode
 from pipeline.annotate.finish import finish
 from pipeline.annotate.output import (
     OutputError,
@@ -89,6 +89,13 @@ def _check_config(cfg: DictConfig) -> None:
         v = cfg[key]
         if not isinstance(v, int) or v < 1:
             raise ConfigError(f"{key}={v!r} must be a positive integer")
+    for key in ("static", "debias"):
+        if not isinstance(cfg.control[key], bool):
+            raise ConfigError(f"control.{key}={cfg.control[key]!r} must be true or false")
+    if cfg.control.debias and not cfg.control.static:
+        raise ConfigError("control.debias=true needs control.static=true: the debiased progress is the raw "
+                          "scores minus the static-video control's, so the control must be scored")
+    instruction_map(cfg.instructions)
 
 
 def _fabric(cfg: DictConfig):

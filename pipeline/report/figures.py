@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.plots import figure
-from pipeline.progress import PrefixScores
+from pipeline.progress import PrefixScores, minmax
 from pipeline.report.metrics import finite_values, fmt, worst_first
 
 DPI = 90  # the report's figures are viewed in a markdown page, a little larger than the per-episode plots
+# points of the common time axis (fraction of the episode) the real and static curves are averaged on
+CURVE_POINTS = 50
 
 
 def report_plots(result: dict, manifest: dict, out: Path, worst: int) -> dict[str, str]:
@@ -69,7 +71,41 @@ def report_plots(result: dict, manifest: dict, out: Path, worst: int) -> dict[st
         fig.tight_layout()
         fig.savefig(out / "worst_episodes.png")
         files["worst_episodes"] = "worst_episodes.png"
+    if result.get("control"):
+        files["control_curves"] = control_curves(manifest, out / "control_curves.png").name
     return files
+
+
+def control_curves(manifest: dict, path: Path) -> Path:
+    """Real vs static-video mean curves over the episodes, on the fraction of the episode elapsed: the raw
+    level (left) and the per-episode min-max shape (right), where a length bias shows as two similar ramps."""
+    u = np.linspace(0, 1, CURVE_POINTS)
+    curves = {"real": ([], []), "static": ([], [])}
+    for e in manifest["episodes"]:
+        if e.get("control_raw_scores") is None:
+            continue
+        x = np.asarray(e["prefix_ends"], dtype=np.float64) / e["length"]
+        for name, key in [("real", "raw_scores"), ("static", "control_raw_scores")]:
+            y = np.asarray(e[key], dtype=np.float64)
+            ok = np.isfinite(y)
+            if not ok.any():
+                continue
+            level = np.interp(u, x[ok], y[ok])
+            curves[name][0].append(level)
+            curves[name][1].append(minmax(level))
+    fig = figure(8, 3, dpi=DPI)
+    for i, title in enumerate(["raw score (mean over episodes)", "per-episode min-max (mean)"]):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for name, style in [("real", "-"), ("static", "--")]:
+            if curves[name][i]:
+                ax.plot(u, np.mean(curves[name][i], axis=0), style, label=f"{name} video")
+        ax.set_xlabel("fraction of the episode")
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=7)
+    fig.axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
 
 
 def compare_curves(results: list[dict], manifests: list[dict], episodes: list[int], path: Path) -> Path:

@@ -9,8 +9,16 @@ import numpy as np
 
 from configs import ConfigError
 from data.manifest import load_manifest
-from pipeline.progress import PrefixScores, voc
+from pipeline.progress import PROGRESS_FROM_DEBIASED, PrefixScores, voc
 from pipeline.report.inputs import column_per_episode, open_source, read_success_labels
+
+# Verdict bands of the static-video control's VOC (median over episodes). The TOPReward authors' static-frame
+# sweep (docs: REWARD_ERRORS.md) read Qwen3-VL-8B's curves as mostly elapsed time at static VOC 0.94-0.99 and
+# found the bias gone in 32B at <= 0.05; 0.8 sits clear below the first group, and 8B's 0.49 on bimanual YAM
+# lands in the "partly" band. Below 0.3 a climb is within what noise gives over a few dozen prefixes (the
+# one-sided 5% critical Spearman for 20 points is about 0.38).
+STATIC_VOC_ELAPSED = 0.8
+STATIC_VOC_PARTLY = 0.3
 
 
 def finite_values(values) -> np.ndarray:
@@ -78,6 +86,81 @@ def episode_table(manifest: dict, ground_truth: dict[int, np.ndarray] | None) ->
     return rows
 
 
+def control_episode(e: dict) -> dict:
+    """The static-video control's figures of one manifest episode (which has ``control_raw_scores``), on the
+    prefixes where both the real and the static video have a score:
+
+    - ``static_voc``: Spearman of the control's scores vs prefix index (NaN when flat or < 2 prefixes);
+      ``real_voc`` the same of the real video's raw scores (the pair the verdict compares);
+    - ``static_rising``: the fraction of prefix-to-prefix steps on which the control rises (a flat control,
+      the ideal, scores 0; counting non-decreasing steps would score it 1);
+    - ``gap_final``: real minus static at the last prefix; ``gap_mean``: real minus static over all prefixes;
+    - ``static_flat``: the control gives every prefix the same score.
+    """
+    real = np.asarray(e["raw_scores"], dtype=np.float64)
+    static = np.asarray(e["control_raw_scores"], dtype=np.float64)
+    both = np.isfinite(real) & np.isfinite(static)
+    real, static = real[both], static[both]
+    steps = np.diff(static)
+    return {
+        "episode_index": e["episode_index"], "task": e.get("task"), "prefixes": int(both.sum()),
+        "real_voc": voc(real), "static_voc": voc(static),
+        "static_rising": float(np.mean(steps > 0)) if steps.size else float("nan"),
+        "static_flat": bool(static.size >= 2 and np.ptp(static) == 0),
+        "gap_final": float(real[-1] - static[-1]) if real.size else float("nan"),
+        "gap_mean": float(np.mean(real - static)) if real.size else float("nan"),
+    }
+
+
+def _median(values) -> float | None:
+    v = finite_values(values)
+    return float(np.median(v)) if v.size else None
+
+
+def control_summary(manifest: dict) -> dict | None:
+    """The static-video control across episodes, with the verdict; None when the manifest has no control."""
+    eps = [e for e in manifest["episodes"] if e.get("control_raw_scores") is not None]
+    if not eps:
+        return None
+    rows = [control_episode(e) for e in eps]
+    # for the verdict a flat control counts as not climbing (VOC 0) rather than undefined: it is the ideal
+    judged = [0.0 if r["static_flat"] else r["static_voc"] for r in rows]
+    static_level, real_level = _median(judged), _median([r["real_voc"] for r in rows])
+    control = manifest.get("control", {})
+    debiased = control.get("progress_from") == PROGRESS_FROM_DEBIASED
+    remedy = ("this annotation's progress is debiased" if debiased
+              else "debiased progress: control.debias=true")
+    if static_level is None:
+        level = "undefined"
+        verdict = "the static-video control has too few prefixes to judge (< 2 per episode)"
+    else:
+        pair = f"static VOC {static_level:.2f} vs real {fmt(real_level, 2)}"
+        if static_level >= STATIC_VOC_ELAPSED:
+            level = "elapsed_time"
+            verdict = (f"progress here is mostly elapsed time: the static video, in which nothing moves, "
+                       f"climbs as steadily as the real one ({pair}; {remedy})")
+        elif static_level >= STATIC_VOC_PARTLY:
+            level = "partly_elapsed_time"
+            verdict = (f"progress here is partly elapsed time: the static video climbs too, less steadily "
+                       f"({pair}; {remedy})")
+        else:
+            level = "not_elapsed_time"
+            verdict = f"the static video does not climb ({pair}): progress here is not elapsed time"
+    rising = finite_values([r["static_rising"] for r in rows])
+    return {
+        "episodes": len(rows), "progress_from": control.get("progress_from"),
+        "static_voc": voc_summary([r["static_voc"] for r in rows]),
+        "real_voc": voc_summary([r["real_voc"] for r in rows]),
+        "static_flat": int(sum(r["static_flat"] for r in rows)),
+        "static_rising_mean": float(rising.mean()) if rising.size else None,
+        "gap_final": voc_summary([r["gap_final"] for r in rows]),
+        "gap_mean": voc_summary([r["gap_mean"] for r in rows]),
+        "verdict_static_voc": static_level, "verdict_real_voc": real_level,
+        "thresholds": {"elapsed_time": STATIC_VOC_ELAPSED, "partly": STATIC_VOC_PARTLY},
+        "verdict_level": level, "verdict": verdict, "per_episode": rows,
+    }
+
+
 def worst_first(rows: list[dict], key: str) -> list[dict]:
     """Rows by ``key`` ascending, the rows without a value (undefined VOC) first: they need a look most."""
     return sorted(rows, key=lambda r: (r[key] is not None, r[key] if r[key] is not None else 0))
@@ -128,6 +211,8 @@ def analyse(ann_dir: str | Path, labels="auto", ground_truth="auto") -> dict:
                                            np.array([r["success_label"] for r in lab])).get("auroc")
         tasks[str(task)] = t
     v, vg = voc_summary([r["voc"] for r in rows]), voc_summary([r["voc_ground_truth"] for r in rows])
+    control = control_summary(manifest)
+    extra = {"control": control} if control is not None else {}  # a report without a control is unchanged
     return _nan_to_none({
         "annotation": str(ann), "reward": manifest.get("reward", {}), "dataset": manifest.get("source", {}).get("repo_id"),
         "episodes": len(rows), "failed_episodes": len(manifest.get("failures", [])),
@@ -135,7 +220,7 @@ def analyse(ann_dir: str | Path, labels="auto", ground_truth="auto") -> dict:
         "voc_mean": v["mean"], "voc_median": v["median"], "voc_undefined": v["undefined"], "voc": v,
         "voc_ground_truth_mean": vg["mean"] if gt_name else None, "voc_ground_truth": vg if gt_name else None,
         "auroc": detection["auroc"] if detection else None, "success_detection": detection,
-        "tasks": tasks, "per_episode": rows,
+        "tasks": tasks, "per_episode": rows, **extra,
         "_ground_truth_values": {k: v.tolist() for k, v in (gt or {}).items()},
     })
 

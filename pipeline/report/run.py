@@ -9,6 +9,9 @@ annotation outputs, one comparison table and overlaid curves (in ``out``, defaul
 - VOC (value-order correlation): Spearman rank correlation of each episode's per-frame progress against time,
   and against the dataset's ground-truth progress column where it has one. Undefined VOCs (a constant curve,
   fewer than 2 points) are counted separately and never averaged in.
+- Static-video control (when the annotation scored it, ``control.static=true``): static VOC (Spearman of the
+  control's prefix scores vs prefix index), static monotonicity, the real-minus-static gap, per episode and
+  overall, and a verdict on whether progress is mostly elapsed time.
 - Success detection: ROC-AUC of the success score (mean raw score of the last 3 prefixes) against episode
   success labels (a per-frame column such as ``next.success``: an episode succeeds if any frame does; or a
   labels file), the ROC curve, and the threshold that maximises balanced accuracy.
@@ -37,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
             where = Path(cfg.out) if cfg.out else Path(dirs[0]) / REPORT_DIR
             print(f"VOC mean {fmt(r['voc_mean'])} (undefined {r['voc_undefined']}), AUROC {fmt(r['auroc'])} — "
                   f"{where / 'report.md'}")
+            if r.get("control"):
+                print(f"static-video control: {r['control']['verdict']}")
         else:
             out = Path(cfg.out) if cfg.out else Path(dirs[0]) / COMPARE_DIR
             compare(dirs, out, labels=cfg.labels, ground_truth=cfg.ground_truth, curves=cfg.curves)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from configs import ConfigError
 from data.manifest import load_manifest
+from pipeline.progress import PROGRESS_FROM_DEBIASED
 from pipeline.report.figures import compare_curves, report_plots
 from pipeline.report.metrics import analyse, fmt, worst_first
 
@@ -18,7 +19,9 @@ def model_line(reward: dict) -> str:
     """Which reward model produced an annotation, in words."""
     kind = reward.get("type", "?")
     if kind == "column":
-        return f"`column` reward: the dataset's own `{reward.get('column')}` column"
+        control = reward.get("control_column")
+        control = f" (static-video control: `{control}`)" if control else ""
+        return f"`column` reward: the dataset's own `{reward.get('column')}` column{control}"
     return f"`{kind}` reward, model `{reward.get('model')}` ({reward.get('model_class', '?')})"
 
 
@@ -70,6 +73,8 @@ def report_markdown(r: dict, files: dict) -> str:
             lines.append(f"| {task} | {t['episodes']} | {fmt(t['voc']['mean'])} | {t['voc']['undefined']} | "
                          f"{fmt(t.get('auroc'))} |")
         lines.append("")
+    if r.get("control"):
+        lines += control_markdown(r["control"], files)
     for name, title in [("voc_hist", "VOC distribution"), ("roc", "ROC"), ("worst_episodes", "Worst episodes")]:
         if name in files:
             lines += [f"## {title}", "", f"![{title}]({files[name]})", ""]
@@ -80,6 +85,38 @@ def report_markdown(r: dict, files: dict) -> str:
         lines.append(f"| {e['episode_index']} | {e['task']} | {fmt(e['voc'])} | {fmt(e['voc_ground_truth'])} | "
                      f"{fmt(e['success_score'], 4)} | {e.get('success_label', '—')} |")
     return "\n".join(lines) + "\n"
+
+
+def control_markdown(c: dict, files: dict) -> list[str]:
+    """The static-video control's section of ``report.md``."""
+    s, g, m = c["static_voc"], c["gap_final"], c["gap_mean"]
+    debiased = c.get("progress_from") == PROGRESS_FROM_DEBIASED
+    bands = c["thresholds"]
+    shards = "debiased: raw - control, then min-max" if debiased else "raw, min-max"
+    lines = ["## Static-video control", "", f"**Verdict: {c['verdict']}.**", "",
+             "The control is each episode's first frame held for its length, scored on the same prefixes. "
+             "Verdict bands on the median static VOC (a flat control counts as 0): "
+             f">= {bands['elapsed_time']} mostly elapsed time, >= {bands['partly']} partly; see "
+             "`pipeline/report/metrics.py`.",
+             "", "| metric | value |", "|---|---|",
+             f"| static VOC (Spearman vs prefix index): mean / median | {fmt(s['mean'])} / "
+             f"{fmt(s['median'])} ({s['defined']} episodes; {c['static_flat']} flat) |",
+             f"| real VOC (raw scores, same prefixes): mean / median | {fmt(c['real_voc']['mean'])} / "
+             f"{fmt(c['real_voc']['median'])} |",
+             f"| static monotonicity (fraction of rising steps), mean | {fmt(c['static_rising_mean'])} |",
+             f"| real - static at the last prefix: mean / median | {fmt(g['mean'])} / {fmt(g['median'])} |",
+             f"| real - static over all prefixes: mean / median | {fmt(m['mean'])} / {fmt(m['median'])} |",
+             f"| progress in the shards | {shards} |",
+             ""]
+    if "control_curves" in files:
+        lines += [f"![real vs static]({files['control_curves']})", ""]
+    lines += ["| episode | task | static VOC | real VOC | rising steps | gap at the end | mean gap |",
+              "|---|---|---|---|---|---|---|"]
+    for e in c["per_episode"]:
+        lines.append(f"| {e['episode_index']} | {e['task']} | {fmt(e['static_voc'])} | "
+                     f"{fmt(e['real_voc'])} | {fmt(e['static_rising'])} | {fmt(e['gap_final'])} | "
+                     f"{fmt(e['gap_mean'])} |")
+    return [*lines, ""]
 
 
 def compare(dirs: list[str | Path], out: str | Path, labels="auto", ground_truth="auto", curves: int = 4) -> dict:
