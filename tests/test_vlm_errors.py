@@ -229,3 +229,29 @@ def test_annotate_records_the_simulation(tmp_path):
     assert manifest["reward"]["simulated"] is True and manifest["reward"]["type"] == "vlm_errors"
     assert manifest["reward"]["profile"] == "qwen3vl_8b_like" and manifest["reward"]["prefixes"] == 4
     assert all(len(e["raw_scores"]) == 4 for e in manifest["episodes"])
+
+
+def test_run_identity_follows_the_profile_file(tmp_path, monkeypatch):
+    """Editing a profile's parameters makes a different run (a resume would otherwise keep stale scores);
+    rewards that read no file keep their identity unchanged."""
+    import configs
+    from data.source import open_dataset
+    from pipeline.annotate.output import fingerprint
+    from tests.fixtures.datasets import make_synthetic_dataset
+
+    src = open_dataset(make_synthetic_dataset(tmp_path / "ds", episodes=1, length=8), None)
+    cfg = load_config("annotate", [f"dataset.root={src.root}", "reward=vlm_errors", f"out={tmp_path / 'o'}"])
+    before = fingerprint(cfg, src, 1)
+    assert before["reward_files"]["profile_parameters"] == reward_profile("qwen3vl_8b_like")["parameters"]
+    assert fingerprint(cfg, src, 1)["fingerprint"] == before["fingerprint"]  # control: stable
+    original = configs.reward_profile
+
+    def edited(name, *a, **k):
+        node = original(name, *a, **k)
+        node["parameters"] = {**node["parameters"], "noise_std": node["parameters"]["noise_std"] + 0.1}
+        return node
+
+    monkeypatch.setattr(configs, "reward_profile", edited)
+    assert fingerprint(cfg, src, 1)["fingerprint"] != before["fingerprint"]
+    column = load_config("annotate", [f"dataset.root={src.root}", f"out={tmp_path / 'o'}"])
+    assert "reward_files" not in fingerprint(column, src, 1)

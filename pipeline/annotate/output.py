@@ -25,6 +25,7 @@ from data.manifest import MANIFEST, PLOTS_DIR, PROGRESS_PARQUET, SHARDS_DIR
 from data.schema import SCHEMA_VERSION
 from data.shards import JOURNAL_DIR
 from data.source import SourceDataset
+from pipeline.rewards.registry import reward_files
 
 RUN_FILE = "run.json"
 SCORES_DIR = "scores"  # under journal/: the scores of episodes scored but not yet in a committed shard
@@ -60,6 +61,9 @@ def fingerprint(cfg: DictConfig, src: SourceDataset, world_size: int) -> dict:
         "world_size": world_size,
         "schema_version": SCHEMA_VERSION,
     }
+    files = reward_files(cfg.reward)
+    if files:  # only where a reward reads a file, so other runs keep their fingerprints
+        identity["reward_files"] = files
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return {"fingerprint": digest, **identity}
 

@@ -257,6 +257,16 @@ class VLMErrorsReward(RewardModel):
 VLM_REWARDS = {"topreward": TOPReward, "gvl": GVLReward}
 
 
+def reward_files(reward_cfg) -> dict:
+    """What a reward reads from files besides its config node (a run's identity must include it): the
+    simulated reward's profile parameters; {} for the others."""
+    if reward_cfg.get("name") != "vlm_errors":
+        return {}
+    from configs import reward_profile
+
+    return {"profile_parameters": reward_profile(str(reward_cfg.get("profile")))["parameters"]}
+
+
 def build_reward(reward_cfg, device: str = "cpu") -> RewardModel:
     """The reward model a ``reward`` config node names (``name`` is the option chosen: column, topreward, gvl)."""
     cfg = dict(reward_cfg)
