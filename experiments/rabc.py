@@ -62,9 +62,42 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "episode_filter_25": (["weighting=episode_quality", "weighting.transform=top", "weighting.top_fraction=0.25"],
                           "all"),
     "episode_quality_sharper": (["weighting=episode_quality", "weighting.beta=0.1"], "all"),  # added last
+    # the rule README recommends and the demo runs (configs/demo.yaml `weighting`, with its YAML's parameters):
+    # resolved when the experiment runs, so its runs restart when the recommendation changes
+    "recommended": (["weighting=RECOMMENDED"], "all"),
 }
 DEFAULT_VARIANTS = [v for v in VARIANTS if v != "awr"]  # awr: see the single-task table in docs/experiments.md
 REFERENCE_VARIANTS = ("none", "expert_only")  # trained on labels (expert_only) or the baseline: not candidates
+COLUMN = "column"  # the simulator's own dense reward, annotated with reward=column (the perfect signal)
+# the simulated VLM-error profiles in the order of the error they carry (configs/reward/vlm_errors_profiles/)
+PROFILE_ORDER = ("oracle", "qwen3vl_32b_like", "qwen3vl_8b_like", "weak")
+
+
+def recommended_rule() -> str:
+    """The weighting README recommends: the demo's default (configs/demo.yaml)."""
+    from configs import load_config
+
+    return str(load_config("demo").weighting)
+
+
+def variant_overrides(name: str) -> list[str]:
+    """The train overrides of variant ``name`` (``recommended`` resolved to today's recommendation)."""
+    extra, _ = VARIANTS[name]
+    return [f"weighting={recommended_rule()}" if o == "weighting=RECOMMENDED" else o for o in extra]
+
+
+def reward_overrides(reward: str, column: str) -> list[str]:
+    """How the corpus is annotated for reward ``reward``: ``column`` (the dataset column ``column``) or a
+    simulated VLM-error profile (reward=vlm_errors; with its static-video control, which costs nothing here)."""
+    if reward == COLUMN:
+        return ["reward=column", f"reward.column={column}"]
+    return ["reward=vlm_errors", f"reward.profile={reward}", "control.static=true"]
+
+
+def reward_dir(task_dir: Path, reward: str) -> Path:
+    """Where the runs on reward ``reward`` live: the task folder for the column, ``reward_<profile>`` below it
+    for a simulated profile (corpus, expert annotation and the reward-free references stay at the task)."""
+    return task_dir if reward == COLUMN else task_dir / f"reward_{reward}"
 # the sizes of each stage: configs/experiment/<overlay>.yaml merged onto configs/<stage>.yaml
 OVERLAYS = {"corpus": "rabc_corpus", "annotate": "rabc_annotate", "train": "rabc_train",
             "evaluate": "rabc_evaluate"}
@@ -114,7 +147,7 @@ def train_config(overrides: list[str]) -> DictConfig:
     return stage_config("train", overrides)
 
 
-def experiment_setup(task: str, args) -> dict:
+def experiment_setup(task: str, args, reward: str = COLUMN) -> dict:
     """What a task's runs depend on, read from the composed configs (another setup: the runs start over)."""
     corpus = stage_config("corpus", [f"task={task}", *corpus_overrides(args)])
     train = train_config(policy_overrides(args))
@@ -122,7 +155,8 @@ def experiment_setup(task: str, args) -> dict:
     return {"task": task, "mix": OmegaConf.to_container(corpus.mix),
             "detour_kinds": list(corpus.detour.kinds), "episodes": corpus.episodes,
             "episode_length": corpus.episode_length,
-            "reward": "column (next.reward: the simulator's dense reward / 10)",
+            "reward": (f"column ({getattr(args, 'reward_column', 'next.reward')}: the simulator's dense reward / 10)" if reward == COLUMN
+                       else f"vlm_errors profile {reward} (SIMULATED VLM reward errors, docs/reward_errors.md)"),
             "steps": train.trainer.max_steps,
             "dim_model": train.policy.dim_model, "encoder_layers": train.policy.n_encoder_layers,
             "chunk": train.policy.chunk_size, "action_steps": train.policy.n_action_steps,
@@ -138,12 +172,15 @@ def make_corpus(args, task: str, out: Path) -> Path:
     return generate(cfg, progress=False)
 
 
-def annotate(corpus: Path, out: Path, episodes: list[int] | None, horizon: int) -> Path:
+def annotate(corpus: Path, out: Path, episodes: list[int] | None, horizon: int,
+             reward: list[str] | None = None) -> Path:
+    """The corpus annotated with ``reward`` (overrides; default: the dense-reward column)."""
     from pipeline.annotate import annotate as run_annotate
 
     if (out / "manifest.json").is_file():
         return out
-    overrides = [f"dataset.root={corpus}", "reward=column", f"window.horizon={horizon}", f"out={out}"]
+    overrides = [f"dataset.root={corpus}", *(reward or reward_overrides(COLUMN, "next.reward")),
+                 f"window.horizon={horizon}", f"out={out}"]
     if episodes is not None:
         overrides.append(f"dataset.episodes=[{','.join(str(e) for e in episodes)}]")
     result = run_annotate(stage_config("annotate", overrides))
@@ -275,55 +312,139 @@ def plot_success(per_task: dict[str, dict], path: Path) -> Path:
     return path
 
 
-def report(out: str | Path) -> str:
-    """``OUT/report.md`` from every ``OUT/*/results.json``: per task, pooled over tasks, and the target check."""
-    out = Path(out)
-    files = sorted(out.glob("*/results.json"))
-    if not files:
-        raise FileNotFoundError(f"no {out}/TASK/results.json found; run the experiment with --out {out} first")
-    per_task = {f.parent.name: json.loads(f.read_text()) for f in files}
+def load_results(out: Path) -> dict[str, dict[str, dict]]:
+    """reward → task → results of every finished run under ``out``; a simulated profile's results get the task's
+    reward-free references (plain and expert-only BC, run once per task) in front of its rules."""
+    by_reward: dict[str, dict[str, dict]] = {}
+    for f in sorted(out.glob("*/results.json")):
+        by_reward.setdefault(COLUMN, {})[f.parent.name] = json.loads(f.read_text())
+    for f in sorted(out.glob("*/reward_*/results.json")):
+        task, reward = f.parent.parent.name, f.parent.name.removeprefix("reward_")
+        res = json.loads(f.read_text())
+        base = by_reward.get(COLUMN, {}).get(task, {}).get("variants", {})
+        refs = {n: base[n] for n in REFERENCE_VARIANTS if n in base and n not in res["variants"]}
+        res["variants"] = {**refs, **res["variants"]}
+        by_reward.setdefault(reward, {})[task] = res
+    order = [COLUMN, *PROFILE_ORDER]
+    return dict(sorted(by_reward.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+
+
+def _runs_on(res: dict, n: str) -> list[dict]:
+    return res["variants"].get(n, {}).get("runs", [])
+
+
+def reward_sections(reward: str, per_task: dict[str, dict], out: Path) -> list[str]:
+    """The per-task tables, target checks and (over several tasks) the pooled table of one reward."""
     parts, everything = [], {}
+    suffix = "" if reward == COLUMN else f" — reward `{reward}` (simulated VLM errors)"
     for task, res in per_task.items():
         evals = {n: [r["eval"] for r in v.get("runs", [])] for n, v in res["variants"].items()}
         lines, best = target_check(evals)
         for n, e in evals.items():
             everything.setdefault(n, []).extend(e)
-        parts += [f"## {task}", "", f"Corpus: {res.get('corpus')} ({res.get('corpus_successes')} successful episodes); "
-                  "commands: " + "; ".join(f"`{c}`" for c in res.get("commands", [])), "", table(res), "", "Target check:", "", *lines,
-                  "", f"Best label-free rule: {best}", ""]
+        parts += [f"## {task}{suffix}", "", f"Corpus: {res.get('corpus')} ({res.get('corpus_successes')} successful "
+                  "episodes); commands: " + "; ".join(f"`{c}`" for c in res.get("commands", [])), "", table(res), "",
+                  "Target check:", "", *lines, "", f"Best label-free rule: {best}", ""]
     if len(per_task) > 1:
-        def runs_on(res: dict, n: str) -> list[dict]:
-            return res["variants"].get(n, {}).get("runs", [])
-
         # pooling is comparable only over the same tasks: variants missing on some task are shown, not pooled
-        complete = {n: e for n, e in everything.items() if all(runs_on(res, n) for res in per_task.values())}
+        complete = {n: e for n, e in everything.items() if all(_runs_on(res, n) for res in per_task.values())}
         rows = ["| variant | success, pooled over tasks and seeds [95% CI] | " +
                 " | ".join(per_task) + " |", "|---|---|" + "---|" * len(per_task)]
         for n in [n for n in everything if everything[n]]:
-            cells = [pct(pooled([r["eval"] for r in runs_on(res, n)])) if runs_on(res, n) else ""
+            cells = [pct(pooled([r["eval"] for r in _runs_on(res, n)])) if _runs_on(res, n) else ""
                      for res in per_task.values()]
             total = pct(pooled(everything[n])) if n in complete else "(not run on every task)"
             rows.append(f"| {n} | {total} | " + " | ".join(cells) + " |")
         lines, best = target_check(complete)
-        parts += ["## All tasks", "", *rows, "", "Target check (pooled over tasks):", "", *lines, "",
+        title = "## All tasks" + suffix
+        parts += [title, "", *rows, "", "Target check (pooled over tasks):", "", *lines, "",
                   f"Best label-free rule: {best}", ""]
-    parts.append(f"![success per variant]({plot_success(per_task, out / 'success.png').name})")
+    image = "success.png" if reward == COLUMN else f"success_{reward}.png"
+    parts += [f"![success per variant{suffix}]({plot_success(per_task, out / image).name})", ""]
+    return parts
+
+
+def profile_summary(by_reward: dict[str, dict[str, dict]]) -> tuple[list[str], dict]:
+    """Success per rule × reward, pooled over the tasks every cell ran on: a table, and the data of the plot."""
+    rewards = list(by_reward)
+    rules: list[str] = []
+    for per_task in by_reward.values():
+        for res in per_task.values():
+            rules += [n for n in res["variants"] if n not in rules]
+    cells: dict[str, dict[str, dict]] = {}
+    for n in rules:
+        for r, per_task in by_reward.items():
+            evals = [e["eval"] for res in per_task.values() for e in _runs_on(res, n)]
+            if evals and all(_runs_on(res, n) for res in per_task.values()):
+                cells.setdefault(n, {})[r] = pooled(evals)
+    rows = ["| rule | " + " | ".join(rewards) + " |", "|---|" + "---|" * len(rewards)]
+    rows += [f"| {n} | " + " | ".join(pct(cells[n][r]) if r in cells.get(n, {}) else "" for r in rewards) + " |"
+             for n in rules if n in cells]
+    return rows, cells
+
+
+def plot_profiles(cells: dict[str, dict[str, dict]], rewards: list[str], path: Path) -> Path:
+    """Success vs reward (column, then the simulated profiles by the error they carry), one line per rule."""
+    from pipeline.plots import figure
+
+    fig = figure(7.5, 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    x = np.arange(len(rewards))
+    for n, by in cells.items():
+        pts = [(i, by[r]) for i, r in enumerate(rewards) if r in by]
+        if not pts:
+            continue
+        xs = [i for i, _ in pts]
+        ys = np.array([100 * p["success_rate"] for _, p in pts])
+        lo = np.array([100 * p["ci_low"] for _, p in pts])
+        hi = np.array([100 * p["ci_high"] for _, p in pts])
+        style = "--" if n in REFERENCE_VARIANTS else "-"
+        ax.errorbar(xs, ys, yerr=[ys - lo, hi - ys], fmt=style + "o", capsize=3, label=n, lw=1.2, ms=4)
+    ax.set_xticks(x, rewards, rotation=15)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("success % (pooled over tasks and seeds, 95% Wilson)")
+    ax.set_title("success vs reward: column = perfect progress; the others are SIMULATED VLM errors", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def report(out: str | Path) -> str:
+    """``OUT/report.md`` from every results file under ``OUT``: per reward, per task and pooled over tasks, the
+    target check; with simulated profiles also success per rule × reward (table and plot)."""
+    out = Path(out)
+    by_reward = load_results(out)
+    if not by_reward:
+        raise FileNotFoundError(f"no {out}/TASK/results.json found; run the experiment with --out {out} first")
+    parts = []
+    for reward, per_task in by_reward.items():
+        parts += reward_sections(reward, per_task, out)
+    if len(by_reward) > 1:
+        rows, cells = profile_summary(by_reward)
+        plot = plot_profiles(cells, list(by_reward), out / "success_vs_reward.png")
+        parts += ["## Success per rule and reward", "",
+                  "Pooled over tasks and seeds [95% Wilson]; `column` is the simulator's perfect progress, the "
+                  "profiles are SIMULATED VLM reward errors (docs/reward_errors.md), not a real VLM.", "", *rows, "",
+                  f"![success vs reward]({plot.name})", ""]
     text = "\n".join(parts)
     (out / "report.md").write_text(text)
     return text
 
 
-def run_task(task: str, args, variants: list[str]) -> dict:
-    """Corpus, annotations, references and every (variant, seed) run of one task; resumable."""
+def run_task(task: str, args, variants: list[str], reward: str = COLUMN) -> dict:
+    """Corpus, annotations, references and every (variant, seed) run of one task on one reward; resumable."""
     from data.quality_labels import quality_by_episode, read_quality_labels
     from policies.evaluation import evaluate
     from policies.training import train
 
-    out = Path(args.out) / task
+    task_dir = Path(args.out) / task
+    out = reward_dir(task_dir, reward)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
-    setup = experiment_setup(task, args)
+    setup = experiment_setup(task, args, reward)
     if results.get("setup") != setup:
         results = {"setup": setup, "variants": {}}  # another setup: start the runs over
     command = "python -m benchmarks.rabc_experiment " + " ".join(args.argv)
@@ -337,15 +458,16 @@ def run_task(task: str, args, variants: list[str]) -> dict:
         (out / "table.md").write_text(table(results) + "\n")
 
     t0 = time.perf_counter()
-    corpus = make_corpus(args, task, out)
+    corpus = make_corpus(args, task, task_dir)
     labels_doc = read_quality_labels(corpus)
     labels = quality_by_episode(labels_doc)
     expert_eps = sorted(e for e, q in labels.items() if q == "expert")
     results["corpus"] = {q: sum(1 for v in labels.values() if v == q) for q in sorted(set(labels.values()))}
     results["corpus_successes"] = sum(bool(e["success"]) for e in labels_doc["episodes"])
     horizon = setup["chunk"]  # the annotation's window is the policy's action chunk
-    shards = {"all": annotate(corpus, out / "annotation_all", None, horizon),
-              "expert": annotate(corpus, out / "annotation_expert", expert_eps, horizon)}
+    shards = {"all": annotate(corpus, out / "annotation_all", None, horizon,
+                              reward_overrides(reward, args.reward_column)),
+              "expert": annotate(corpus, task_dir / "annotation_expert", expert_eps, horizon)}
     print(f"{task}: corpus + annotation {time.perf_counter() - t0:.0f} s; {results['corpus']}", flush=True)
 
     if "references" not in results:
@@ -360,11 +482,13 @@ def run_task(task: str, args, variants: list[str]) -> dict:
 
     # seed-major: every variant gets its seed 0 before any gets a seed 1, so a cut-short run stays comparable
     for name in variants:
-        extra, which = VARIANTS[name]
-        results["variants"].setdefault(name, {"overrides": extra, "shards": which, "runs": []})
+        extra, which = variant_overrides(name), VARIANTS[name][1]
+        v = results["variants"].setdefault(name, {"overrides": extra, "shards": which, "runs": []})
+        if v["overrides"] != extra:  # `recommended` now means another rule: its earlier runs no longer count
+            results["variants"][name] = {"overrides": extra, "shards": which, "runs": []}
     for seed in range(args.seeds):
         for name in variants:
-            extra, which = VARIANTS[name]
+            extra, which = variant_overrides(name), VARIANTS[name][1]
             v = results["variants"][name]
             if seed in {r["seed"] for r in v["runs"]}:
                 continue
@@ -388,7 +512,7 @@ def run_task(task: str, args, variants: list[str]) -> dict:
                                                          "ci_high", "mean_return", "mean_length")}})
             v["pooled"] = pooled([x["eval"] for x in v["runs"]])
             save()
-            print(f"{task} {name} seed {seed}: {pct(r)} success, train {summary.seconds:.0f} s "
+            print(f"{task} [{reward}] {name} seed {seed}: {pct(r)} success, train {summary.seconds:.0f} s "
                   f"({time.perf_counter() - t0:.0f} s elapsed)", flush=True)
     results["seconds"] = round(time.perf_counter() - t0, 1)
     save()
@@ -417,6 +541,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (1: on a shared 2-core machine, 2 threads oversubscribe and run ~5x slower)")
+    ap.add_argument("--reward", default=COLUMN,
+                    help="what progress comes from: `column` (the dense-reward column, a perfect signal) or a "
+                    "SIMULATED VLM-error profile (reward=vlm_errors: oracle, qwen3vl_32b_like, qwen3vl_8b_like, "
+                    "weak); plain and expert-only BC read no reward and run once per task")
+    ap.add_argument("--reward-column", default="next.reward",
+                    help="with --reward column: the per-frame column annotated as progress")
     ap.add_argument("--out", default="outputs/rabc_experiment")
     ap.add_argument("--json", action="store_true", help="print the results as JSON at the end")
     ap.add_argument("--report", metavar="OUT", help="only write OUT/report.md from the finished runs under OUT")
@@ -441,6 +571,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: action steps {policy.n_action_steps} exceed the chunk {policy.chunk_size}; "
               "give --action-steps <= --chunk", file=sys.stderr)
         return 2
+    from configs import reward_profiles
+
+    if args.reward != COLUMN and args.reward not in reward_profiles():
+        print(f"error: --reward {args.reward!r} is neither `column` nor a profile ({', '.join(reward_profiles())})",
+              file=sys.stderr)
+        return 2
     from data.metaworld.sim import check_task
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -464,7 +600,14 @@ def main(argv: list[str] | None = None) -> int:
         datasets.disable_progress_bars()
     except ImportError:
         pass
-    results = {t: run_task(t, args, variants) for t in tasks}
+    # the references read no reward: they run once per task, on the column annotation's folder
+    refs = [v for v in variants if v in REFERENCE_VARIANTS]
+    rules = [v for v in variants if v not in REFERENCE_VARIANTS or args.reward == COLUMN]
+    results = {}
+    for t in tasks:
+        if args.reward != COLUMN and refs:
+            run_task(t, args, refs, COLUMN)
+        results[t] = run_task(t, args, rules, args.reward)
     print(report(args.out))
     if args.json:
         print(json.dumps(results, indent=1))

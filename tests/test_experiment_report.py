@@ -77,3 +77,40 @@ def test_experiment_sizes_come_from_the_overlays():
     assert exp.stage_config("evaluate", exp.evaluate_overrides(given)).episodes == 5
     corpus = exp.stage_config("corpus", ["task=push-v3", *exp.corpus_overrides(given)])
     assert corpus.episodes == 7 and corpus.camera is None and corpus.environment_state is True
+
+
+def test_report_per_reward_profile(tmp_path):
+    """Simulated profiles: their runs live under TASK/reward_<profile>/, borrow the task's reward-free
+    references, and are pooled per rule × reward in one table."""
+    def res(variants):
+        return {"setup": {}, "commands": ["x"], "corpus": {}, "corpus_successes": 0, "variants": {
+            n: {"runs": [{"seed": 0, "train_seconds": 1.0, "eval": e}], "weights": {}} for n, e in variants.items()}}
+    for task, (none, expert, col, prof) in {"a-v3": (ev(10, 50), ev(45, 50), ev(40, 50), ev(20, 50)),
+                                            "b-v3": (ev(20, 50), ev(40, 50), ev(30, 50), ev(25, 50))}.items():
+        (tmp_path / task / "reward_qwen3vl_8b_like").mkdir(parents=True)
+        (tmp_path / task / "results.json").write_text(json.dumps(res(
+            {"none": none, "expert_only": expert, "rule": col})))
+        (tmp_path / task / "reward_qwen3vl_8b_like" / "results.json").write_text(json.dumps(res({"rule": prof})))
+    by = exp.load_results(tmp_path)
+    assert list(by) == ["column", "qwen3vl_8b_like"]
+    assert list(by["qwen3vl_8b_like"]["a-v3"]["variants"]) == ["none", "expert_only", "rule"]  # references first
+    text = exp.report(tmp_path)
+    assert "## a-v3 — reward `qwen3vl_8b_like` (simulated VLM errors)" in text
+    summary = text.split("## Success per rule and reward")[1]
+    # rule: 70/100 on the column, 45/100 on the profile; plain BC borrowed by both: 30/100
+    assert "| rule | 70% [60, 78] | 45% [36, 55] |" in summary
+    assert "| none | 30% [22, 40] | 30% [22, 40] |" in summary
+    assert "SIMULATED" in summary and (tmp_path / "success_vs_reward.png").stat().st_size > 0
+    # the profile's target check sees the borrowed references: 45% is 53% of expert-only (85%)
+    assert "`rule`: 45% [36, 55] = 53% of expert-only BC" in text.split("## All tasks — reward")[1]
+
+
+def test_recommended_is_the_demos_rule_and_profiles_annotate_with_the_control():
+    from configs import load_config
+
+    assert exp.variant_overrides("recommended") == [f"weighting={load_config('demo').weighting}"]
+    assert exp.variant_overrides("filter") == ["weighting=filter"]
+    assert exp.reward_overrides("column", "next.reward") == ["reward=column", "reward.column=next.reward"]
+    assert exp.reward_overrides("weak", "next.reward") == ["reward=vlm_errors", "reward.profile=weak",
+                                                            "control.static=true"]
+    assert exp.main(["--reward", "nonsense", "--tasks", "push-v3"]) == 2
