@@ -65,8 +65,16 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     # the rule README recommends and the demo runs (configs/demo.yaml `weighting`, with its YAML's parameters):
     # resolved when the experiment runs, so its runs restart when the recommendation changes
     "recommended": (["weighting=RECOMMENDED"], "all"),
+    # candidates against the reward model's errors (docs/weighting.md), read the static-video control: only on a
+    # simulated profile's annotation, which carries it
+    "episode_quality_minus_static": (["weighting=episode_quality", f"weighting.beta={SHARP_BETA}",
+                                      "weighting.success_from=minus_static"], "all"),
+    "episode_quality_shrunk": (["weighting=episode_quality", f"weighting.beta={SHARP_BETA}",
+                                "weighting.shrink=static"], "all"),
 }
-DEFAULT_VARIANTS = [v for v in VARIANTS if v != "awr"]  # awr: see the single-task table in docs/experiments.md
+CONTROL_VARIANTS = ("episode_quality_minus_static", "episode_quality_shrunk")
+# awr: see the single-task table in docs/experiments.md; the control readers need a simulated profile
+DEFAULT_VARIANTS = [v for v in VARIANTS if v != "awr" and v not in CONTROL_VARIANTS]
 REFERENCE_VARIANTS = ("none", "expert_only")  # trained on labels (expert_only) or the baseline: not candidates
 COLUMN = "column"  # the simulator's own dense reward, annotated with reward=column (the perfect signal)
 # the simulated VLM-error profiles in the order of the error they carry (configs/reward/vlm_errors_profiles/)
@@ -600,6 +608,10 @@ def main(argv: list[str] | None = None) -> int:
         datasets.disable_progress_bars()
     except ImportError:
         pass
+    if args.reward == COLUMN and any(v in CONTROL_VARIANTS for v in variants):
+        print(f"error: variants {[v for v in variants if v in CONTROL_VARIANTS]} read the static-video control, "
+              "which the column annotation lacks; run them with --reward PROFILE", file=sys.stderr)
+        return 2
     # the references read no reward: they run once per task, on the column annotation's folder
     refs = [v for v in variants if v in REFERENCE_VARIANTS]
     rules = [v for v in variants if v not in REFERENCE_VARIANTS or args.reward == COLUMN]

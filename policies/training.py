@@ -124,7 +124,8 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
 
 def _episode_fields(manifest: dict) -> list[dict]:
     """What the weighting statistics read of the manifest's episodes (kept in checkpoints, so kept small)."""
-    keys = ("episode_index", "length", "task", "success_score", "final_progress", "raw_scores")
+    keys = ("episode_index", "length", "task", "success_score", "final_progress", "raw_scores",
+            "control_raw_scores")
     return [{k: e.get(k) for k in keys} for e in manifest.get("episodes", [])]
 
 

@@ -76,10 +76,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pipeline.progress import success_score
 from policies.weighting.baseline import binned_baseline
 from policies.weighting.core import WeightingError, chunk_gain
 
 SCALES = ("dataset", "episode")
+# what an episode's success score is compared on: its own video's ("real"), or that minus its static-video
+# control's ("minus_static": what the video shows beyond a video in which nothing moves; docs/weighting.md)
+SUCCESS_FROM = ("real", "minus_static")
+# "static": shrink z_e toward 0 (uniform weights) by the reliability the static controls estimate
+SHRINK = ("none", "static")
 TRANSFORMS = ("exp", "rank", "top")
 
 
@@ -93,6 +99,34 @@ def _zscore(x: np.ndarray, groups: np.ndarray, floors: dict) -> np.ndarray:
         m = groups == g
         z[m] = (x[m] - x[m].mean()) / max(float(x[m].std()), floors[g], 1e-12)
     return z
+
+
+def static_success_scores(episodes: list[dict], present: np.ndarray, rule: str) -> np.ndarray:
+    """The success score of each present episode's static-video control (the manifest's
+    ``control_raw_scores``, written by ``pipeline.annotate`` with ``control.static=true``)."""
+    by_index = {int(e["episode_index"]): e for e in episodes}
+    out = []
+    for e in present:
+        control = by_index[int(e)].get("control_raw_scores")
+        c = np.asarray(control if control is not None else [], dtype=np.float64)
+        c = c[np.isfinite(c)]
+        if c.size == 0:
+            raise WeightingError(f"{rule} with success_from=minus_static or shrink=static needs the static-video "
+                                 f"control scores of every episode; episode {int(e)} has none. Annotate with "
+                                 "control.static=true (reward=column: reward.control_column=NAME)")
+        out.append(success_score(c))
+    return np.asarray(out, dtype=np.float64)
+
+
+def static_reliability(real: np.ndarray, static: np.ndarray) -> float:
+    """The share of the success scores' spread across episodes that their static videos do not show:
+    clip(1 − var(static) / var(real), 0, 1). A static video shows what the scene and the wording alone score
+    (and the length bias); where that explains the spread of the real scores, they cannot rank the episodes
+    and the weights should fall back to uniform (1 → keep z_e, 0 → plain BC)."""
+    v_real = float(np.var(real))
+    if v_real <= 0:
+        return 0.0
+    return float(np.clip(1.0 - float(np.var(static)) / v_real, 0.0, 1.0))
 
 
 @dataclass(frozen=True)
@@ -113,6 +147,7 @@ class AdvantageStats:
     centres: np.ndarray = field(repr=False)  # (bins,)
     baseline: np.ndarray = field(repr=False)  # (bins,) smoothed b at the centres
     adv_std: float = 1.0
+    reliability: dict = field(default_factory=dict)  # task → the factor z_e was shrunk by (shrink="static")
     table: dict = field(default_factory=dict, repr=False)  # the fit table (episode, frame, level, gain)
     _reference: dict = field(default_factory=dict, repr=False, compare=False)  # rank transform cache
 
@@ -120,10 +155,14 @@ class AdvantageStats:
     def fit(cls, table, episodes: list[dict], *, rule: str = "quality_advantage", scale: str = "dataset",
             bins: int = 10, expectile: float = 0.7, smooth: int = 1, top: float = 0.95,
             success_weight: float = 1.0, final_weight: float = 0.0, time_weight: float = 0.5,
-            std_floor: float = 0.1, eps: float = 1e-6) -> AdvantageStats:
+            std_floor: float = 0.1, eps: float = 1e-6, success_from: str = "real",
+            shrink: str = "none") -> AdvantageStats:
         """Fit from ``table`` (:class:`data.progress_table.ProgressTable`) and the manifest's ``episodes``."""
         if scale not in SCALES:
             raise WeightingError(f"{rule}.scale={scale!r} must be one of {SCALES}")
+        if success_from not in SUCCESS_FROM or shrink not in SHRINK:
+            raise WeightingError(f"{rule}.success_from={success_from!r} must be one of {SUCCESS_FROM} and "
+                                 f"{rule}.shrink={shrink!r} one of {SHRINK}")
         if not 0 < top <= 1:
             raise WeightingError(f"{rule}.top={top} must be in (0, 1] (the shard progress that counts as the top)")
         if min(success_weight, final_weight, time_weight) < 0 or success_weight + final_weight + time_weight <= 0:
@@ -195,8 +234,14 @@ class AdvantageStats:
         # episode quality z_e, per task
         success = np.array([by_index[int(e)].get("success_score") for e in present], dtype=object)
         has_success = np.array([s is not None and np.isfinite(float(s)) for s in success])
+        need_static = success_from == "minus_static" or shrink == "static"
+        static = static_success_scores(episodes, present, rule) if need_static else None
+        reliability = {}
         if has_success.all():
             s = success.astype(np.float64)
+            real = s.copy()
+            if success_from == "minus_static":
+                s = s - static
             have_raw = bool(raw_lo) and all(e in raw_lo for e in present)
             floors = {}
             for task in np.unique(tasks):
@@ -210,6 +255,11 @@ class AdvantageStats:
             frac = top_frame[present] / lengths[present]
             z = z - time_weight * _zscore(frac, tasks, {t: std_floor for t in floors})
             quality[present] = z / (success_weight + final_weight + time_weight)
+            if shrink == "static":
+                for task in np.unique(tasks):
+                    m = tasks == task
+                    reliability[str(task)] = static_reliability(real[m], static[m])
+                    quality[present[m]] *= reliability[str(task)]
         elif rule in ("episode_quality", "quality_advantage"):
             bad = [int(e) for e, ok in zip(present, has_success, strict=True) if not ok]
             raise WeightingError(f"{rule} needs every episode's success_score in the manifest; episodes {bad[:5]} "
@@ -222,6 +272,7 @@ class AdvantageStats:
         adv_std = max(float(resid.std()), eps)
         return cls(rule=rule, scale=scale, top=float(top), known=known, slope=slope, offset=offset,
                    top_frame=top_frame, quality=quality, centres=centres, baseline=base, adv_std=adv_std,
+                   reliability=reliability,
                    table={"episode": ep_col, "frame": frame_col, "level": level, "gain": gain})
 
     # -- what the rules evaluate (numpy, per sample)

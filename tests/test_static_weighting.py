@@ -1,0 +1,87 @@
+"""episode_quality against the static-video control: the success score minus the control's, and weights
+shrunk toward uniform by the reliability the controls estimate (policies.weighting.advantage)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from data.progress_table import ProgressTable
+from policies.weighting import WeightingError, fit_weighting_stats, weigh
+from policies.weighting.advantage import static_reliability
+
+T = 12
+# success scores of four episodes and their static controls' (mean of the last 3 prefixes of each)
+REAL = np.array([-0.5, -1.0, -4.0, -6.0])
+STATIC = np.array([-9.0, -6.0, -9.5, -7.0])
+
+
+def _episodes(control: np.ndarray | None):
+    rows, episodes = [], []
+    for e in range(len(REAL)):
+        p = np.linspace(0.0, 1.0, T)
+        rows += [(e, t, p[t], p[min(t + 2, T - 1)] - p[t]) for t in range(T)]
+        raw = REAL[e] + 4.0 * (p - 1.0)  # ends at REAL[e]: its last prefixes' mean is REAL[e] + small
+        raw[-3:] = REAL[e]
+        ep = {"episode_index": e, "length": T, "task": "push", "success_score": float(REAL[e]),
+              "final_progress": 1.0, "raw_scores": raw.tolist()}
+        if control is not None:
+            ep["control_raw_scores"] = np.full(T, control[e]).tolist()
+        episodes.append(ep)
+    ep_, fr, lv, gn = map(np.asarray, zip(*rows, strict=True))
+    return ProgressTable(episode=ep_, frame=fr, level=lv, gain=gn), episodes
+
+
+# one z-score per episode: no time term, no floor, so z_e is the plain standardised score
+PARAMS = {"time_weight": 0.0, "std_floor": 0.0, "scale": "episode"}
+
+
+def _z(x: np.ndarray) -> np.ndarray:
+    return (x - x.mean()) / x.std()
+
+
+def _weights(stats, beta: float = 0.25) -> np.ndarray:
+    progress = torch.tensor([[0.0, 0.1]] * len(REAL))
+    return weigh("episode_quality", progress, stats, episode=torch.arange(len(REAL)), frame=torch.zeros(4).long(),
+                 beta=beta, **PARAMS).numpy()
+
+
+def test_minus_static_compares_what_the_video_shows_beyond_its_static_control():
+    table, episodes = _episodes(STATIC)
+    real = fit_weighting_stats("episode_quality", table, episodes, **PARAMS)
+    minus = fit_weighting_stats("episode_quality", table, episodes, success_from="minus_static", **PARAMS)
+    np.testing.assert_allclose(real.quality[:4], _z(REAL), atol=1e-12)
+    np.testing.assert_allclose(minus.quality[:4], _z(REAL - STATIC), atol=1e-12)
+    # the control reorders the episodes: episode 1 is second on its own score (-1.0), third against its control
+    # (5.0 above it, against 5.5 for episode 2)
+    assert np.argsort(-real.quality[:4]).tolist() == [0, 1, 2, 3]
+    assert np.argsort(-minus.quality[:4]).tolist() == [0, 2, 1, 3]
+
+
+def test_shrink_by_the_static_reliability():
+    table, episodes = _episodes(STATIC)
+    r = 1.0 - STATIC.var() / REAL.var()
+    assert static_reliability(REAL, STATIC) == pytest.approx(r) and 0 < r < 1
+    st = fit_weighting_stats("episode_quality", table, episodes, shrink="static", **PARAMS)
+    assert st.reliability == {"push": pytest.approx(r)}
+    np.testing.assert_allclose(st.quality[:4], r * _z(REAL), atol=1e-12)
+    np.testing.assert_allclose(_weights(st), np.exp(r * _z(REAL) / 0.25), rtol=1e-6)
+    # negative control: controls that spread as much as the real scores leave nothing to rank by: uniform
+    same = fit_weighting_stats("episode_quality", *_episodes(REAL[::-1].copy()), shrink="static", **PARAMS)
+    assert same.reliability["push"] == 0.0
+    np.testing.assert_array_equal(_weights(same), np.ones(4, np.float32))
+    # and without shrinking the same data is far from uniform
+    plain = fit_weighting_stats("episode_quality", *_episodes(REAL[::-1].copy()), **PARAMS)
+    assert _weights(plain).max() / _weights(plain).min() > 100
+
+
+def test_static_options_need_the_control_and_valid_values():
+    table, episodes = _episodes(None)
+    for params in ({"success_from": "minus_static"}, {"shrink": "static"}):
+        with pytest.raises(WeightingError, match="control.static=true"):
+            fit_weighting_stats("episode_quality", table, episodes, **params, **PARAMS)
+    with pytest.raises(WeightingError, match="success_from='static'"):
+        fit_weighting_stats("episode_quality", table, episodes, success_from="static", **PARAMS)
+    # control: the defaults read no control at all
+    assert fit_weighting_stats("episode_quality", table, episodes, **PARAMS).reliability == {}
