@@ -65,7 +65,7 @@ def synthetic_corpus(n: int = 60, seed: int = 0) -> list[tuple[EpisodeInput, int
 
 
 def measure(m, corpus) -> dict:
-    """The calibration figures (as benchmarks.calibration defines them) on in-memory episodes."""
+    """The calibration figures (as experiments.calibration defines them) on in-memory episodes."""
     def order(x):
         return 0.0 if not np.isfinite(x) else x
 

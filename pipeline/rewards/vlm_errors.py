@@ -44,7 +44,7 @@ dataset's own fps (a real-time corpus).
 Randomness is seeded per ``(seed, episode_index)`` (offset), plus the video shown (real or static noise), so
 annotation is deterministic and resumable. Profiles (``oracle``, ``qwen3vl_32b_like``, ``qwen3vl_8b_like``,
 ``weak``) and their calibration targets live in ``configs/reward/vlm_errors_profiles/`` (loaded by
-:func:`configs.reward_profile`); ``python -m benchmarks.calibration`` measures them (docs/reward_errors.md).
+:func:`configs.reward_profile`); ``python -m experiments.calibration`` measures them (docs/reward_errors.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Calibration of the simulated reward-error profiles against their published targets (docs/reward_errors.md).
 
-    python -m benchmarks.calibration [--task push-v3] [--episodes 60] [--profiles a,b] [--json]
+    python -m experiments.calibration [--task push-v3] [--episodes 60] [--profiles a,b] [--json]
 
 Generates (or reuses) a state-only MetaWorld corpus under ``outputs/calibration/`` (data.metaworld.corpus with
 ``configs/experiment/calibration_corpus.yaml``: successes and failures), then for every profile of
