@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from experiments import rabc as exp
@@ -114,3 +115,15 @@ def test_recommended_is_the_demos_rule_and_profiles_annotate_with_the_control():
     assert exp.reward_overrides("weak", "next.reward") == ["reward=vlm_errors", "reward.profile=weak",
                                                             "control.static=true"]
     assert exp.main(["--reward", "nonsense", "--tasks", "push-v3"]) == 2
+
+
+def test_episode_scores_auroc_is_mann_whitney():
+    from scipy.stats import mannwhitneyu
+
+    from experiments.episode_scores import auroc
+
+    rng = np.random.default_rng(0)
+    score, positive = np.round(rng.normal(size=40), 1), rng.random(40) < 0.4  # rounded: ties occur
+    u = mannwhitneyu(score[positive], score[~positive]).statistic
+    assert auroc(score, positive) == pytest.approx(u / (positive.sum() * (~positive).sum()))
+    assert auroc([1, 2, 3, 4], [False, False, True, True]) == 1.0 and auroc([4, 3, 2, 1], [0, 0, 1, 1]) == 0.0
