@@ -31,6 +31,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import time
 import warnings
@@ -102,20 +103,25 @@ def reward_overrides(reward: str, column: str) -> list[str]:
     return ["reward=vlm_errors", f"reward.profile={reward}", "control.static=true"]
 
 
-def reward_dir(task_dir: Path, reward: str) -> Path:
+def reward_dir(task_dir: Path, reward: str, policy: str = "act") -> Path:
     """Where the runs on reward ``reward`` live: the task folder for the column, ``reward_<profile>`` below it
-    for a simulated profile (corpus, expert annotation and the reward-free references stay at the task)."""
-    return task_dir if reward == COLUMN else task_dir / f"reward_{reward}"
+    for a simulated profile (corpus, expert annotation and the reward-free references stay at the task); a
+    policy other than the tables' ACT has its own ``policy_<name>`` folder (its annotation window differs)."""
+    base = task_dir if policy == "act" else task_dir / f"policy_{policy}"
+    return base if reward == COLUMN else base / f"reward_{reward}"
 # the sizes of each stage: configs/experiment/<overlay>.yaml merged onto configs/<stage>.yaml
 OVERLAYS = {"corpus": "rabc_corpus", "annotate": "rabc_annotate", "train": "rabc_train",
             "evaluate": "rabc_evaluate"}
+POLICIES = ("act", "diffusion")
+# the train overlay of each policy: the small ACT of every table, and a state-only Diffusion sized for a CPU
+TRAIN_OVERLAYS = {"act": "rabc_train", "diffusion": "rabc_train_diffusion"}
 
 
-def stage_config(stage: str, overrides: list[str]) -> DictConfig:
-    """``configs/<stage>.yaml`` with this experiment's overlay, then ``overrides`` (they win over it)."""
+def stage_config(stage: str, overrides: list[str], overlay: str | None = None) -> DictConfig:
+    """``configs/<stage>.yaml`` with this experiment's overlay (or ``overlay``), then ``overrides`` (they win)."""
     from configs import load_config
 
-    return load_config(stage, [f"experiment={OVERLAYS[stage]}", *overrides])
+    return load_config(stage, [f"experiment={overlay or OVERLAYS[stage]}", *overrides])
 
 
 def _given(pairs: list[tuple[str, object]]) -> list[str]:
@@ -128,8 +134,16 @@ def corpus_overrides(args) -> list[str]:
                    ("episode_length", getattr(args, "episode_length", None))])
 
 
+def policy_name(args) -> str:
+    return getattr(args, "policy", None) or "act"
+
+
 def policy_overrides(args) -> list[str]:
-    """The one small state-only ACT every variant trains: sizes given in ``args`` (None: the overlay's)."""
+    """The one small state-only policy every variant trains: sizes given in ``args`` (None: the overlay's)."""
+    if policy_name(args) == "diffusion":  # its sizes: configs/experiment/rabc_train_diffusion.yaml
+        return ["policy=diffusion", *_given([("policy.optimizer_lr", getattr(args, "lr", None)),
+                                             ("data.batch_size", getattr(args, "batch", None)),
+                                             ("trainer.max_steps", getattr(args, "steps", None))])]
     dim = getattr(args, "dim_model", None)
     derived = [] if dim is None else [  # the rule behind rabc_train.yaml's dim_feedforward and n_heads
         f"policy.dim_model={dim}", f"policy.dim_feedforward={4 * dim}", f"policy.n_heads={max(1, dim // 32)}"]
@@ -151,25 +165,56 @@ def evaluate_overrides(args) -> list[str]:
 
 def train_config(overrides: list[str]) -> DictConfig:
     """The train config; configs/policy/act.yaml normalises observation.environment_state (lerobot's default
-    mapping has no ENV entry), which this experiment depends on."""
-    return stage_config("train", overrides)
+    mapping has no ENV entry), which this experiment depends on (rabc_train_diffusion.yaml does the same)."""
+    policy = next((o.split("=", 1)[1] for o in overrides if o.startswith("policy=")), "act")
+    return stage_config("train", overrides, TRAIN_OVERLAYS[policy])
+
+
+def annotation_window(train: DictConfig) -> tuple[int, int]:
+    """(obs_steps, horizon) the shards must hold for the policy of ``train`` (policies/adapters)."""
+    p = train.policy
+    if p.name == "diffusion":  # its action window starts n_obs_steps - 1 before t
+        return int(p.n_obs_steps), int(p.horizon) - int(p.n_obs_steps) + 1
+    return int(p.n_obs_steps), int(p.chunk_size)
 
 
 def experiment_setup(task: str, args, reward: str = COLUMN) -> dict:
     """What a task's runs depend on, read from the composed configs (another setup: the runs start over)."""
+    if policy_name(args) != "act":
+        return diffusion_setup(task, args, reward)
     corpus = stage_config("corpus", [f"task={task}", *corpus_overrides(args)])
     train = train_config(policy_overrides(args))
     ev = stage_config("evaluate", evaluate_overrides(args))
     return {"task": task, "mix": OmegaConf.to_container(corpus.mix),
             "detour_kinds": list(corpus.detour.kinds), "episodes": corpus.episodes,
             "episode_length": corpus.episode_length,
-            "reward": (f"column ({getattr(args, 'reward_column', 'next.reward')}: the simulator's dense reward / 10)" if reward == COLUMN
-                       else f"vlm_errors profile {reward} (SIMULATED VLM reward errors, docs/reward_errors.md)"),
+            "reward": reward_description(args, reward),
             "steps": train.trainer.max_steps,
             "dim_model": train.policy.dim_model, "encoder_layers": train.policy.n_encoder_layers,
             "chunk": train.policy.chunk_size, "action_steps": train.policy.n_action_steps,
             "lr": train.policy.optimizer_lr, "batch": train.data.batch_size,
             "normalization": "configs/policy/act.yaml normalization_mapping (ENV: MEAN_STD)",
+            "rollouts": ev.episodes, "eval_seed": ev.seed, "max_rollout_steps": ev.max_steps}
+
+
+def reward_description(args, reward: str) -> str:
+    if reward == COLUMN:
+        return f"column ({getattr(args, 'reward_column', 'next.reward')}: the simulator's dense reward / 10)"
+    return f"vlm_errors profile {reward} (SIMULATED VLM reward errors, docs/reward_errors.md)"
+
+
+def diffusion_setup(task: str, args, reward: str = COLUMN) -> dict:
+    """The setup of the Diffusion block: what its runs depend on (its own results files)."""
+    corpus = stage_config("corpus", [f"task={task}", *corpus_overrides(args)])
+    train = train_config(policy_overrides(args))
+    ev = stage_config("evaluate", evaluate_overrides(args))
+    p = train.policy
+    return {"task": task, "policy": "diffusion", "mix": OmegaConf.to_container(corpus.mix),
+            "detour_kinds": list(corpus.detour.kinds), "episodes": corpus.episodes,
+            "episode_length": corpus.episode_length, "reward": reward_description(args, reward),
+            "steps": train.trainer.max_steps, "n_obs_steps": p.n_obs_steps, "horizon": p.horizon,
+            "action_steps": p.n_action_steps, "down_dims": list(p.down_dims), "lr": p.optimizer_lr,
+            "batch": train.data.batch_size, "normalization": OmegaConf.to_container(p.normalization_mapping),
             "rollouts": ev.episodes, "eval_seed": ev.seed, "max_rollout_steps": ev.max_steps}
 
 
@@ -187,8 +232,10 @@ def annotate(corpus: Path, out: Path, episodes: list[int] | None, horizon: int,
 
     if (out / "manifest.json").is_file():
         return out
-    overrides = [f"dataset.root={corpus}", *(reward or reward_overrides(COLUMN, "next.reward")),
-                 f"window.horizon={horizon}", f"out={out}"]
+    reward = list(reward or [])
+    if not any(o.startswith("reward=") for o in reward):
+        reward = [*reward_overrides(COLUMN, "next.reward"), *reward]
+    overrides = [f"dataset.root={corpus}", *reward, f"window.horizon={horizon}", f"out={out}"]
     if episodes is not None:
         overrides.append(f"dataset.episodes=[{','.join(str(e) for e in episodes)}]")
     result = run_annotate(stage_config("annotate", overrides))
@@ -326,10 +373,17 @@ def load_results(out: Path) -> dict[str, dict[str, dict]]:
     by_reward: dict[str, dict[str, dict]] = {}
     for f in sorted(out.glob("*/results.json")):
         by_reward.setdefault(COLUMN, {})[f.parent.name] = json.loads(f.read_text())
-    for f in sorted(out.glob("*/reward_*/results.json")):
-        task, reward = f.parent.parent.name, f.parent.name.removeprefix("reward_")
+    for f in sorted(out.glob("*/policy_*/results.json")):
+        by_reward.setdefault(f"{COLUMN} ({f.parent.name.removeprefix('policy_')})", {})[f.parent.parent.name] = \
+            json.loads(f.read_text())
+    for f in sorted([*out.glob("*/reward_*/results.json"), *out.glob("*/policy_*/reward_*/results.json")]):
+        policy_dir = f.parent.parent
+        nested = policy_dir.name.startswith("policy_")
+        task = policy_dir.parent.name if nested else policy_dir.name
+        suffix = f" ({policy_dir.name.removeprefix('policy_')})" if nested else ""
+        reward = f.parent.name.removeprefix("reward_") + suffix
         res = json.loads(f.read_text())
-        base = by_reward.get(COLUMN, {}).get(task, {}).get("variants", {})
+        base = by_reward.get(COLUMN + suffix, {}).get(task, {}).get("variants", {})
         refs = {n: base[n] for n in REFERENCE_VARIANTS if n in base and n not in res["variants"]}
         res["variants"] = {**refs, **res["variants"]}
         by_reward.setdefault(reward, {})[task] = res
@@ -344,7 +398,9 @@ def _runs_on(res: dict, n: str) -> list[dict]:
 def reward_sections(reward: str, per_task: dict[str, dict], out: Path) -> list[str]:
     """The per-task tables, target checks and (over several tasks) the pooled table of one reward."""
     parts, everything = [], {}
-    suffix = "" if reward == COLUMN else f" — reward `{reward}` (simulated VLM errors)"
+    base = reward.split(" (")[0]  # "qwen3vl_8b_like (diffusion)": the profile, then the policy if not ACT
+    suffix = "" if reward == COLUMN else (f" — reward `{reward}`" +
+                                          (" (simulated VLM errors)" if base != COLUMN else ""))
     for task, res in per_task.items():
         evals = {n: [r["eval"] for r in v.get("runs", [])] for n, v in res["variants"].items()}
         lines, best = target_check(evals)
@@ -367,7 +423,7 @@ def reward_sections(reward: str, per_task: dict[str, dict], out: Path) -> list[s
         title = "## All tasks" + suffix
         parts += [title, "", *rows, "", "Target check (pooled over tasks):", "", *lines, "",
                   f"Best label-free rule: {best}", ""]
-    image = "success.png" if reward == COLUMN else f"success_{reward}.png"
+    image = "success.png" if reward == COLUMN else "success_" + re.sub(r"[^A-Za-z0-9]+", "_", reward).strip("_") + ".png"
     parts += [f"![success per variant{suffix}]({plot_success(per_task, out / image).name})", ""]
     return parts
 
@@ -448,7 +504,7 @@ def run_task(task: str, args, variants: list[str], reward: str = COLUMN) -> dict
     from policies.training import train
 
     task_dir = Path(args.out) / task
-    out = reward_dir(task_dir, reward)
+    out = reward_dir(task_dir, reward, policy_name(args))
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
@@ -472,10 +528,13 @@ def run_task(task: str, args, variants: list[str], reward: str = COLUMN) -> dict
     expert_eps = sorted(e for e, q in labels.items() if q == "expert")
     results["corpus"] = {q: sum(1 for v in labels.values() if v == q) for q in sorted(set(labels.values()))}
     results["corpus_successes"] = sum(bool(e["success"]) for e in labels_doc["episodes"])
-    horizon = setup["chunk"]  # the annotation's window is the policy's action chunk
+    # the annotation's window is what the policy trains on (ACT: one observation and its action chunk)
+    obs_steps, horizon = annotation_window(train_config(policy_overrides(args)))
+    window = [f"window.obs_steps={obs_steps}"]
+    policy_root = reward_dir(task_dir, COLUMN, policy_name(args))
     shards = {"all": annotate(corpus, out / "annotation_all", None, horizon,
-                              reward_overrides(reward, args.reward_column)),
-              "expert": annotate(corpus, task_dir / "annotation_expert", expert_eps, horizon)}
+                              [*reward_overrides(reward, args.reward_column), *window]),
+              "expert": annotate(corpus, policy_root / "annotation_expert", expert_eps, horizon, window)}
     print(f"{task}: corpus + annotation {time.perf_counter() - t0:.0f} s; {results['corpus']}", flush=True)
 
     if "references" not in results:
@@ -555,6 +614,9 @@ def main(argv: list[str] | None = None) -> int:
                     "weak); plain and expert-only BC read no reward and run once per task")
     ap.add_argument("--reward-column", default="next.reward",
                     help="with --reward column: the per-frame column annotated as progress")
+    ap.add_argument("--policy", choices=POLICIES, default="act",
+                    help="act: the small ACT of every table; diffusion: a state-only Diffusion sized for a CPU "
+                    "(configs/experiment/rabc_train_diffusion.yaml; its runs live under TASK/policy_diffusion/)")
     ap.add_argument("--out", default="outputs/rabc_experiment")
     ap.add_argument("--json", action="store_true", help="print the results as JSON at the end")
     ap.add_argument("--report", metavar="OUT", help="only write OUT/report.md from the finished runs under OUT")
@@ -575,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if policy.chunk_size < policy.n_action_steps:
+    if policy.name == "act" and policy.chunk_size < policy.n_action_steps:
         print(f"error: action steps {policy.n_action_steps} exceed the chunk {policy.chunk_size}; "
               "give --action-steps <= --chunk", file=sys.stderr)
         return 2

@@ -127,3 +127,18 @@ def test_episode_scores_auroc_is_mann_whitney():
     u = mannwhitneyu(score[positive], score[~positive]).statistic
     assert auroc(score, positive) == pytest.approx(u / (positive.sum() * (~positive).sum()))
     assert auroc([1, 2, 3, 4], [False, False, True, True]) == 1.0 and auroc([4, 3, 2, 1], [0, 0, 1, 1]) == 0.0
+
+
+def test_diffusion_block_has_its_own_setup_window_and_folder(tmp_path):
+    import argparse
+
+    act, diffusion = argparse.Namespace(steps=2000), argparse.Namespace(policy="diffusion", steps=2000)
+    cfg = exp.train_config(exp.policy_overrides(diffusion))
+    assert (cfg.policy.name, list(cfg.policy.down_dims), cfg.trainer.max_steps) == ("diffusion", [64, 128, 256], 2000)
+    assert cfg.policy.normalization_mapping.ENV == "MEAN_STD"  # as ACT's; lerobot's default leaves it raw
+    assert exp.annotation_window(cfg) == (2, 15)  # n_obs_steps, horizon - n_obs_steps + 1
+    assert exp.annotation_window(exp.train_config(exp.policy_overrides(act))) == (1, 10)
+    setup = exp.experiment_setup("push-v3", diffusion, "oracle")
+    assert setup["policy"] == "diffusion" and "policy" not in exp.experiment_setup("push-v3", act)
+    assert exp.reward_dir(tmp_path, "oracle", "diffusion") == tmp_path / "policy_diffusion" / "reward_oracle"
+    assert exp.reward_dir(tmp_path, "column") == tmp_path
