@@ -153,12 +153,30 @@ def save_config(cfg: DictConfig, out_dir: str | Path) -> Path:
     return path
 
 
-def parse_cli(name: str, argv: list[str]) -> DictConfig:
-    """``python -m X key=value ...``: ``--help`` prints the composed defaults."""
+def command_groups(name: str, config_dir: Path = CONFIG_DIR) -> dict[str, list[str]]:
+    """The groups and overlays ``<name>.yaml`` can use, with their options: the groups its ``defaults`` name,
+    and the overlays (``debug``, ``experiment``) with the options whose ``applies_to`` includes it (an option
+    without ``applies_to`` applies to every config)."""
+    defaults = OmegaConf.load(config_dir / f"{name}.yaml").get("defaults") or {}
+    available = groups(config_dir)
+    out = {g: available.get(g, []) for g in defaults}
+    for group in OVERLAY_GROUPS:
+        options = [o for o in available.get(group, [])
+                   if name in (OmegaConf.load(config_dir / group / f"{o}.yaml").get("applies_to") or [name])]
+        if options:
+            out[group] = options
+    return out
+
+
+def parse_cli(name: str, argv: list[str], config_dir: Path = CONFIG_DIR) -> DictConfig:
+    """``python -m X key=value ...``; ``--help`` prints the config the other arguments compose (so
+    ``reward=topreward --help`` shows TOPReward's defaults) and the groups and overlays this command uses."""
     if any(a in ("-h", "--help") for a in argv):
-        cfg = load_config(name, [])
-        print(f"usage: key=value overrides of configs/{name}.yaml; config groups and overlays: "
-              + "; ".join(f"{g}={'|'.join(o)}" for g, o in groups().items()))
+        cfg = load_config(name, [a for a in argv if a not in ("-h", "--help")], config_dir)
+        used = command_groups(name, config_dir)
+        listed = "; ".join(f"{g}={'|'.join(o)}" for g, o in used.items())
+        print(f"usage: key=value overrides of configs/{name}.yaml"
+              + (f"; config groups and overlays: {listed}" if listed else ""))
         print(OmegaConf.to_yaml(cfg))
         raise SystemExit(0)
-    return load_config(name, argv)
+    return load_config(name, argv, config_dir)

@@ -13,9 +13,14 @@ Layout (keys the code relies on)::
       "stats": {name: {"min", "max", "mean", "std", "count", "q01", "q10", "q50", "q90", "q99"}},
       "episodes": [{"episode_index", "length", "task", "index_offset", "success_score", "voc",
                     "final_progress", "raw_scores", "prefix_ends", "shard", ...}],
-      "shards": [{"name": "shards/xxx.tar", "count", "episodes": [...]}],
+      "shards": [{"name": "shards/xxx.tar", "count", "sha256", "episodes": [...]}],
       "failures": [{"episode_index", "reason"}],
     }
+
+Per shard, ``count`` is its number of samples and ``sha256`` the hex sha256 of the tar file's bytes, taken
+when the shard was written (``data.shards``); ``pipeline.annotate`` checks the shards against them whenever
+it runs on an existing output and rewrites a shard that does not match (manifests written before checksums
+have no ``sha256``: their shards are checked by count).
 
 Also written (informative): ``cameras`` (every camera stored in the shards), ``ground_truth`` (the per-frame
 column used for ``voc_ground_truth``, or null), ``totals`` (episodes_ok, episodes_failed, samples, world_size),
@@ -190,6 +195,7 @@ def build_manifest(*, source: dict, reward: dict, obs_steps: int, horizon: int, 
         "stats": stats,
         "episodes": [{k: v for k, v in e.items() if k != IMAGE_HIST} for e in episodes],
         "shards": sorted(({"name": r["name"], "count": r["count"],
+                           **({"sha256": r["sha256"]} if "sha256" in r else {}),
                            "episodes": [e["episode_index"] for e in r["episodes"]]} for r in records),
                          key=lambda s: s["name"]),
         "failures": sorted(failures, key=lambda f: f["episode_index"]),

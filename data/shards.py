@@ -6,12 +6,18 @@ Each process (rank) writes its own shards ``shards/r{rank:03d}-{seq:06d}.tar``. 
 a partial shard under a final name. A shard closes after the episode that makes it reach ``max_count``
 samples or ``max_bytes`` bytes (never inside an episode), and at the end of the run.
 
-When a shard is renamed, one JSON line naming it, its sample count and the summaries of its episodes is
-appended (and fsynced) to ``journal/rank{rank:03d}.jsonl``: an episode is done once that line exists. A
-resumed run reads the journal, removes its rank's shards and temporary files that the journal does not list
-(a kill between rename and journal line leaves such a shard; it is rewritten identically), and continues at
-the next sequence number. Because roll-over depends only on the shard's own content and samples are
-deterministic, the resumed output equals an uninterrupted one.
+When a shard is renamed, one JSON line naming it, its sample count, the sha256 of its bytes and the
+summaries of its episodes is appended (and fsynced) to ``journal/rank{rank:03d}.jsonl``: an episode is done
+once that line exists. A resumed run reads the journal, removes its rank's shards and temporary files that
+the journal does not list (a kill between rename and journal line leaves such a shard; it is rewritten
+identically), and continues at the next sequence number. Because roll-over depends only on the shard's own
+content and samples are deterministic, the resumed output equals an uninterrupted one.
+
+A resumed run also verifies every journaled shard of its rank against its journal line (the sha256, or for
+a journal written before checksums the sample count): a shard that is missing, truncated or altered is
+listed in :attr:`ShardWriter.damaged` (and deleted) and its episodes are not done; the caller writes them
+again with :meth:`ShardWriter.rewrite_shard`, under the same name and journal line, so the repaired output
+equals the original.
 
 Tar members carry fixed metadata (mtime 0, mode 0644, no owner), so equal samples give equal bytes.
 
@@ -22,6 +28,7 @@ shards, turning any damage into a :class:`ShardError` that names the shard.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -54,6 +61,42 @@ def reraise(exc: Exception) -> bool:
 
 def shard_name(rank: int, seq: int) -> str:
     return f"{SHARDS_DIR}/r{rank:03d}-{seq:06d}.tar"
+
+
+def shard_seq(name: str) -> int:
+    """The sequence number in a shard name (``shards/r000-000003.tar`` -> 3)."""
+    return int(Path(name).stem.rsplit("-", 1)[1])
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 (hex) of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_shard(path: Path, record: dict) -> str | None:
+    """Why the shard at ``path`` does not match its journal ``record``, or None when it does.
+
+    With the record's ``sha256`` the bytes must hash to it; a record without one (a journal written before
+    checksums) is checked by reading the tar and counting its samples against ``count``.
+    """
+    if not path.is_file():
+        return "missing"
+    expected = record.get("sha256")
+    if expected is not None and file_sha256(path) == expected:
+        return None
+    n = 0
+    try:
+        for _ in group_samples(read_members(path), str(path)):
+            n += 1
+    except (ValueError, EOFError) as exc:
+        return f"unreadable after {n} samples ({exc})"
+    if n != record["count"]:
+        return f"holds {n} samples, the journal lists {record['count']}"
+    return None if expected is None else "its sha256 differs from the journal's"
 
 
 def journal_path(out_dir: str | Path, rank: int) -> Path:
@@ -113,18 +156,15 @@ class ShardWriter:
         self.committed = read_journal(self.out, self.rank)
         self._repair_journal()
         self._clean_uncommitted()
+        self.damaged = self._verify_committed()
         self._open: _OpenShard | None = None
 
     # ---- resume -----------------------------------------------------------------------------------
     def _repair_journal(self) -> None:
         """Rewrite the journal without a torn last line, so later appends start on a fresh line."""
         path = journal_path(self.out, self.rank)
-        if path.exists():
-            text = "".join(json.dumps(r) + "\n" for r in self.committed)
-            if path.read_text() != text:
-                tmp = path.with_suffix(".jsonl.tmp")
-                tmp.write_text(text)
-                os.replace(tmp, path)
+        if path.exists() and path.read_text() != "".join(json.dumps(r) + "\n" for r in self.committed):
+            self._write_journal()
 
     def _clean_uncommitted(self) -> None:
         listed = {r["name"] for r in self.committed}
@@ -136,17 +176,32 @@ class ShardWriter:
             elif p.name.startswith(prefix) and p.name.endswith(".tar") and name not in listed:
                 p.unlink()
 
+    def _verify_committed(self) -> list[dict]:
+        """The journaled shards that do not match their journal line (``{"name", "reason", "record"}``),
+        deleted so that no reader takes them for whole; their journal lines stay until they are rewritten, so
+        a run killed while repairing finds them damaged again."""
+        damaged = []
+        for record in self.committed:
+            path = self.out / record["name"]
+            reason = check_shard(path, record)
+            if reason is not None:
+                path.unlink(missing_ok=True)
+                damaged.append({"name": record["name"], "reason": reason, "record": record})
+        return damaged
+
     @property
     def done_episodes(self) -> set[int]:
-        return {e["episode_index"] for r in self.committed for e in r["episodes"]}
+        """Episodes in a committed shard that is whole (a damaged shard's episodes are not done)."""
+        bad = {d["name"] for d in self.damaged}
+        return {e["episode_index"] for r in self.committed if r["name"] not in bad for e in r["episodes"]}
 
     @property
     def next_seq(self) -> int:
-        return len(self.committed)
+        return 1 + max((shard_seq(r["name"]) for r in self.committed), default=-1)
 
     # ---- writing ----------------------------------------------------------------------------------
-    def _start(self) -> _OpenShard:
-        seq = self.next_seq
+    def _start(self, seq: int | None = None) -> _OpenShard:
+        seq = self.next_seq if seq is None else seq
         final = self.out / shard_name(self.rank, seq)
         tmp = final.with_name("." + final.name + ".tmp")
         fileobj = open(tmp, "wb")  # noqa: SIM115 - closed in _commit
@@ -169,7 +224,31 @@ class ShardWriter:
         """
         if self._open is None:
             self._open = self._start()
-        shard = self._open
+        n = self._append(self._open, samples, summary)
+        if self._open.count >= self.max_count or self._open.bytes >= self.max_bytes:
+            self._commit()
+        return n
+
+    def rewrite_shard(self, damaged: dict, episodes: Iterable[tuple[Iterable[dict], dict]]) -> dict | None:
+        """Write a damaged shard (an entry of :attr:`damaged`) again: ``episodes`` yields (samples, summary)
+        of its episodes in their journaled order. The shard keeps its name and its place in the journal, so
+        with the same samples it is byte for byte the original. Returns the new journal record (None when no
+        episode could be written: the journal line is then dropped)."""
+        if self._open is not None:
+            raise RuntimeError("rewrite_shard() needs no shard open: repair damaged shards before writing new ones")
+        shard = self._start(shard_seq(damaged["name"]))
+        for samples, summary in episodes:
+            self._append(shard, samples, summary)
+        self.damaged = [d for d in self.damaged if d["name"] != damaged["name"]]
+        self._open = shard
+        if shard.count == 0:
+            self._discard_open()
+            self.committed = [r for r in self.committed if r["name"] != damaged["name"]]
+            self._write_journal()
+            return None
+        return self._commit(replace=damaged["name"])
+
+    def _append(self, shard: _OpenShard, samples, summary: dict) -> int:
         n = 0
         for sample in samples:
             key = sample["__key__"]
@@ -181,14 +260,24 @@ class ShardWriter:
             n += 1
         shard.count += n
         shard.episodes.append({**summary, "count": n, "shard": shard_name(self.rank, shard.seq)})
-        if shard.count >= self.max_count or shard.bytes >= self.max_bytes:
-            self._commit()
         return n
 
-    def _commit(self) -> None:
+    def _write_journal(self) -> None:
+        """Replace the journal by :attr:`committed` (atomically: a reader sees the old one or the new one)."""
+        path = journal_path(self.out, self.rank)
+        tmp = path.with_suffix(".jsonl.tmp")
+        with open(tmp, "w") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in self.committed))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def _commit(self, replace: str | None = None) -> dict | None:
+        """Close the open shard, rename it to its final name and journal it (appended, or in place of the
+        line of shard ``replace``)."""
         shard, self._open = self._open, None
         if shard is None:
-            return
+            return None
         shard.tar.close()
         shard.fileobj.flush()
         os.fsync(shard.fileobj.fileno())
@@ -196,20 +285,31 @@ class ShardWriter:
         name = shard_name(self.rank, shard.seq)
         os.replace(shard.tmp, self.out / name)
         _fsync_dir(self.out / SHARDS_DIR)
-        record = {"name": name, "count": shard.count, "episodes": shard.episodes}
+        record = {"name": name, "count": shard.count, "sha256": file_sha256(self.out / name),
+                  "episodes": shard.episodes}
+        if replace is not None:
+            self.committed = [record if r["name"] == replace else r for r in self.committed]
+            self._write_journal()
+            return record
         with open(journal_path(self.out, self.rank), "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
         self.committed.append(record)
+        return record
 
-    def close(self) -> None:
-        """Commit the open shard (if any samples were written)."""
-        if self._open is not None and self._open.count == 0:
+    def _discard_open(self) -> None:
+        """Drop the open shard's temporary file (nothing of it was committed)."""
+        if self._open is not None:
             self._open.tar.close()
             self._open.fileobj.close()
             self._open.tmp.unlink(missing_ok=True)
             self._open = None
+
+    def close(self) -> None:
+        """Commit the open shard (if any samples were written)."""
+        if self._open is not None and self._open.count == 0:
+            self._discard_open()
         self._commit()
 
     def __enter__(self) -> ShardWriter:
@@ -218,11 +318,8 @@ class ShardWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.close()
-        elif self._open is not None:  # leave nothing half-written behind on an error
-            self._open.tar.close()
-            self._open.fileobj.close()
-            self._open.tmp.unlink(missing_ok=True)
-            self._open = None
+        else:  # leave nothing half-written behind on an error
+            self._discard_open()
 
 
 # ---- reading ----------------------------------------------------------------------------------------

@@ -6,11 +6,15 @@
         cols = src.read_columns(ep, ["observation.state", "action"])   # {name: (T, D) float}
 
 A whole episode is read at once: its rows come from the parquet file that holds it (no per-frame
-``dataset[i]``) and its video frames from one ``decode_video_frames`` call with every timestamp.
+``dataset[i]``) and its video frames from one ``decode_video_frames`` call with every timestamp. A camera is
+either a video feature (dtype ``video``: frames in mp4 files) or an image feature (dtype ``image``, a dataset
+made with ``use_videos=False``: one encoded image per row in the parquet file, decoded here); both read the
+same way, as :attr:`SourceDataset.camera_keys`.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,22 +85,32 @@ class SourceDataset:
         return list(self.meta.video_keys)
 
     @property
+    def image_keys(self) -> list[str]:
+        """Cameras stored as images in the parquet files (lerobot's ``use_videos=False``)."""
+        return list(self.meta.image_keys)
+
+    @property
+    def camera_keys(self) -> list[str]:
+        """Every camera, video or image feature, in the dataset's feature order."""
+        return [k for k, f in self.meta.features.items() if f["dtype"] in ("video", "image")]
+
+    @property
     def total_episodes(self) -> int:
         return int(self.meta.total_episodes)
 
     def camera(self, key: str | None = None) -> str:
-        """The camera feature to use: ``key`` (checked) or the first video feature."""
-        keys = self.video_keys
+        """The camera feature to use: ``key`` (checked) or the first camera (video or image feature)."""
+        keys = self.camera_keys
         if not keys:
-            raise SourceError(f"dataset {self.repo_id} at {self.root} has no video feature; features: "
-                              f"{sorted(self.meta.features)}")
+            raise SourceError(f"dataset {self.repo_id} at {self.root} has no camera (no video or image "
+                              f"feature); features: {sorted(self.meta.features)}")
         if key in (None, ""):
             return keys[0]
         if key not in keys:
             short = [k for k in keys if k.rsplit(".", 1)[-1] == key]
             if len(short) == 1:
                 return short[0]
-            raise SourceError(f"camera {key!r} is not a video feature of {self.repo_id}; available: {keys} "
+            raise SourceError(f"camera {key!r} is not a camera of {self.repo_id}; cameras: {keys} "
                               f"(set dataset.camera to one of them)")
         return key
 
@@ -153,8 +167,8 @@ class SourceDataset:
             self._table_cache = (rel, pq.read_table(path))
         return self._table_cache[1]
 
-    def read_columns(self, ep: SourceEpisode, names: list[str]) -> dict[str, np.ndarray]:
-        """The episode's rows of ``names`` as float arrays (T, D) (scalars as (T, 1)), in frame order."""
+    def _episode_rows(self, ep: SourceEpisode, names: list[str]):
+        """The episode's rows of the parquet table (checked to hold ``names``) and their frame order."""
         import pyarrow.compute as pc
 
         table = self._table(ep.data_file)
@@ -169,6 +183,11 @@ class SourceDataset:
         if len(rows) != ep.length or not np.array_equal(frame_idx[order], np.arange(ep.length)):
             raise SourceError(f"episode {ep.index}: {len(rows)} rows in {ep.data_file} with frame indices "
                               f"not 0..{ep.length - 1} (the episode metadata says {ep.length} frames)")
+        return rows, order
+
+    def read_columns(self, ep: SourceEpisode, names: list[str]) -> dict[str, np.ndarray]:
+        """The episode's rows of ``names`` as float arrays (T, D) (scalars as (T, 1)), in frame order."""
+        rows, order = self._episode_rows(ep, names)
         out = {}
         for n in names + ["timestamp"]:
             col = rows[n].to_numpy(zero_copy_only=False)
@@ -187,9 +206,12 @@ class SourceDataset:
         """All frames of the episode from ``camera`` as uint8 (T, H, W, 3), decoded in one call.
 
         ``timestamps`` are the episode-relative timestamps (the ``timestamp`` column); default ``j / fps``.
+        An image feature has one stored image per frame, so ``timestamps`` play no part there.
         """
         from lerobot.datasets.video_utils import decode_video_frames
 
+        if camera in self.image_keys:
+            return self._decode_images(ep, camera)
         if camera not in ep.videos:
             raise SourceError(f"episode {ep.index} has no video {camera!r}; available: {sorted(ep.videos)}")
         rel, from_ts = ep.videos[camera]
@@ -209,6 +231,59 @@ class SourceDataset:
                               f"{ep.length}")
         return frames
 
+    def _decode_images(self, ep: SourceEpisode, camera: str) -> np.ndarray:
+        """The episode's frames of an image feature: each row holds ``{"bytes", "path"}`` (the Hugging Face
+        ``Image`` struct lerobot writes), decoded to RGB; a row without bytes names a file under the root."""
+        import io
+
+        from PIL import Image
+
+        rows, order = self._episode_rows(ep, [camera])
+        cells = rows[camera].to_pylist()
+        where = f"{self.root / ep.data_file} ({camera}, episode {ep.index})"
+        frames = []
+        for t, j in enumerate(order):
+            cell = cells[j]
+            try:
+                if isinstance(cell, dict) and cell.get("bytes"):
+                    source = io.BytesIO(cell["bytes"])
+                elif isinstance(cell, dict) and cell.get("path"):
+                    source = self.root / cell["path"]
+                else:
+                    raise ValueError(f"no image bytes or path in {type(cell).__name__} {str(cell)[:60]}")
+                with Image.open(source) as im:
+                    frames.append(np.asarray(im.convert("RGB")))
+            except Exception as exc:  # noqa: BLE001 - PIL raises many types; report which frame failed
+                raise SourceError(f"cannot decode the image of frame {t} in {where}: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+        shapes = {f.shape for f in frames}
+        if len(shapes) > 1:
+            raise SourceError(f"the images of {where} differ in size: {sorted(shapes)}")
+        return np.stack(frames)
+
+
+INFO_REQUIRED = ("codebase_version", "fps", "features")  # the fields lerobot's DatasetInfo cannot default
+
+
+def check_info(root: Path) -> None:
+    """Check ``root/meta/info.json`` before lerobot reads it, so a damaged file is named with what to do
+    (lerobot raises a bare JSONDecodeError or TypeError)."""
+    path = root / "meta" / "info.json"
+    if not path.is_file():
+        raise SourceError(f"dataset.root={root} is not a LeRobot v3 dataset (no {path})")
+    fix = ("restore it from the dataset's source (copy or download the dataset again), or point "
+           "dataset.root at an intact copy")
+    try:
+        info = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{path} is not valid JSON ({exc}): the file is truncated or corrupt; {fix}") from exc
+    if not isinstance(info, dict):
+        raise SourceError(f"{path} holds a {type(info).__name__}, not lerobot's info mapping; {fix}")
+    missing = [k for k in INFO_REQUIRED if k not in info]
+    if missing:
+        raise SourceError(f"{path} lacks {missing} (a LeRobot v3 info.json has {list(INFO_REQUIRED)} and more); "
+                          f"{fix}")
+
 
 def open_dataset(root: str | Path | None = None, repo_id: str | None = None,
                  video_backend: str | None = None) -> SourceDataset:
@@ -219,8 +294,9 @@ def open_dataset(root: str | Path | None = None, repo_id: str | None = None,
         raise SourceError("no dataset given: set dataset.root=DIR (a local LeRobot dataset) or dataset.repo_id=ID")
     if root:
         root = Path(root)
-        if not (root / "meta" / "info.json").is_file():
-            raise SourceError(f"dataset.root={root} is not a LeRobot v3 dataset (no {root / 'meta' / 'info.json'})")
+        check_info(root)
+    what = " and ".join([*([f"dataset.root={root}"] if root else []), *([f"dataset.repo_id={repo_id}"]
+                                                                        if repo_id else [])])
     try:
         if root:
             meta = LeRobotDatasetMetadata(repo_id or f"local/{Path(root).name}", root=root)
@@ -230,7 +306,7 @@ def open_dataset(root: str | Path | None = None, repo_id: str | None = None,
 
             meta = LeRobotDataset(repo_id, download_videos=True, video_backend=video_backend).meta
     except Exception as exc:  # noqa: BLE001 - hub, parquet and json errors alike: say what was opened
-        raise SourceError(f"cannot open dataset repo_id={repo_id!r} root={root!r}: {type(exc).__name__}: {exc}") from exc
+        raise SourceError(f"cannot open the dataset {what}: {type(exc).__name__}: {exc}") from exc
     version = str(meta.info.codebase_version or "")
     if version and not version.startswith("v3"):
         raise SourceError(f"dataset at {meta.root} is LeRobot {version}; convert it to v3.0 first "

@@ -355,3 +355,78 @@ def test_a_model_error_fails_its_episode_only(dataset, tmp_path, monkeypatch):
     m = load_manifest(tmp_path / "o")
     assert m["failures"] == [] and [e["episode_index"] for e in m["episodes"]] == [0, 1, 2]
     assert len(raw_samples(tmp_path / "o")) == sum(LENGTHS)
+
+
+def test_cameras_stored_as_images_annotate_like_videos(tmp_path):
+    """A dataset made with lerobot's ``use_videos=False`` (cameras as PNG images in the parquet files): the
+    shards hold exactly the stored images, a camera can be named, and training finds the cameras as visual
+    inputs in the manifest's features."""
+    from lerobot.configs.types import FeatureType
+    from lerobot.utils.feature_utils import dataset_to_policy_features
+
+    from tests.fixtures.datasets import camera_key
+
+    lengths, size = [6, 5], (16, 16)
+    root = make_synthetic_dataset(tmp_path / "ds", episodes=2, length=lengths, fps=10, image_size=size,
+                                  cameras=CAMS, seed=5, use_videos=False)
+    out = tmp_path / "out"
+    res = run_annotate(root, out, "image.format=png", "window.obs_steps=1", "window.horizon=2", "plots=false",
+                       "dataset.camera=wrist")
+    assert res.ok and res.episodes_ok == [0, 1]
+    m = load_manifest(out)
+    assert m["camera"] == camera_key("wrist") and m["cameras"] == [camera_key(c) for c in CAMS]
+    samples = decoded_samples(out)
+    for ep, n in enumerate(lengths):
+        ref = synthetic_episode(ep, n, size, CAMS, seed=5)
+        for cam in map(camera_key, CAMS):
+            got = np.stack([samples[f"{ep:06d}_{t:06d}"][cam][0] for t in range(n)])
+            np.testing.assert_array_equal(got, ref[cam])  # PNG in, PNG out: exact
+            # negative control: a one-frame shift is seen
+            assert not np.array_equal(got[1:], ref[cam][:-1])
+    pf = dataset_to_policy_features({k: {**v, "shape": tuple(v["shape"])} for k, v in m["features"].items()})
+    for cam in map(camera_key, CAMS):
+        assert pf[cam].type is FeatureType.VISUAL and pf[cam].shape == (3, *size)
+        assert np.asarray(m["stats"][cam]["mean"]).shape == (3, 1, 1)
+    src = open_dataset(root)
+    assert src.video_keys == [] and src.camera_keys == [camera_key(c) for c in CAMS]
+
+
+def test_a_truncated_or_missing_shard_is_rewritten_by_the_same_command(dataset, tmp_path, capsys):
+    """The reader's advice for a truncated shard ("re-run pipeline.annotate to rewrite it") holds: the same
+    command verifies the shards against the journal's sha256 and writes a damaged one again, byte for byte."""
+    import hashlib
+
+    from data.manifest import shard_counts, shard_paths
+    from data.shards import ShardError, tar_samples
+    from pipeline.annotate import main
+
+    out = tmp_path / "out"
+    cmd = [f"dataset.root={dataset}", f"out={out}", "progress_bar=false", "plots=false", "shards.max_count=20",
+           "image.format=png"]
+    assert main(cmd) == 0
+    m = load_manifest(out)
+    originals = {s["name"]: (out / s["name"]).read_bytes() for s in m["shards"]}
+    assert len(originals) >= 2
+    for s in m["shards"]:  # the manifest records each shard's checksum
+        assert s["sha256"] == hashlib.sha256(originals[s["name"]]).hexdigest()
+    capsys.readouterr()
+    # negative control: an intact output is left as it is
+    assert main(cmd) == 0 and "repaired" not in capsys.readouterr().out
+    first, second = sorted(originals)[:2]
+    (out / first).write_bytes(originals[first][: len(originals[first]) // 2])
+    with pytest.raises(ShardError, match="re-run pipeline.annotate to rewrite it"):
+        list(tar_samples(shard_paths(out, m), counts=shard_counts(out, m)))
+    (out / second).unlink()
+    assert main(cmd) == 0
+    text = capsys.readouterr().out
+    assert f"repaired {first} (" in text and f"repaired {second} (missing)" in text
+    assert "3 done earlier" not in text
+    for name, data in originals.items():
+        assert (out / name).read_bytes() == data, f"{name} differs from the original"
+    assert load_manifest(out)["shards"] == m["shards"] and load_manifest(out)["episodes"] == m["episodes"]
+    # a shard altered in place (same length) is caught by its checksum
+    data = bytearray(originals[first])
+    data[len(data) // 2] ^= 0xFF
+    (out / first).write_bytes(bytes(data))
+    assert main(cmd) == 0 and f"repaired {first} (" in capsys.readouterr().out
+    assert (out / first).read_bytes() == originals[first]

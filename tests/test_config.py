@@ -76,3 +76,34 @@ def test_shipped_debug_overlays_compose():
         cfg = load_config("train", [f"policy={policy}", f"debug=tiny_{policy}"])
         assert cfg.policy.name == policy and cfg.data.num_workers == 0 and cfg.trainer.accelerator == "cpu"
     assert load_config("train", ["debug=tiny_act"]).policy.dim_model == 32
+
+
+def test_help_lists_only_the_groups_the_command_uses(capsys):
+    from configs import parse_cli
+
+    with pytest.raises(SystemExit) as exit_:
+        parse_cli("annotate", ["--help"])
+    assert exit_.value.code == 0
+    usage = capsys.readouterr().out.splitlines()[0]
+    assert "reward=column|gvl|topreward|vlm_errors" in usage and "experiment=rabc_annotate" in usage
+    for other in ("policy=", "weighting=", "debug=", "rabc_train", "rabc_corpus"):
+        assert other not in usage, f"{other} is not an option of annotate: {usage}"
+    with pytest.raises(SystemExit):
+        parse_cli("train", ["--help"])
+    usage = capsys.readouterr().out.splitlines()[0]
+    assert "policy=act|diffusion" in usage and "debug=tiny_act|tiny_diffusion" in usage and "reward=" not in usage
+    with pytest.raises(SystemExit):
+        parse_cli("report", ["--help"])
+    assert capsys.readouterr().out.splitlines()[0] == "usage: key=value overrides of configs/report.yaml"
+
+
+def test_help_shows_the_groups_given_on_the_command_line(capsys):
+    from configs import parse_cli
+
+    with pytest.raises(SystemExit):
+        parse_cli("annotate", ["reward=topreward", "--help"])
+    shown = OmegaConf.create("\n".join(capsys.readouterr().out.splitlines()[1:]))
+    assert shown.reward.name == "topreward" and "sample_fps" in shown.reward and "column" not in shown.reward
+    with pytest.raises(SystemExit):  # negative control: without it, the default group's
+        parse_cli("annotate", ["--help"])
+    assert OmegaConf.create("\n".join(capsys.readouterr().out.splitlines()[1:])).reward.name == "column"

@@ -64,9 +64,9 @@ def instruction_map(value) -> dict[str, str]:
 def make_plan(cfg: DictConfig, src: SourceDataset, reward: RewardModel) -> Plan:
     """The cameras, state features, ground-truth column and per-frame columns of the run (checked to exist)."""
     camera = src.camera(cfg.dataset.camera) if (reward.needs_frames or cfg.dataset.camera) else (
-        src.video_keys[0] if src.video_keys else None)
+        src.camera_keys[0] if src.camera_keys else None)
     if cfg.dataset.cameras in (None, "all"):
-        cameras = list(src.video_keys)
+        cameras = list(src.camera_keys)
     else:
         names = [cfg.dataset.cameras] if isinstance(cfg.dataset.cameras, str) else list(cfg.dataset.cameras)
         cameras = [src.camera(c) for c in names]
@@ -130,9 +130,9 @@ def _cache_scores(path: Path, scores: PrefixScores, static: PrefixScores | None,
     atomic_write(path, json.dumps(d))
 
 
-def annotate_episode(ep: SourceEpisode, *, cfg: DictConfig, src: SourceDataset, plan: Plan, reward: RewardModel,
-                     out: Path) -> tuple[list, dict, np.ndarray | None]:
-    """Read, score and encode one episode: returns (samples, summary, ground truth column)."""
+def _read_episode(ep: SourceEpisode, *, cfg: DictConfig, src: SourceDataset, plan: Plan, cameras: list[str]
+                  ) -> tuple[str, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The episode's task, per-frame columns (checked finite) and the frames of ``cameras``."""
     if ep.length < 2:
         raise EpisodeError(f"episode {ep.index} has {ep.length} frame(s): progress needs at least 2 frames")
     task = ep.task or cfg.dataset.task_default
@@ -143,10 +143,29 @@ def annotate_episode(ep: SourceEpisode, *, cfg: DictConfig, src: SourceDataset, 
         cols = src.read_columns(ep, plan.columns)
         for name in [*plan.state_keys, "action"]:
             _check_finite(ep, name, cols[name])
-        needed = list(dict.fromkeys([*plan.cameras, *([plan.camera] if reward.needs_frames else [])]))
-        frames = {cam: src.decode_frames(ep, cam, cols["timestamp"]) for cam in needed}
+        frames = {cam: src.decode_frames(ep, cam, cols["timestamp"]) for cam in cameras}
     except SourceError as exc:
         raise EpisodeError(str(exc)) from exc
+    return task, cols, frames
+
+
+def _encode(ep: SourceEpisode, *, cfg: DictConfig, src: SourceDataset, plan: Plan, task: str, cols: dict,
+            frames: dict, progress: np.ndarray) -> list:
+    return episode_samples(
+        episode_index=ep.index, index_offset=ep.from_index, task=task, fps=src.fps,
+        images={cam: frames[cam] for cam in plan.cameras},
+        arrays={k: cols[k] for k in plan.state_keys},
+        action=cols["action"], progress=progress.astype(np.float32),
+        obs_steps=cfg.window.obs_steps, horizon=cfg.window.horizon,
+        image_format=cfg.image.format, quality=cfg.image.quality,
+    )
+
+
+def annotate_episode(ep: SourceEpisode, *, cfg: DictConfig, src: SourceDataset, plan: Plan, reward: RewardModel,
+                     out: Path) -> tuple[list, dict, np.ndarray | None]:
+    """Read, score and encode one episode: returns (samples, summary, ground truth column)."""
+    needed = list(dict.fromkeys([*plan.cameras, *([plan.camera] if reward.needs_frames else [])]))
+    task, cols, frames = _read_episode(ep, cfg=cfg, src=src, plan=plan, cameras=needed)
 
     instruction = plan.instruction(task)
     cache = scores_path(out, ep.index)
@@ -192,15 +211,25 @@ def annotate_episode(ep: SourceEpisode, *, cfg: DictConfig, src: SourceDataset, 
             "progress_from": scores.progress_from} if static is not None else {}),
         IMAGE_HIST: {cam: image_histogram(frames[cam]) for cam in plan.cameras},
     }
-    samples = episode_samples(
-        episode_index=ep.index, index_offset=ep.from_index, task=task, fps=src.fps,
-        images={cam: frames[cam] for cam in plan.cameras},
-        arrays={k: cols[k] for k in plan.state_keys},
-        action=cols["action"], progress=progress.astype(np.float32),
-        obs_steps=cfg.window.obs_steps, horizon=cfg.window.horizon,
-        image_format=cfg.image.format, quality=cfg.image.quality,
-    )
+    samples = _encode(ep, cfg=cfg, src=src, plan=plan, task=task, cols=cols, frames=frames, progress=progress)
     return samples, summary, gt
+
+
+def reencode_episode(ep: SourceEpisode, *, cfg: DictConfig, src: SourceDataset, plan: Plan, summary: dict
+                     ) -> list:
+    """The shard samples of an episode annotated before, from its journaled ``summary`` (its scores, so the
+    reward model is not run again): what repairs a damaged shard, equal to the samples first written."""
+    if summary["length"] != ep.length:
+        raise EpisodeError(f"episode {ep.index} has {ep.length} frames in the dataset but {summary['length']} "
+                           f"in the journal: the dataset changed since the annotation; set overwrite=true to "
+                           f"annotate it again")
+    task, cols, frames = _read_episode(ep, cfg=cfg, src=src, plan=plan, cameras=plan.cameras)
+    try:
+        progress = PrefixScores.from_manifest_episode(summary).frame_progress()
+    except ValueError as exc:
+        raise EpisodeError(f"episode {ep.index}: {exc}") from exc
+    return _encode(ep, cfg=cfg, src=src, plan=plan, task=summary["task"], cols=cols, frames=frames,
+                   progress=progress)
 
 
 def plot_episode(plots_dir: Path, summary: dict, fps: float, gt: np.ndarray | None, gt_name: str | None) -> None:

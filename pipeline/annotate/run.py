@@ -13,7 +13,9 @@ The unit of work is an episode; rank r of W takes episodes ``sorted[r::W]`` and 
 several nodes ``out`` must be a shared file system). An episode that cannot be read or
 scored is recorded with its reason and skipped; the command then exits with status 1 and names it. A killed
 run re-run with the same command continues where it stopped (``data.shards``); ``overwrite=true`` starts
-over; an output folder of a different run is refused.
+over; an output folder of a different run is refused. Every run on an existing output first checks its
+shards against the journal (sha256, count) and writes a damaged or missing one again from the journaled
+scores, byte for byte (the summary says ``repaired ...``).
 
 The stages: :mod:`pipeline.annotate.output` claims the output folder, :mod:`pipeline.annotate.episode` annotates
 one episode, :mod:`pipeline.annotate.finish` writes the manifest and the progress parquet; this module runs them.
@@ -30,11 +32,19 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig
 
 from configs import ConfigError, parse_cli, save_config
-from data.manifest import PLOTS_DIR
+from configs.commands import run_command
+from data.manifest import PLOTS_DIR, ManifestError
 from data.schema import IMAGE_FORMATS
-from data.shards import ShardWriter
+from data.shards import ShardError, ShardWriter
 from data.source import SourceError, open_dataset
-from pipeline.annotate.episode import EpisodeError, annotate_episode, instruction_map, make_plan, plot_episode
+from pipeline.annotate.episode import (
+    EpisodeError,
+    annotate_episode,
+    instruction_map,
+    make_plan,
+    plot_episode,
+    reencode_episode,
+)
 from pipeline.annotate.finish import finish
 from pipeline.annotate.output import (
     OutputError,
@@ -46,7 +56,9 @@ from pipeline.annotate.output import (
 )
 from pipeline.rewards.registry import build_reward
 
-__all__ = ["AnnotateResult", "OutputError", "annotate", "main", "summary_text"]
+__all__ = ["RESUME_HINT", "AnnotateResult", "OutputError", "annotate", "main", "summary_text"]
+# what Ctrl-C prints: shards are committed whole, so an interrupted run loses at most the episodes in progress
+RESUME_HINT = "interrupted; re-run the same command to resume (finished episodes are kept)"
 
 
 @dataclass
@@ -60,6 +72,7 @@ class AnnotateResult:
     seconds: float = 0.0
     model_seconds: float = 0.0
     skipped: int = 0  # episodes already done by an earlier run
+    repaired: list[dict] = field(default_factory=list)  # damaged shards written again: name, reason, episodes
     manifest: dict | None = None
 
     @property
@@ -150,9 +163,15 @@ def annotate(cfg: DictConfig, fabric=None) -> AnnotateResult:
     plots_dir = out / PLOTS_DIR
     plots_dir.mkdir(parents=True, exist_ok=True)
     with ShardWriter(out, rank=rank, max_count=cfg.shards.max_count, max_bytes=cfg.shards.max_bytes) as writer:
+        # first the shards an earlier run wrote that no longer match the journal, under their own names (an
+        # episode that fails there is recorded once, not tried again below)
+        in_damaged = {e["episode_index"] for d in writer.damaged for e in d["record"]["episodes"]}
+        for damaged in list(writer.damaged):
+            result.repaired.append(_repair(writer, damaged, cfg=cfg, src=src, plan=plan, result=result,
+                                           episodes={e.index: e for e in all_eps}))
         done = writer.done_episodes
-        todo = [e for e in mine if e.index not in done]
-        result.skipped = len(mine) - len(todo)
+        todo = [e for e in mine if e.index not in done and e.index not in in_damaged]
+        result.skipped = sum(e.index in done and e.index not in in_damaged for e in mine)
         bar = _progress_bar(cfg, rank, world, len(mine), result.skipped)
         t_loop = time.perf_counter()
         for ep in todo:
@@ -176,7 +195,8 @@ def annotate(cfg: DictConfig, fabric=None) -> AnnotateResult:
     result.model_seconds = reward.model_seconds
     write_rank_result(out, rank, {
         "failures": result.failures, "frames": result.frames, "model_seconds": result.model_seconds,
-        "seconds": time.perf_counter() - t_start, "episodes_ok": result.episodes_ok})
+        "seconds": time.perf_counter() - t_start, "episodes_ok": result.episodes_ok,
+        "repaired": result.repaired})
     fabric.barrier()
     if rank == 0:
         result.manifest = finish(cfg, src, plan, reward, out, world, all_eps)
@@ -187,8 +207,32 @@ def annotate(cfg: DictConfig, fabric=None) -> AnnotateResult:
     result.frames = sum(t["frames"] for t in totals)
     result.model_seconds = sum(t["model_seconds"] for t in totals)
     result.episodes_ok = sorted(i for t in totals for i in t["episodes_ok"])
+    result.repaired = sorted((r for t in totals for r in t.get("repaired", [])), key=lambda r: r["name"])
     result.seconds = time.perf_counter() - t_start
     return result
+
+
+def _repair(writer: ShardWriter, damaged: dict, *, cfg: DictConfig, src, plan, result: AnnotateResult,
+            episodes: dict) -> dict:
+    """Write a damaged shard again from its journaled episode summaries (no scoring); an episode that can no
+    longer be read is recorded as a failure like any other."""
+    def items():
+        for summary in damaged["record"]["episodes"]:
+            ep = episodes.get(summary["episode_index"])
+            try:
+                if ep is None:
+                    raise EpisodeError(f"episode {summary['episode_index']} of {damaged['name']} is no longer "
+                                       f"in the dataset; set overwrite=true to annotate it again")
+                samples = reencode_episode(ep, cfg=cfg, src=src, plan=plan, summary=summary)
+            except EpisodeError as exc:
+                result.failures.append({"episode_index": summary["episode_index"], "reason": str(exc)})
+                continue
+            result.frames += ep.length
+            yield samples, summary
+
+    record = writer.rewrite_shard(damaged, items())
+    return {"name": damaged["name"], "reason": damaged["reason"],
+            "episodes": [e["episode_index"] for e in (record or {"episodes": []})["episodes"]]}
 
 
 def _progress_bar(cfg, rank: int, world: int, total: int, initial: int):
@@ -201,6 +245,12 @@ def _progress_bar(cfg, rank: int, world: int, total: int, initial: int):
 
 
 # ------------------------------------------------------------------------------------------------ CLI
+def failure_line(failure: dict) -> str:
+    """``episode N: reason``, without doubling the prefix of a reason that starts by naming its episode."""
+    head, reason = f"episode {failure['episode_index']}", failure["reason"]
+    return reason if reason.startswith((f"{head}:", f"{head} ")) else f"{head}: {reason}"
+
+
 def summary_text(result: AnnotateResult) -> str:
     lines = [
         f"annotated {len(result.episodes_ok)} episodes ({result.frames} frames) in {result.seconds:.1f} s "
@@ -208,26 +258,30 @@ def summary_text(result: AnnotateResult) -> str:
         f"{len(result.failures)} failed",
         f"output: {result.out.resolve()} (manifest.json, progress.parquet, shards/, plots/index.html)",
     ]
+    for r in result.repaired:
+        lines.append(f"repaired {r['name']} ({r['reason']}): rewrote episodes "
+                     f"{', '.join(map(str, r['episodes'])) or '(none)'}")
     if result.failures:
         lines.append("failed episodes: " + ", ".join(str(f["episode_index"]) for f in result.failures))
-        lines += [f"  episode {f['episode_index']}: {f['reason']}" for f in result.failures]
+        lines += [f"  {failure_line(f)}" for f in result.failures]
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        cfg = parse_cli("annotate", argv)
-        _check_config(cfg)
-        fabric = _fabric(cfg)
-        fabric.launch()
-        result = annotate(cfg, fabric)
-    except (ConfigError, SourceError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def _main(argv: list[str]) -> int:
+    cfg = parse_cli("annotate", argv)
+    _check_config(cfg)
+    fabric = _fabric(cfg)
+    fabric.launch()
+    result = annotate(cfg, fabric)
     if fabric.global_rank == 0:
         print(summary_text(result), file=sys.stderr if result.failures else sys.stdout)
     return 0 if result.ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipeline.annotate``: exit 0 (done), 1 (some episodes failed), 2 (bad input: one line saying
+    what to do), 130 (interrupted: the finished episodes are kept and the same command resumes)."""
+    return run_command(_main, argv, errors=(SourceError, ShardError, ManifestError), interrupted=RESUME_HINT)
 
 
 if __name__ == "__main__":

@@ -22,34 +22,46 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from configs import ConfigError, load_config
+from configs import load_config
+from configs.commands import run_command
 from pipeline.report.metrics import fmt
 from pipeline.report.write import COMPARE_DIR, REPORT_DIR, compare, write_report
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def detection_text(r: dict) -> str:
+    """The success-detection part of the one-line summary: the AUROC, why it is undefined, or that there are
+    no labels (never a bare dash)."""
+    if r.get("auroc") is not None:
+        return f"AUROC {fmt(r['auroc'])}"
+    det = r.get("success_detection")
+    if det:
+        return f"AUROC undefined ({det.get('reason', 'no usable labels')})"
+    return "no success labels (give labels=COLUMN or a labels file for the AUROC)"
+
+
+def _main(argv: list[str]) -> int:
     dirs = [a for a in argv if "=" not in a and not a.startswith("-")]
     if not dirs or any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0 if dirs or "--help" in argv or "-h" in argv else 2
     cfg = load_config("report", [a for a in argv if "=" in a])
-    try:
-        if len(dirs) == 1:
-            r = write_report(dirs[0], labels=cfg.labels, ground_truth=cfg.ground_truth, worst=cfg.worst, out=cfg.out)
-            where = Path(cfg.out) if cfg.out else Path(dirs[0]) / REPORT_DIR
-            print(f"VOC mean {fmt(r['voc_mean'])} (undefined {r['voc_undefined']}), AUROC {fmt(r['auroc'])} — "
-                  f"{where / 'report.md'}")
-            if r.get("control"):
-                print(f"static-video control: {r['control']['verdict']}")
-        else:
-            out = Path(cfg.out) if cfg.out else Path(dirs[0]) / COMPARE_DIR
-            compare(dirs, out, labels=cfg.labels, ground_truth=cfg.ground_truth, curves=cfg.curves)
-            print(f"comparison of {len(dirs)} annotation outputs: {out / 'compare.md'}")
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if len(dirs) == 1:
+        r = write_report(dirs[0], labels=cfg.labels, ground_truth=cfg.ground_truth, worst=cfg.worst, out=cfg.out)
+        where = Path(cfg.out) if cfg.out else Path(dirs[0]) / REPORT_DIR
+        print(f"VOC mean {fmt(r['voc_mean'])} (undefined {r['voc_undefined']}), {detection_text(r)}; "
+              f"report: {where / 'report.md'}")
+        if r.get("control"):
+            print(f"static-video control: {r['control']['verdict']}")
+    else:
+        out = Path(cfg.out) if cfg.out else Path(dirs[0]) / COMPARE_DIR
+        compare(dirs, out, labels=cfg.labels, ground_truth=cfg.ground_truth, curves=cfg.curves)
+        print(f"comparison of {len(dirs)} annotation outputs: {out / 'compare.md'}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipeline.report``; errors and Ctrl-C end as every command's do (:mod:`configs.commands`)."""
+    return run_command(_main, argv, errors=(FileNotFoundError,))
 
 
 if __name__ == "__main__":

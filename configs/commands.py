@@ -1,0 +1,48 @@
+"""How every command (``python -m ...``, ``train.py``) ends: one mapping of failures to messages and exit codes.
+
+    def main(argv=None) -> int:
+        return run_command(_main, argv, errors=(SourceError,), interrupted=RESUME_HINT)
+
+- a known error (:class:`configs.ConfigError` and the ``errors`` a command names: bad input whose message
+  already says what is wrong and what to do) prints ``error: MESSAGE`` on one line and exits 2;
+- Ctrl-C (KeyboardInterrupt) prints the command's ``interrupted`` line (how to resume) and exits 130, the
+  shell's code for SIGINT;
+- ``--debug`` anywhere on the command line also prints the traceback of either; it is removed from the
+  arguments before the command sees them. Any other exception is a bug: its traceback is always shown.
+
+It lives in ``configs`` (the lowest layer) so that every stage's command can import it.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from configs import ConfigError
+
+DEBUG_FLAG = "--debug"
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+INTERRUPTED = "interrupted"
+
+
+def run_command(fn: Callable[[list[str]], int], argv: Sequence[str] | None = None, *,
+                errors: tuple[type[BaseException], ...] = (), interrupted: str = INTERRUPTED) -> int:
+    """Run ``fn(argv)`` (``argv`` defaults to ``sys.argv[1:]``, without ``--debug``) and return its exit code,
+    or the code of a known error (2) or of an interrupt (130) after one line on stderr."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv
+    argv = [a for a in argv if a != DEBUG_FLAG]
+    try:
+        return fn(argv)
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print(interrupted, file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ConfigError, *errors) as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
