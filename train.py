@@ -9,27 +9,51 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from configs import ConfigError, parse_cli
+    """The command, through the shared runner (configs.commands): one line on stderr and exit 2 for a mistake
+    the message says how to fix (``--debug`` adds the traceback); exit 130 after Ctrl-C with the resume line."""
+    from configs.commands import DEBUG_FLAG, run_command
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return run_command(_main, argv, errors=errors(),
+                       interrupted=interrupted([a for a in argv if a != DEBUG_FLAG]))
+
+
+def _main(argv: list[str]) -> int:
+    from configs import parse_cli
+    from policies.training import train
+
+    summary = train(parse_cli("train", argv))
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
+        print(summary.text())
+    return 0
+
+
+def errors() -> tuple[type[Exception], ...]:
+    """The exceptions whose message is the whole story (anything else is a bug and keeps its traceback)."""
+    from configs import ConfigError
     from data.manifest import ManifestError
     from data.schema import WindowError
     from data.shards import ShardError
     from policies.adapters.base import PolicyConfigError
-    from policies.training import TrainingDiverged, train
+    from policies.training import TrainingDiverged
     from policies.weighting import WeightingError
 
-    try:
-        cfg = parse_cli("train", list(sys.argv[1:] if argv is None else argv))
-        summary = train(cfg)
-    except (ConfigError, ManifestError, ShardError, WindowError, PolicyConfigError, WeightingError,
-            TrainingDiverged) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
-        print(summary.text())
-    return 0
+    return (ConfigError, ManifestError, ShardError, WindowError, PolicyConfigError, WeightingError,
+            TrainingDiverged)
+
+
+def interrupted(argv: list[str]) -> str:
+    """What to run after Ctrl-C: the same command, resuming from the run's last checkpoint (written at every
+    epoch end, so the lost work is at most one epoch of ``data.steps_per_epoch`` steps)."""
+    out = next((a.split("=", 1)[1] for a in argv if a.startswith("out=")), "RUN_DIR")
+    last = Path(out) / "checkpoints" / "last.ckpt"
+    again = " ".join([*(a for a in argv if not a.startswith("resume=")), f"resume={last}"])
+    return (f"interrupted; to continue from the last checkpoint: python train.py {again} "
+            f"(if {last} does not exist yet, re-run the command as it was)")
 
 
 if __name__ == "__main__":

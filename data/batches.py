@@ -13,8 +13,9 @@ The stream of one data-loader worker is a chain of small generator stages:
         windows, images as float C×H×W in [0, 1] → batches
 
 Every rank yields exactly ``steps_per_epoch`` batches per epoch (the stream is resampled endlessly), so DDP
-ranks never wait on one another, and the order is a function of (seed, epoch, rank, worker) only: resuming
-from an epoch-end checkpoint replays the same batches.
+ranks never wait on one another, and the order is a function of (seed, epoch, rank, worker) only: a checkpoint
+keeps the loader position per worker (:func:`loader_position`), so resuming from any step replays the same
+batches in the same order, with any number of workers.
 
 A batch (B = batch size, S = policy obs steps, P past + F future actions):
 ``<image feature>`` float (B, S, 3, H, W); ``<state feature>`` (B, S, D); ``obs_is_pad`` (B, S);
@@ -238,11 +239,22 @@ class ShardStream(IterableDataset):
         self.counts = counts
         self.epoch = 0
         self.start_batch = 0
+        self.first_worker: int | None = None  # None: the worker that owns batch start_batch (see worker)
 
-    def _reader(self) -> tuple[int, int, int]:
+    def worker(self) -> tuple[int, int]:
+        """(logical worker, workers): loader worker ``i`` plays logical worker ``(first_worker + i) % workers``.
+
+        The loader interleaves its workers round-robin starting from worker 0, so a resume whose next batch
+        belongs to logical worker ``k`` hands that role to worker 0; the stream of a logical worker is the same
+        whichever process serves it."""
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        return self.rank * nw + wid, self.world_size * nw, nw
+        first = self.start_batch % nw if self.first_worker is None else self.first_worker
+        return (first + wid) % nw, nw
+
+    def _reader(self) -> tuple[int, int, int]:
+        logical, nw = self.worker()
+        return self.rank * nw + logical, self.world_size * nw, nw
 
     def samples(self, epoch: int | None = None) -> Iterator[dict]:
         """Endless decoded examples of this reader (before batching)."""
@@ -277,17 +289,33 @@ class ShardStream(IterableDataset):
                 raise
 
     def __iter__(self) -> Iterator[dict]:
-        _, _, nw = self._reader()
-        info = get_worker_info()
-        wid = info.id if info is not None else 0
-        n_batches = self.steps_per_epoch // nw + (wid < self.steps_per_epoch % nw)
-        # resuming mid-epoch: the loader interleaves workers round-robin, so worker w made batches w, w+nw, ...
-        done = len(range(wid, self.start_batch, nw))
+        logical, nw = self.worker()
+        n_batches = self.steps_per_epoch // nw + (logical < self.steps_per_epoch % nw)
+        # logical worker w makes the epoch's batches w, w+nw, ...; those before start_batch were served already
+        done = len(range(logical, self.start_batch, nw))
         it = self.samples()
         for b in range(n_batches):
             batch = [next(it) for _ in range(self.batch_size)]
             if b >= done:
                 yield collate(batch)
+
+    def restore(self, position: dict) -> None:
+        """Continue from :meth:`position`'s record: the epoch, the batches each worker served, who serves next."""
+        self.epoch = int(position["epoch"])
+        self.start_batch = int(sum(position["served"]))
+        self.first_worker = int(position["next_worker"])
+
+
+def loader_position(step: int, steps_per_epoch: int, workers: int) -> dict:
+    """Where the loader stands after ``step`` training steps, per logical worker (what a checkpoint keeps).
+
+    ``served[w]``: the batches of the current epoch logical worker ``w`` has served (it owns batches w, w+W,
+    ...); ``next_worker``: the worker that owns the next batch. A resume hands that worker the loader's first
+    turn, so the batches come in the uninterrupted run's order with any number of workers."""
+    workers = max(1, int(workers))
+    epoch, batch = divmod(int(step), int(steps_per_epoch))
+    return {"epoch": epoch, "step": int(step), "workers": workers,
+            "served": [len(range(w, batch, workers)) for w in range(workers)], "next_worker": batch % workers}
 
 
 class EpochLoader(DataLoader):
@@ -295,23 +323,29 @@ class EpochLoader(DataLoader):
 
     With ``position`` (a callable returning the global training step) the epoch is ``step // steps_per_epoch``
     and the first batch ``step % steps_per_epoch``, whatever the caller's own epoch count: the data of step k is
-    the same in a run and in its resumption. With one worker that holds exactly; with several, a mid-epoch
-    resume serves the same batches, possibly in another order (epoch-end resumes are exact). Workers are
-    re-created each epoch, so the stream's settings reach them.
+    the same in a run and in its resumption, with any number of workers (the worker owning the next batch gets
+    the loader's first turn, :meth:`ShardStream.worker`). ``restored`` (a callable returning a
+    :func:`loader_position` read from a checkpoint, or None) overrides the first epoch after a resume. Workers
+    are re-created each epoch, so the stream's settings reach them.
     """
 
-    def __init__(self, dataset: ShardStream, start_epoch: int = 0, position: Callable[[], int] | None = None, **kw):
+    def __init__(self, dataset: ShardStream, start_epoch: int = 0, position: Callable[[], int] | None = None,
+                 restored: Callable[[], dict | None] | None = None, **kw):
         super().__init__(dataset, batch_size=None, **kw)
         self._next_epoch = start_epoch
         self._position = position
+        self._restored = restored
 
     def __iter__(self):
-        if self._position is not None:
+        saved = self._restored() if self._restored is not None else None
+        if saved is not None:
+            self.dataset.restore(saved)
+        elif self._position is not None:
             epoch, skip = divmod(int(self._position()), self.dataset.steps_per_epoch)
+            self.dataset.epoch, self.dataset.start_batch, self.dataset.first_worker = epoch, skip, None
         else:
-            epoch, skip = self._next_epoch, 0
-        self.dataset.epoch, self.dataset.start_batch = epoch, skip
-        self._next_epoch = epoch + 1
+            self.dataset.epoch, self.dataset.start_batch, self.dataset.first_worker = self._next_epoch, 0, None
+        self._next_epoch = self.dataset.epoch + 1
         return super().__iter__()
 
     def __len__(self) -> int:
@@ -333,6 +367,7 @@ class ShardDataModule(pl.LightningDataModule):
         self.needs = needs
         self.batch_size, self.num_workers = batch_size, num_workers
         self.shuffle_buffer, self.steps_per_epoch, self.seed = shuffle_buffer, steps_per_epoch, seed
+        self._restored_position: dict | None = None  # a checkpoint's loader position, until the loader takes it
         self.manifest = load_manifest(self.root)
         check_windows(self.manifest, needs, str(self.root / "manifest.json"))
         self.paths = shard_paths(self.root, self.manifest)
@@ -351,5 +386,31 @@ class ShardDataModule(pl.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         position = (lambda: trainer.global_step) if trainer is not None else None
-        return EpochLoader(self.stream(rank, world), position=position, num_workers=self.num_workers,
-                           persistent_workers=False, prefetch_factor=2 if self.num_workers else None)
+        return EpochLoader(self.stream(rank, world), position=position, restored=self.take_restored,
+                           num_workers=self.num_workers, persistent_workers=False,
+                           prefetch_factor=2 if self.num_workers else None)
+
+    # -- the loader position travels in checkpoints (Lightning saves a DataModule's state_dict)
+    def state_dict(self) -> dict:
+        trainer = getattr(self, "trainer", None)
+        step = int(trainer.global_step) if trainer is not None else 0
+        return {"loader": loader_position(step, self.steps_per_epoch, self.num_workers)}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = state.get("loader")
+        if saved is None:
+            return
+        if int(saved["workers"]) != max(1, self.num_workers):
+            import warnings
+
+            # each worker reads its own share of the shards: another count is another order, not an error
+            warnings.warn(f"the checkpoint's loader ran {saved['workers']} workers, this run data.num_workers="
+                          f"{self.num_workers}: training continues from the same step with another data order "
+                          "(not bit-identical to an uninterrupted run)", stacklevel=2)
+            return
+        self._restored_position = saved
+
+    def take_restored(self) -> dict | None:
+        """The loader position read from a checkpoint, once (the epochs after it follow the step count)."""
+        saved, self._restored_position = self._restored_position, None
+        return saved

@@ -7,30 +7,33 @@ is whatever the run used (null by default), so loading it downloads nothing.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 
 def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
+    """Load ``ckpt`` (a damaged or missing file raises CheckpointError naming it), then write ``out``: nothing
+    is created before the checkpoint has loaded."""
     from policies.module import BCModule
+    from policies.training import read_checkpoint
 
-    ckpt = Path(ckpt)
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt} does not exist (runs keep them in RUN_DIR/checkpoints/)")
-    module = BCModule.load_from_checkpoint(ckpt, map_location="cpu", device="cpu")
+    read_checkpoint(ckpt, key="checkpoint")
+    module = BCModule.load_from_checkpoint(Path(ckpt), map_location="cpu", device="cpu")
     return module.export(out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    from configs.commands import run_command
+    from policies.training import CheckpointError
+
+    return run_command(_main, argv, errors=(CheckpointError,),
+                       interrupted="interrupted; re-run the same command (an export is rewritten whole)")
+
+
+def _main(argv: list[str]) -> int:
     if len(argv) != 2 or any(a in ("-h", "--help") for a in argv):
         print(__doc__.strip().splitlines()[0])
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    try:
-        out = export_checkpoint(argv[0], argv[1])
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    out = export_checkpoint(argv[0], argv[1])
     print(f"exported {argv[0]} -> {out}")
     return 0
 

@@ -26,6 +26,7 @@ from policies.weighting import GainStats, get_rule, sample_info, weight_shares, 
 # Strides of the per-step seed: primes larger than any rank count (7919) and step count (1_000_003) a run
 # reaches, so (seed, step, rank) map to distinct streams and a resumed step replays its own.
 SEED_STRIDE = 1_000_003
+EXPORT_INFO = "topbc.json"  # beside lerobot's files in an export folder
 STEP_STRIDE = 7919
 
 
@@ -69,6 +70,8 @@ class BCModule(pl.LightningModule):
         self.nan_step: int | None = None
         self.last_loss: float | None = None
         self.record_samples = record_samples
+        # what the run trained on (policies.training.run_info): checked on resume, written beside an export
+        self.run_info: dict = {}
 
     # -- weighting
     def needs_weighting_stats(self) -> bool:
@@ -178,6 +181,8 @@ class BCModule(pl.LightningModule):
             checkpoint["gain_stats"] = {"gains": torch.as_tensor(self.weighting_stats.sorted_gains)}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # written by the trainer's checkpoint callback (policies.training.LastCheckpoint)
+        self.run_info = dict((checkpoint.get("topbc") or {}).get("run") or {})
         if "weighting_fit" in checkpoint:
             from data.progress_table import ProgressTable
 
@@ -196,6 +201,9 @@ class BCModule(pl.LightningModule):
         self.policy.save_pretrained(out)
         deployment_preprocessor(self.preprocessor, self.policy.config).save_pretrained(out)
         self.postprocessor.save_pretrained(out)
+        # what lerobot's files do not say: the tasks it was trained on (an evaluation on another is refused)
+        (out / EXPORT_INFO).write_text(json.dumps({"tasks": self.run_info.get("tasks", []),
+                                                   "data.shards": self.run_info.get("data.shards")}, indent=1))
         return out
 
 

@@ -4,10 +4,16 @@
     from policies.training import train
     summary = train(load_config("train", ["data.shards=outputs/shards", "policy=act", "out=outputs/run1"]))
 
-The run folder holds ``config.yaml`` (the resolved config), ``checkpoints/`` (``last.ckpt``, written at the end
-of every epoch of ``data.steps_per_epoch`` steps and at the end of training),
-``logs/`` (CSV metrics and TensorBoard events) and ``export/`` (lerobot's ``save_pretrained`` of the policy
-and its processors: load it with ``--policy.path=RUN_DIR/export``).
+The run folder holds ``run.json`` (the run's identity, written first: :mod:`configs.outputs`), ``config.yaml``
+(the resolved config), ``checkpoints/last.ckpt`` (the one checkpoint: weights, optimiser state and the loader
+position, rewritten atomically at the end of every epoch of ``data.steps_per_epoch`` steps, every
+``trainer.checkpoint_every_n_steps`` steps when set, and at the end of training), ``logs/`` (CSV metrics and
+TensorBoard events) and ``export/`` (lerobot's ``save_pretrained`` of the policy and its processors: load it
+with ``--policy.path=RUN_DIR/export``).
+
+A folder holding another run's configuration, or foreign files, is refused unless ``overwrite=true`` (which
+deletes the old run's entries first); the same configuration continues only with ``resume=``, whose
+checkpoint must come from a run on the same shards and weighting unless ``force=true``.
 """
 
 from __future__ import annotations
@@ -18,10 +24,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from configs import ConfigError, save_config
+from configs.outputs import claim_output
+from configs.types import check_types
 from data.batches import ShardDataModule
 from data.manifest import load_manifest
 from data.progress_table import fit_progress_table
@@ -31,6 +40,38 @@ from policies.weighting import get_rule
 CHECKPOINTS = "checkpoints"
 EXPORT = "export"
 LAST = "last.ckpt"
+LOGS = "logs"
+# what a training run writes into its folder (overwrite=true deletes these and nothing else)
+RUN_ENTRIES = (CHECKPOINTS, LOGS, EXPORT, "samples", "config.yaml")
+# keys a re-run may change and still be the same run: they change nothing in what is trained, or (max_steps)
+# are what a resume into the run's own folder exists to change ("train it longer")
+NOT_IDENTITY = ("out", "overwrite", "resume", "force", "export", "debug", "trainer.progress_bar",
+                "trainer.log_every_n_steps", "trainer.loggers", "trainer.checkpoint_every_n_steps",
+                "trainer.max_steps")
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint cannot be read, or belongs to another run; the message names the file and what to do."""
+
+
+def read_checkpoint(path: str | Path, key: str = "resume") -> dict:
+    """A Lightning checkpoint as a dict (memory-mapped: the weights are not read), or :class:`CheckpointError`
+    naming the file when it is missing, truncated or not a checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{key}={path} is not a checkpoint file (runs keep theirs as "
+                              f"RUN_DIR/{CHECKPOINTS}/{LAST})")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a damaged file
+        raise CheckpointError(f"{key}={path} cannot be read as a checkpoint ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:120]}); the file is truncated or not a checkpoint: "
+                              f"use another one (RUN_DIR/{CHECKPOINTS}/{LAST} is rewritten whole at every save)"
+                              ) from None
+    if not isinstance(ck, dict) or "state_dict" not in ck:
+        raise CheckpointError(f"{key}={path} is not a training checkpoint (no state_dict); pass "
+                              f"RUN_DIR/{CHECKPOINTS}/{LAST}")
+    return ck
 
 
 class TrainingDiverged(RuntimeError):
@@ -74,10 +115,12 @@ def _precision(precision: str, accelerator: str) -> str:
 
 
 def _check(cfg: DictConfig) -> None:
+    check_types(cfg, "train")
     if not cfg.data.shards:
         raise ConfigError("data.shards is not set: pass data.shards=DIR, the output folder of pipeline.annotate")
     if not cfg.out:
-        raise ConfigError("out is not set: pass out=RUN_DIR")
+        raise ConfigError("out is not set: pass out=RUN_DIR (a new folder; or this run's own folder with "
+                          f"resume=RUN_DIR/{CHECKPOINTS}/{LAST} to continue it)")
     weighting = OmegaConf.to_container(cfg.weighting, resolve=True)
     get_rule(weighting.pop("name")).check(weighting)  # a misspelt parameter fails before any data is read
     if int(cfg.trainer.max_steps) < 1:
@@ -91,12 +134,13 @@ def _check(cfg: DictConfig) -> None:
                           "trainer.strategy=ddp_spawn when calling train(cfg) from other code")
     if cfg.resume and not Path(cfg.resume).is_file():
         raise ConfigError(f"resume={cfg.resume} is not a checkpoint file (e.g. RUN_DIR/{CHECKPOINTS}/{LAST})")
+    ckpt = cfg.get("trainer", {}).get("checkpoint_every_n_steps")
+    if ckpt is not None and int(ckpt) < 1:
+        raise ConfigError(f"trainer.checkpoint_every_n_steps={ckpt} must be >= 1, or null (every epoch)")
 
 
 def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
     """The module and data of a run (weighting statistics fitted), without a Trainer."""
-    import pytorch_lightning as pl
-
     _check(cfg)
     manifest = load_manifest(cfg.data.shards)
     # seeded before the policy is built: its initial weights are a function of the seed alone
@@ -110,6 +154,7 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
         max_steps=int(cfg.trainer.max_steps), seed=int(cfg.seed),
         device="cuda" if accelerator in ("gpu", "cuda") else "cpu", record_samples=record,
     )
+    module.run_info = run_info(cfg, manifest)
     needs = module.adapter.needs()
     dm = ShardDataModule(cfg.data.shards, needs, batch_size=int(cfg.data.batch_size),
                          num_workers=int(cfg.data.num_workers), shuffle_buffer=int(cfg.data.shuffle_buffer),
@@ -120,6 +165,26 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
         module.fit_weighting(table, _episode_fields(manifest))
     module.set_quality_labels(quality_labels(manifest))
     return module, dm, manifest
+
+
+def run_info(cfg: DictConfig, manifest: dict) -> dict:
+    """What a checkpoint and an export remember of the run's data: a resume on other shards or with another
+    weighting is refused (:func:`check_resume`), an evaluation on another task too (policies.evaluation)."""
+    tasks = sorted({str(e["task"]) for e in manifest.get("episodes", []) if e.get("task")})
+    return {"data.shards": str(Path(cfg.data.shards).resolve()),
+            "weighting": OmegaConf.to_container(cfg.weighting, resolve=True), "tasks": tasks}
+
+
+def check_resume(cfg: DictConfig, ck: dict, info: dict) -> None:
+    """Refuse a checkpoint of a run on other shards or with another weighting, unless ``force=true``."""
+    saved = (ck.get("topbc") or {}).get("run")
+    if not saved or cfg.get("force"):
+        return
+    diff = [f"{k}: {saved.get(k)!r} (checkpoint) vs {info[k]!r} (this run)" for k in ("data.shards", "weighting")
+            if saved.get(k) != info[k]]
+    if diff:
+        raise CheckpointError(f"resume={cfg.resume} was trained with other settings: {'; '.join(diff)}. Resume "
+                              "with the same data.shards and weighting, or set force=true to continue anyway")
 
 
 def _episode_fields(manifest: dict) -> list[dict]:
@@ -140,24 +205,138 @@ def quality_labels(manifest: dict) -> dict[int, str] | None:
     return quality_by_episode(read_quality_labels(root))
 
 
-def train(cfg: DictConfig) -> TrainSummary:
-    import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
-    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+def identity(cfg: DictConfig) -> dict:
+    """The resolved config without the keys that change nothing in what is trained (:data:`NOT_IDENTITY`)."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for key in NOT_IDENTITY:
+        *parents, leaf = key.split(".")
+        node = resolved
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    if resolved.get("data", {}).get("shards"):
+        resolved["data"]["shards"] = str(Path(resolved["data"]["shards"]).resolve())
+    return {"config": resolved}
 
-    module, dm, _ = build(cfg)
+
+def claim_run_folder(cfg: DictConfig) -> None:
+    """Claim ``cfg.out`` for this run (rank 0, before anything is written): see the module docstring."""
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    last = out / CHECKPOINTS / LAST
+    resume = Path(cfg.resume).resolve() if cfg.resume else None
+    overwrite = bool(cfg.get("overwrite"))
+    if overwrite and resume is not None and (out / CHECKPOINTS).resolve() in resume.parents:
+        raise ConfigError(f"overwrite=true would delete {resume}, the checkpoint resume= names; resume into "
+                          "another out=, or drop overwrite=true to continue this run in its folder")
+    state = claim_output(out, identity(cfg), overwrite, kind="train", ours=RUN_ENTRIES)
+    if state == "same" and resume is None and last.exists():
+        raise ConfigError(f"out={out} already holds this run's checkpoints; pass resume={last} to continue it, "
+                          "or overwrite=true to delete them and start over")
+
+
+class LastCheckpoint(pl.Callback):
+    """Writes ``RUN_DIR/checkpoints/last.ckpt``, the run's one full checkpoint (weights, optimiser state, loader
+    position), through a temporary file: a kill while saving leaves the previous one whole, and there is never
+    a second full copy (Lightning's ModelCheckpoint kept a step file beside it and, when last.ckpt existed from
+    an earlier run, wrote last-v1.ckpt instead, leaving last.ckpt stale)."""
+
+    def __init__(self, path: Path, every_n_steps: int | None):
+        self.path = Path(path)
+        self.every_n_steps = int(every_n_steps) if every_n_steps else 0
+        self.saved_step: int | None = None
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        self.save(trainer)
+
+    def on_save_checkpoint(self, trainer, module, checkpoint: dict) -> None:
+        # what the run trained on, for check_resume and the export's topbc.json
+        checkpoint["topbc"] = {"run": dict(getattr(module, "run_info", {}) or {})}
+
+    def save(self, trainer) -> None:
+        step = int(trainer.global_step)
+        if step == self.saved_step or step == 0:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        trainer.save_checkpoint(tmp)  # every rank calls it; rank 0 writes, then all wait
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+        trainer.strategy.barrier("last.ckpt")
+        self.saved_step = step
+
+
+def resumable_csv_logger(out: Path, resume_step: int | None):
+    """Lightning's CSVLogger under ``out/logs``, keeping the rows before ``resume_step`` on a resume.
+
+    Lightning deletes ``metrics.csv`` when its folder is not empty; here the rows of the steps the checkpoint
+    holds are kept and the resumed steps appended, so the file has every logged step once (rows of steps after
+    the checkpoint, logged before a kill, are dropped: the resumed run logs them again)."""
+    import csv
+
+    from pytorch_lightning.loggers import CSVLogger
+
+    path = out / LOGS / "metrics.csv"
+    kept, header = [], []
+    if resume_step is not None and path.is_file():
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            header = list(reader.fieldnames or [])
+            kept = [r for r in reader if r.get("step") not in (None, "") and int(float(r["step"])) < resume_step]
+
+    class ResumableCSVLogger(CSVLogger):
+        @property
+        def experiment(self):
+            import warnings
+
+            fresh = self._experiment is None
+            with warnings.catch_warnings():
+                if header:  # its "previous log files will be deleted" is untrue here: the rows are put back
+                    warnings.filterwarnings("ignore", message="Experiment logs directory")
+                exp = super().experiment  # creating the writer deletes metrics.csv
+            if fresh and header:
+                with path.open("w", newline="") as fh:
+                    writer = csv.DictWriter(fh, fieldnames=header)
+                    writer.writeheader()
+                    writer.writerows(kept)
+                exp.metrics_keys = sorted(header)
+            return exp
+
+    return ResumableCSVLogger(out, name=LOGS, version="")
+
+
+def _is_rank_zero() -> bool:
+    """Before the Trainer starts DDP, the process the user ran is rank 0 (the children set LOCAL_RANK)."""
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
+
+
+def train(cfg: DictConfig) -> TrainSummary:
+    from pytorch_lightning.callbacks import TQDMProgressBar
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    _check(cfg)
+    ck = read_checkpoint(cfg.resume) if cfg.resume else None  # a damaged file fails before anything is written
+    module, dm, _ = build(cfg)
+    if ck is not None:
+        check_resume(cfg, ck, module.run_info)
+    out = Path(cfg.out)
+    if _is_rank_zero():
+        claim_run_folder(cfg)
     ckpt_dir = out / CHECKPOINTS
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
     accelerator = _accelerator(str(cfg.trainer.accelerator))
     t = cfg.trainer
     clip = t.gradient_clip_val if t.gradient_clip_val is not None else module.grad_clip_norm()
-    callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
-                                 every_n_epochs=1, save_on_train_epoch_end=True, save_top_k=1,
-                                 save_last="link")]  # last.ckpt: a link, not a second copy
+    last = ckpt_dir / LAST
+    saver = LastCheckpoint(last, t.get("checkpoint_every_n_steps"))
+    callbacks = [saver]
     if t.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
-    loggers = [CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="logs", version="tb")] \
+    resume_step = int(ck["global_step"]) if ck is not None else None
+    loggers = [resumable_csv_logger(out, resume_step), TensorBoardLogger(out, name=LOGS, version="tb")] \
         if t.loggers else False
     trainer = pl.Trainer(
         accelerator=accelerator, devices=t.devices, strategy=t.strategy,
@@ -165,12 +344,11 @@ def train(cfg: DictConfig) -> TrainSummary:
         gradient_clip_algorithm="norm", max_steps=int(t.max_steps), max_epochs=-1,
         callbacks=callbacks, logger=loggers, log_every_n_steps=int(t.log_every_n_steps),
         enable_progress_bar=bool(t.progress_bar), enable_model_summary=False, default_root_dir=out,
-        use_distributed_sampler=False, num_sanity_val_steps=0,
+        use_distributed_sampler=False, num_sanity_val_steps=0, enable_checkpointing=False,
     )
     if trainer.is_global_zero:
         save_config(cfg, out)
     start = time.perf_counter()
-    last = ckpt_dir / LAST
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=cfg.resume or None)
     except NonFiniteLoss as exc:
@@ -180,8 +358,7 @@ def train(cfg: DictConfig) -> TrainSummary:
                                f"that update; last good checkpoint: {kept}. Lower the learning rate, check the "
                                "shards for NaN values, or resume from it.") from exc
     seconds = time.perf_counter() - start
-    if not last.exists():  # ModelCheckpoint writes one at every epoch end, including the one max_steps cuts short
-        trainer.save_checkpoint(last)
+    saver.save(trainer)  # the final step, when no epoch end or step interval wrote it
     export = None
     if trainer.is_global_zero and cfg.get("export", True):
         export = module.export(out / EXPORT)

@@ -122,6 +122,8 @@ def test_export_cli_from_checkpoint(trained, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     for name in ("config.json", "model.safetensors", "policy_preprocessor.json", "policy_postprocessor.json"):
         assert (out / name).exists()
+    # the training tasks travel from the checkpoint to the export (policies.evaluate compares env.task)
+    assert json.loads((out / "topbc.json").read_text())["tasks"] == ["reach the goal"]
     from safetensors.torch import load_file
 
     a, b = load_file(out / "model.safetensors"), load_file(run.summary.export / "model.safetensors")

@@ -33,10 +33,37 @@ from policies.evaluation.video import write_video
 CONFIG_NAME = "evaluate"
 
 
+def check_trained_task(policy, task: str, instruction: str, force: bool) -> None:
+    """Refuse an export trained on other tasks than ``task`` (its ``topbc.json``), unless ``force``: a policy
+    run on a task it never saw fails quietly, which reads as a bad policy rather than a wrong command."""
+    from policies.module import EXPORT_INFO
+
+    info_path = Path(str(policy)) / EXPORT_INFO
+    if force or not info_path.is_file():  # expert/random, or an export made elsewhere: nothing to compare
+        return
+    try:
+        tasks = list(json.loads(info_path.read_text()).get("tasks") or [])
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise ValueError(f"{info_path} is not valid JSON ({exc}); re-export the checkpoint "
+                         "(python -m policies.export CKPT OUT)") from None
+    known = {v: k for k, v in simlib.task_descriptions().items()}
+    if tasks and instruction not in tasks and task not in tasks:
+        trained = ", ".join(f"{known[t]} ({t!r})" if t in known else repr(t) for t in tasks[:5])
+        raise ValueError(f"policy={policy} was trained on {trained} (its {EXPORT_INFO}), not env.task={task} "
+                         f"({instruction!r}); evaluate on its task, or set force=true to roll it out here anyway")
+
+
 def evaluate(cfg: DictConfig, progress: bool = True) -> dict:
     """Evaluate ``cfg.policy`` as configured; writes ``cfg.out``/eval.json and videos; returns the report."""
+    from configs import ConfigError
+    from configs.types import check_types
+
+    check_types(cfg, CONFIG_NAME)
+    if not cfg.out:
+        raise ConfigError("out is not set: pass out=DIR, the folder for eval.json and the videos")
     task = simlib.check_task(cfg.env.task)
     instruction = simlib.task_descriptions()[task]
+    check_trained_task(cfg.policy, task, instruction, bool(cfg.get("force")))
     t0 = time.perf_counter()
     policy = make_policy(cfg, task, instruction)
     size = cfg.env.image_size

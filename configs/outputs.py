@@ -1,0 +1,90 @@
+"""Claiming an output folder, one way for every command that writes one.
+
+    state = claim_output(out, {"config": resolved_config}, overwrite=False, kind="train",
+                         ours=("checkpoints", "logs", "export", "config.yaml"))
+
+A folder belongs to a run when it holds ``run.json`` (written first, before anything else) with the run's
+``kind`` and ``identity`` (what must match for a re-run to continue it) and a fingerprint of the identity. A
+folder that is missing or empty is claimed; one whose ``run.json`` has the same kind and fingerprint is the
+same run (the caller decides whether it may continue); anything else is refused with the keys that differ,
+unless ``overwrite``, which deletes the run's own entries (``ours``) and leaves foreign files alone.
+It lives in ``configs`` (the first stage) so that every command can import it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from configs import ConfigError
+
+RUN_FILE = "run.json"
+
+
+class OutputError(ConfigError):
+    """The output folder holds something this run must not mix with."""
+
+
+def fingerprint(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def differences(a, b, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every leaf where two nested dicts differ (dotted keys)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += differences(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [f"{prefix[:-1] or 'value'}: {a!r} -> {b!r}"] if a != b else []
+
+
+def read_run(out: Path) -> dict | None:
+    """The ``run.json`` of a folder, or None when it has none (or an unreadable one)."""
+    try:
+        return json.loads((Path(out) / RUN_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def claim_output(out: str | Path, identity: dict, overwrite: bool, kind: str, ours: tuple[str, ...]) -> str:
+    """Claim ``out`` for a run of ``kind`` with ``identity``; returns ``"new"`` or ``"same"`` (the folder already
+    holds this run). Raises :class:`OutputError` naming what differs, unless ``overwrite``."""
+    out = Path(out)
+    run = {"kind": kind, "fingerprint": fingerprint(identity), "identity": identity}
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"out={out} is a file, not a folder; choose a folder")
+    previous = read_run(out) if entries else None
+    if entries and not overwrite:
+        if previous is None:
+            raise OutputError(f"out={out} is not empty ({', '.join(entries[:5])}) and holds no {kind} run "
+                              f"({RUN_FILE}); choose another folder, or set overwrite=true to write there anyway")
+        if previous.get("kind") != kind:
+            other = previous.get("kind") or "another command's"  # annotate's run.json predates "kind"
+            raise OutputError(f"out={out} holds {other} output, not a {kind} run; choose another folder")
+        if previous.get("fingerprint") != run["fingerprint"]:
+            diff = differences(previous.get("identity", {}), identity)
+            raise OutputError(f"out={out} holds a {kind} run with another configuration "
+                              f"({'; '.join(diff[:5]) or 'different settings'}); choose another folder, or set "
+                              "overwrite=true to delete that run and start over")
+        return "same"
+    if overwrite and entries:
+        if previous is not None and previous.get("kind") != kind:
+            other = previous.get("kind") or "another command's"
+            raise OutputError(f"out={out} holds {other} output; overwrite=true only replaces a "
+                              f"{kind} run: choose another folder")
+        for name in (*ours, RUN_FILE):
+            p = out / name
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            elif p.exists() or p.is_symlink():
+                p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{RUN_FILE}.tmp"
+    tmp.write_text(json.dumps(run, indent=1, default=str))
+    os.replace(tmp, out / RUN_FILE)  # first, and whole: a folder of ours is never without it
+    return "new"
