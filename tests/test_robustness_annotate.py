@@ -113,3 +113,15 @@ def test_report_without_labels_says_so(dataset, tmp_path, capsys):
     assert "no success labels" in text and "—" not in text.split("report:")[0]
     assert report([str(tmp_path / "missing")]) == 2  # the shared runner: one error line, exit 2
     assert _errors(capsys.readouterr().err)
+
+
+def test_a_different_run_is_refused_naming_the_key_that_changed(dataset, tmp_path, capsys):
+    """Choosing another reward changes many derived keys; the refusal names the choice itself first."""
+    root, out = _copy(dataset, tmp_path), tmp_path / "ann"
+    assert main(_cmd(root, out)) == 0
+    assert main(_cmd(root, out)) == 0  # control: the same command resumes
+    capsys.readouterr()
+    assert main(_cmd(root, out, "reward=vlm_errors", "reward.column=next.reward")) == 2
+    err = _errors(capsys.readouterr().err)
+    assert len(err) == 1 and "different run (reward.name: 'column' -> 'vlm_errors'" in err[0]
+    assert "more)" in err[0] or err[0].count("->") <= 5

@@ -89,16 +89,24 @@ def inspect_output(out: Path, run: dict, overwrite: bool) -> None:
             diff.append(f"source {previous.get('source')} -> {run['source']}")
         if previous.get("world_size") != run["world_size"]:
             diff.append(f"world size {previous.get('world_size')} -> {run['world_size']}")
+        if previous.get("reward_files") != run.get("reward_files"):
+            diff.append("the reward's profile file changed")
+        more = f"; and {len(diff) - SHOWN_CHANGES} more" if len(diff) > SHOWN_CHANGES else ""
         raise OutputError(
-            f"out={out} holds the output of a different run ({'; '.join(diff[:5]) or 'different settings'}); "
-            f"use another folder, or set overwrite=true to delete it and start over"
+            f"out={out} holds the output of a different run ({'; '.join(diff[:SHOWN_CHANGES]) or 'different settings'}"
+            f"{more}); use another folder, or set overwrite=true to delete it and start over"
         )
 
 
+SHOWN_CHANGES = 5  # changed keys named in the refusal; the rest are counted
+
+
 def _diff(a, b, prefix: str = "") -> list[str]:
+    """Changed keys, a config group's choice (``name``, e.g. ``reward.name``) first at every level: it explains
+    the keys that follow from it."""
     out = []
     if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
+        for k in sorted(set(a) | set(b), key=lambda k: (k != "name", k)):
             out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
     elif a != b:
         out.append(f"{prefix[:-1]}: {a!r} -> {b!r}")
