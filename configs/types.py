@@ -15,8 +15,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from configs import CONFIG_DIR, ConfigError, load_config
 
-# key → the other types it accepts besides its default's (Lightning takes devices=auto or a list of ids)
-ALSO: dict[str, tuple[type, ...]] = {"trainer.devices": (str, list)}
+# key → the other types it accepts besides its default's (Lightning takes devices=auto or a list of ids;
+# annotate stores all cameras or a list)
+ALSO: dict[str, tuple[type, ...]] = {"trainer.devices": (str, list),
+                                     "dataset.cameras": (list,)}
 NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string",
          list: "a list", dict: "a mapping"}
 

@@ -125,3 +125,11 @@ def test_a_different_run_is_refused_naming_the_key_that_changed(dataset, tmp_pat
     err = _errors(capsys.readouterr().err)
     assert len(err) == 1 and "different run (reward.name: 'column' -> 'vlm_errors'" in err[0]
     assert "more)" in err[0] or err[0].count("->") <= 5
+
+
+def test_typed_values_are_checked_for_annotate_too(dataset, tmp_path, capsys):
+    root = _copy(dataset, tmp_path)
+    assert main(_cmd(root, tmp_path / "ann", "window.horizon=ten")) == 2
+    err = _errors(capsys.readouterr().err)
+    assert len(err) == 1 and "window.horizon='ten' must be an integer" in err[0]
+    assert not (tmp_path / "ann").exists()  # nothing written before the check

@@ -87,6 +87,9 @@ def stored_camera(cfg: DictConfig) -> str | None:
 
 
 def check_config(cfg: DictConfig) -> None:
+    from configs.types import check_types
+
+    check_types(cfg, "corpus")  # typed values, the one check every command shares
     simlib.check_task(cfg.task)
     n = int(cfg.episode_length)
     if not 1 <= n <= simlib.MAX_STEPS:

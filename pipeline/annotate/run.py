@@ -82,6 +82,9 @@ class AnnotateResult:
 
 # ------------------------------------------------------------------------------------------------ run
 def _check_config(cfg: DictConfig) -> None:
+    from configs.types import check_types
+
+    check_types(cfg, "annotate")  # typed values, the one check every command shares
     if not cfg.out:
         raise ConfigError("no output folder: set out=DIR")
     if not cfg.dataset.root and not cfg.dataset.repo_id:
