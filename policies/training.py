@@ -96,7 +96,8 @@ class TrainSummary:
             f"  final loss  {loss}",
             f"  run folder  {self.run_dir}",
             f"  checkpoint  {self.checkpoint}",
-            f"  export      {self.export}  (lerobot --policy.path={self.export})",
+            f"  export      {self.export}  (lerobot --policy.path={self.export})" if self.export is not None else
+            f"  export      none (export=false); make one with: python -m policies.export {self.checkpoint} OUT",
         ])
 
 

@@ -246,3 +246,15 @@ def test_cli_goes_through_the_shared_runner(shards, tmp_path, capsys):
     assert "Traceback" in capsys.readouterr().err  # --debug keeps the traceback
     line = cli.interrupted([f"data.shards={shards}", f"out={tmp_path / 'o'}", "resume=old.ckpt"])
     assert f"resume={tmp_path / 'o' / 'checkpoints' / 'last.ckpt'}" in line and "old.ckpt" not in line
+
+
+def test_training_summary_without_an_export_says_how_to_make_one(tmp_path):
+    from policies.training import TrainSummary
+
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    base = dict(run_dir=tmp_path, steps=3, seconds=1.0, final_loss=0.5, checkpoint=ckpt)
+    text = TrainSummary(**base, export=None).text()
+    assert f"export      none (export=false); make one with: python -m policies.export {ckpt} OUT" in text
+    assert "None" not in text
+    # control: with an export the line gives lerobot's --policy.path
+    assert f"--policy.path={tmp_path / 'export'}" in TrainSummary(**base, export=tmp_path / "export").text()

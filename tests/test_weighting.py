@@ -172,3 +172,13 @@ def test_a_catch_all_keyword_cannot_enter_the_table():
     assert Rule.of("listed", listed).reads == ("episode",)
     with pytest.raises(TypeError, match="must list its parameters"):
         Rule.of("sloppy", sloppy)
+
+
+def test_parameter_errors_name_the_key_a_user_types():
+    """Overrides are typed as weighting.<param>=...; the message names that key (not a rule-prefixed one)."""
+    from policies.weighting import GainStats
+
+    with pytest.raises(WeightingError, match=r"weighting=filter: weighting\.top_fraction=1\.5 must be in") as e:
+        weigh("filter", torch.zeros(2, 3), GainStats.from_gains([0.0, 1.0]), top_fraction=1.5)
+    assert "filter.top_fraction" not in str(e.value).replace("weighting=filter: weighting.top_fraction", "")
+

@@ -159,12 +159,12 @@ class AdvantageStats:
             shrink: str = "none") -> AdvantageStats:
         """Fit from ``table`` (:class:`data.progress_table.ProgressTable`) and the manifest's ``episodes``."""
         if scale not in SCALES:
-            raise WeightingError(f"{rule}.scale={scale!r} must be one of {SCALES}")
+            raise WeightingError(f"weighting={rule}: weighting.scale={scale!r} must be one of {SCALES}")
         if success_from not in SUCCESS_FROM or shrink not in SHRINK:
-            raise WeightingError(f"{rule}.success_from={success_from!r} must be one of {SUCCESS_FROM} and "
-                                 f"{rule}.shrink={shrink!r} one of {SHRINK}")
+            raise WeightingError(f"weighting={rule}: weighting.success_from={success_from!r} must be one of {SUCCESS_FROM} and "
+                                 f"weighting.shrink={shrink!r} one of {SHRINK}")
         if not 0 < top <= 1:
-            raise WeightingError(f"{rule}.top={top} must be in (0, 1] (the shard progress that counts as the top)")
+            raise WeightingError(f"weighting={rule}: weighting.top={top} must be in (0, 1] (the shard progress that counts as the top)")
         if min(success_weight, final_weight, time_weight) < 0 or success_weight + final_weight + time_weight <= 0:
             raise WeightingError(f"{rule}: success_weight={success_weight}, final_weight={final_weight}, "
                                  f"time_weight={time_weight} must be >= 0 and not all 0")
@@ -383,11 +383,11 @@ def to_weights(a: np.ndarray, *, transform: str = "exp", beta: float = 1.0, w_ma
         return np.searchsorted(reference, a, side="right") / len(reference)
     if transform == "top":
         if not 0 < top_fraction <= 1:
-            raise WeightingError(f"{rule}.top_fraction={top_fraction} must be in (0, 1] (the fraction of the samples "
+            raise WeightingError(f"weighting={rule}: weighting.top_fraction={top_fraction} must be in (0, 1] (the fraction of the samples "
                                  "to keep)")
         above = len(reference) - np.searchsorted(reference, a, side="right")
         return (above < top_fraction * len(reference)).astype(np.float64)
-    raise WeightingError(f"{rule}.transform={transform!r} must be one of {TRANSFORMS}")
+    raise WeightingError(f"weighting={rule}: weighting.transform={transform!r} must be one of {TRANSFORMS}")
 
 
 def _rule(name: str, progress: Tensor, stats, *, episode, frame, transform: str, beta: float, w_max: float,

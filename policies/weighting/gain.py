@@ -113,17 +113,17 @@ def filter_top(progress: Tensor, stats: GainStats | None = None, *, top_fraction
     """Keep (w = 1) samples whose Δ is in the dataset's top ``top_fraction``; optionally drop episodes whose
     success score is below ``min_success`` (``success``: one score per sample, from the manifest)."""
     if not 0 < top_fraction <= 1:
-        raise WeightingError(f"filter.top_fraction={top_fraction} must be in (0, 1]")
+        raise WeightingError(f"weighting=filter: weighting.top_fraction={top_fraction} must be in (0, 1]")
     st = _need(stats, "filter")
     d = chunk_gain(progress)
     keep = d >= st.quantile(1.0 - top_fraction) if top_fraction < 1 else torch.ones_like(d, dtype=torch.bool)
     if min_success is not None:
         if success is None:
-            raise WeightingError("filter.min_success is set but the batch carries no success scores "
+            raise WeightingError("weighting=filter: weighting.min_success is set but the batch carries no success scores "
                                  "(the manifest's episodes lack success_score)")
         s = success.to(d.device).float()
         if torch.isnan(s).any():
-            raise WeightingError("filter.min_success is set but some episodes have no success_score in the "
+            raise WeightingError("weighting=filter: weighting.min_success is set but some episodes have no success_score in the "
                                  "manifest")
         keep = keep & (s >= min_success)
     return keep.float()
