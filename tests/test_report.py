@@ -140,3 +140,20 @@ def test_cli_errors(annotated, tmp_path, capsys):
     assert main([str(col), "labels=no.such.column"]) == 2
     assert "available" in capsys.readouterr().err
     assert main([str(col), "labels=none"]) == 0
+
+
+def test_episodes_table_is_worst_first_by_the_column_it_names(annotated):
+    """The table sorts on the column it names and shows it first: undefined values, then ascending."""
+    root, col, top, labels = annotated
+    r = write_report(top, labels="none")
+    text = (top / "report" / "report.md").read_text()
+    assert "## Episodes, worst first (by VOC vs ground truth)" in text
+    table = text.split("## Episodes, worst first (by VOC vs ground truth)")[1].split("\n\n")[1].splitlines()[2:]
+    shown = [row.split("|")[3].strip() for row in table if row.startswith("|")]
+    values = {e["episode_index"]: e["voc_ground_truth"] for e in r["per_episode"]}
+    expected = sorted(values.values(), key=lambda v: (v is not None, v if v is not None else 0))
+    assert len(shown) == len(values) == 3
+    assert [None if s == "—" else float(s) for s in shown] == pytest.approx(
+        [None if v is None else round(v, 3) for v in expected], abs=1e-3)
+    defined = [float(s) for s in shown if s != "—"]
+    assert defined == sorted(defined) and len(set(defined)) > 1  # control: the values differ, so order matters
