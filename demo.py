@@ -199,6 +199,9 @@ def quiet_video_backend_warning() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     quiet_video_backend_warning()
+    from configs.commands import quiet_libraries
+
+    quiet_libraries()
     try:
         cfg = parse_cli("demo", argv)
         OmegaConf.resolve(cfg)

@@ -27,6 +27,26 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 INTERRUPTED = "interrupted"
 
 
+# loggers whose INFO lines are advertising or per-run boilerplate, not news (warnings still show)
+QUIET_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero",
+                 "lightning_fabric.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+
+
+def quiet_libraries() -> None:
+    """One progress bar per stage and no noise: Lightning's tips and device lines, and the ``datasets`` "Map"
+    bars lerobot's writer opens per episode, are silenced; warnings stay."""
+    import logging
+
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:  # only the corpus writer needs it
+        pass
+
+
 def run_command(fn: Callable[[list[str]], int], argv: Sequence[str] | None = None, *,
                 errors: tuple[type[BaseException], ...] = (), interrupted: str = INTERRUPTED) -> int:
     """Run ``fn(argv)`` (``argv`` defaults to ``sys.argv[1:]``, without ``--debug``) and return its exit code,
@@ -34,6 +54,7 @@ def run_command(fn: Callable[[list[str]], int], argv: Sequence[str] | None = Non
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = DEBUG_FLAG in argv
     argv = [a for a in argv if a != DEBUG_FLAG]
+    quiet_libraries()
     try:
         return fn(argv)
     except KeyboardInterrupt:

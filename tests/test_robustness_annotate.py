@@ -133,3 +133,22 @@ def test_typed_values_are_checked_for_annotate_too(dataset, tmp_path, capsys):
     err = _errors(capsys.readouterr().err)
     assert len(err) == 1 and "window.horizon='ten' must be an integer" in err[0]
     assert not (tmp_path / "ann").exists()  # nothing written before the check
+
+
+def test_commands_silence_library_noise_but_not_warnings(capsys):
+    """Lightning's tips and device lines and the datasets "Map" bars are off once a command runs; its
+    warnings still show (negative control)."""
+    import logging
+
+    import datasets
+
+    from configs.commands import QUIET_LOGGERS, run_command
+
+    datasets.enable_progress_bars()
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    assert run_command(lambda argv: 0, []) == 0
+    assert not datasets.is_progress_bar_enabled()
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    assert not log.isEnabledFor(logging.INFO) and log.isEnabledFor(logging.WARNING)
+    datasets.enable_progress_bars()
