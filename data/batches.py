@@ -36,7 +36,16 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from data.manifest import ManifestError, load_manifest, shard_counts, shard_paths
+from data.manifest import (
+    MANIFEST,
+    ManifestError,
+    as_location,
+    as_root,
+    load_manifest,
+    locate,
+    shard_counts,
+    shard_paths,
+)
 from data.schema import (
     ACTION,
     IMAGE_FORMATS,
@@ -225,13 +234,13 @@ def collate(examples: list[dict]) -> dict:
 class ShardStream(IterableDataset):
     """The endless, rank- and worker-split sample stream; each worker yields its share of one epoch's batches."""
 
-    def __init__(self, paths: list[Path], needs: WindowNeeds, batch_size: int, steps_per_epoch: int,
+    def __init__(self, paths: list[Path | str], needs: WindowNeeds, batch_size: int, steps_per_epoch: int,
                  shuffle_buffer: int = 1000, seed: int = 0, rank: int = 0, world_size: int = 1,
                  success: dict[int, float] | None = None, handler: Handler = reraise,
                  counts: dict[str, int] | None = None):
         if batch_size < 1 or steps_per_epoch < 1:
             raise ValueError(f"batch_size={batch_size} and steps_per_epoch={steps_per_epoch} must be >= 1")
-        self.paths = [Path(p) for p in paths]
+        self.paths = [as_location(p) for p in paths]  # local paths as Paths; URLs and pipe: commands as given
         self.needs, self.batch_size, self.steps_per_epoch = needs, batch_size, steps_per_epoch
         self.shuffle_buffer, self.seed, self.rank, self.world_size = shuffle_buffer, seed, rank, world_size
         self.decoder = SampleDecoder(needs, success)
@@ -358,21 +367,24 @@ def episode_success(manifest: dict) -> dict[int, float]:
 
 
 class ShardDataModule(pl.LightningDataModule):
-    """Lightning DataModule over ``root/manifest.json`` + ``root/shards/*.tar`` (see the module docstring)."""
+    """Lightning DataModule over ``root/manifest.json`` + ``root/shards/*.tar`` (see the module docstring).
+
+    ``root``: the annotation output, a local folder or a URL / ``pipe:`` template (:mod:`data.manifest`)."""
 
     def __init__(self, root: str | Path, needs: WindowNeeds, batch_size: int = 32, num_workers: int = 2,
                  shuffle_buffer: int = 1000, steps_per_epoch: int = 200, seed: int = 0):
         super().__init__()
-        self.root = Path(root)
+        self.root = as_root(root)
         self.needs = needs
         self.batch_size, self.num_workers = batch_size, num_workers
         self.shuffle_buffer, self.steps_per_epoch, self.seed = shuffle_buffer, steps_per_epoch, seed
         self._restored_position: dict | None = None  # a checkpoint's loader position, until the loader takes it
         self.manifest = load_manifest(self.root)
-        check_windows(self.manifest, needs, str(self.root / "manifest.json"))
+        where = str(locate(self.root, MANIFEST))
+        check_windows(self.manifest, needs, where)
         self.paths = shard_paths(self.root, self.manifest)
         if not self.paths:
-            raise ManifestError(f"{self.root / 'manifest.json'} lists no shards; nothing to train on")
+            raise ManifestError(f"{where} lists no shards; nothing to train on")
         fmt = (self.manifest.get("image") or {}).get("format", "jpg")
         if fmt not in IMAGE_FORMATS:
             raise ShardError(f"manifest image.format={fmt!r} is not one of {IMAGE_FORMATS}")

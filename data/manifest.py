@@ -45,13 +45,34 @@ with shape (3, 1, 1)), so :func:`lerobot_stats` hands them straight to ``make_pr
 :func:`build_manifest` builds the dict from the shard writer's journal records (``data.shards``) and
 :func:`compute_stats` the stats (arrays exactly, images from per-episode value histograms); both
 ``pipeline.annotate`` and the test fixtures write their manifests through them.
+
+Where an output is read from (the trainer's ``data.shards``, ``pipeline.report``'s argument): a file ``NAME``
+of the output (``manifest.json``, ``shards/r000-000000.tar``) is at :func:`locate` ``(ROOT, NAME)``, where ROOT
+is
+
+- a local folder: ``ROOT/NAME``, as written by ``pipeline.annotate``;
+- a URL prefix ``http://…``, ``https://…`` or ``file://…`` (read with urllib), or any other ``SCHEME://…``
+  (``s3://``, ``gs://``, ...) read through fsspec where fsspec and the scheme's backend (s3fs, gcsfs, ...) are
+  installed: ``ROOT/NAME``. A URL ending in ``/manifest.json`` names the same ROOT;
+- a template holding ``{name}``, in particular a ``pipe:`` command that writes the file to its stdout:
+  ``pipe:aws s3 cp s3://bucket/ann/{name} -`` reads ``aws s3 cp s3://bucket/ann/manifest.json -`` and so on
+  (``{name}`` is replaced, every other character is passed to the shell as it is).
+
+:func:`open_location` opens any of these as one sequential binary stream (never seeked), so the one tar
+reader (:func:`data.shards.read_members`) and its checks serve them all.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -72,8 +93,170 @@ class ManifestError(FileNotFoundError):
     """The annotation output folder or its manifest is missing or unreadable."""
 
 
+class StorageError(OSError):
+    """A file of an output cannot be opened or streamed (a URL that fails, a ``pipe:`` command that fails)."""
+
+
+NAME_FIELD = "{name}"  # where a template root takes each file's name
+URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+URLLIB_SCHEMES = ("http", "https", "file")  # read with the standard library; other schemes through fsspec
+HTTP_TIMEOUT_S = 60.0
+PIPE = "pipe:"
+
+
+def is_remote(root: str | Path) -> bool:
+    """Whether ``root`` is a URL, a ``pipe:`` command or a ``{name}`` template rather than a local folder."""
+    if isinstance(root, Path):
+        return False
+    return root.startswith(PIPE) or NAME_FIELD in root or URL_SCHEME.match(root) is not None
+
+
+def as_location(location: str | Path) -> Path | str:
+    """A file or folder as the readers take it: a Path when it is local, the string when it is remote."""
+    return location if isinstance(location, str) and is_remote(location) else Path(location)
+
+
+def as_root(root: str | Path) -> Path | str:
+    """An output root as the readers take it (:func:`as_location`; a URL naming the manifest itself,
+    ``ROOT/manifest.json``, is taken as ROOT)."""
+    root = as_location(root)
+    if isinstance(root, Path):
+        return root
+    if NAME_FIELD not in root and not root.startswith(PIPE) and root.endswith("/" + MANIFEST):
+        return root[: -len(MANIFEST) - 1]
+    return root
+
+
+def locate(root: str | Path, name: str) -> Path | str:
+    """Where the output file ``name`` (``manifest.json``, ``shards/…``) of ``root`` is (module docstring)."""
+    root = as_root(root)
+    if isinstance(root, Path):
+        return root / name
+    if NAME_FIELD in root:
+        return root.replace(NAME_FIELD, name)
+    if root.startswith(PIPE):
+        raise ManifestError(f"the annotation output {root!r} is a pipe: command without {NAME_FIELD}: write "
+                            f"{NAME_FIELD} where each file's name goes, e.g. 'pipe:aws s3 cp s3://bucket/ann/"
+                            f"{NAME_FIELD} -'")
+    return root.rstrip("/") + "/" + name
+
+
+class HTTPStream:
+    """An HTTP response read in full blocks: a connection that closes early reads as a short file (as a
+    truncated local file does), not as http.client's IncompleteRead."""
+
+    def __init__(self, response):
+        self.response = response
+
+    def read(self, n: int = -1) -> bytes:
+        import http.client
+
+        try:
+            return self.response.read(None if n < 0 else n)
+        except http.client.IncompleteRead as exc:
+            return exc.partial
+
+
+@contextmanager
+def open_location(location: str | Path) -> Iterator[BinaryIO]:
+    """A binary stream of the file at ``location`` (a local path, a URL or a ``pipe:`` command), read
+    sequentially. Opening fails with StorageError naming the location; a ``pipe:`` command that exits with
+    an error raises StorageError with its status and the end of its stderr once its stream is done."""
+    if isinstance(location, Path) or not is_remote(location):
+        with open(location, "rb") as fh:
+            yield fh
+        return
+    if location.startswith(PIPE):
+        with pipe_stream(location[len(PIPE):]) as fh:
+            yield fh
+        return
+    scheme = location.split("://", 1)[0].lower()
+    if scheme in URLLIB_SCHEMES:
+        import urllib.request
+
+        try:
+            response = urllib.request.urlopen(location, timeout=HTTP_TIMEOUT_S)  # noqa: S310 - the user's URL
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"{location} cannot be read ({type(exc).__name__}: {exc})") from exc
+        with response:
+            yield HTTPStream(response)
+        return
+    try:
+        import fsspec
+    except ImportError as exc:
+        raise StorageError(f"{location}: reading {scheme}:// needs fsspec and its {scheme} backend (pip "
+                           f"install fsspec and e.g. s3fs or gcsfs), or give the files as 'pipe:CMD "
+                           f"{NAME_FIELD}'") from exc
+    try:
+        fh = fsspec.open(location, "rb").open()
+    except (ImportError, ValueError) as exc:  # fsspec names the backend package a scheme needs
+        raise StorageError(f"{location}: fsspec cannot read {scheme}:// ({exc})") from exc
+    except OSError as exc:
+        raise StorageError(f"{location} cannot be read ({type(exc).__name__}: {exc})") from exc
+    with fh:
+        yield fh
+
+
+@contextmanager
+def pipe_stream(command: str) -> Iterator[BinaryIO]:
+    """The stdout of the shell command ``command``. A reader that stops early ends the command; otherwise the
+    command is waited for, and one that exits with an error raises StorageError (also when the reader failed
+    first, e.g. on the empty stream of a command that found no file: the command's error says more)."""
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE, stderr=err)  # noqa: S602
+        failed: BaseException | None = None
+        stopped = False
+        try:
+            yield proc.stdout
+            while proc.stdout.read(1 << 16):  # the rest (the tar's end blocks), so that the command ends
+                pass
+        except GeneratorExit:  # the reader stopped early: nothing more of the command is needed
+            stopped = True
+            proc.kill()
+            proc.wait()
+            raise
+        except BaseException as exc:
+            failed = exc
+            raise
+        finally:
+            if proc.returncode is None:
+                proc.stdout.close()  # a command still writing gets SIGPIPE
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            # a signal after the reader failed is the closed pipe; a status > 0 is the command's own failure
+            if not stopped and (proc.returncode > 0 or (proc.returncode < 0 and failed is None)):
+                err.seek(0)
+                tail = err.read()[-500:].decode(errors="replace").strip()
+                raise StorageError(f"'{PIPE}{command}' exited with status {proc.returncode}"
+                                   + (f": {tail}" if tail else "")) from failed
+
+
+def read_location(location: str | Path) -> bytes:
+    """The whole file at ``location`` (:func:`open_location`)."""
+    with open_location(location) as fh:
+        return fh.read()
+
+
 def load_manifest(out_dir: str | Path) -> dict:
-    out = Path(out_dir)
+    """The manifest of the output at ``out_dir`` (a local folder or a remote root, module docstring)."""
+    root = as_root(out_dir)
+    if isinstance(root, str):
+        where = locate(root, MANIFEST)
+        try:
+            text = read_location(where)
+        except StorageError as exc:
+            raise ManifestError(f"the manifest of {root} cannot be read: {exc}. Check that {root} names the "
+                                f"output pipeline.annotate wrote ({MANIFEST} and {SHARDS_DIR}/) and is "
+                                "reachable from here") from exc
+        try:
+            return json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ManifestError(f"{where} is not valid JSON ({exc}); is it the manifest of a finished "
+                                f"pipeline.annotate output?") from exc
+    out = root
     if not out.is_dir():
         raise ManifestError(f"shards folder {out} does not exist; run `python -m pipeline.annotate ... out={out}` first")
     path = out / MANIFEST
@@ -87,10 +270,14 @@ def load_manifest(out_dir: str | Path) -> dict:
         raise ManifestError(f"{path} is not valid JSON ({exc}); re-run pipeline.annotate to rewrite it") from exc
 
 
-def shard_paths(out_dir: str | Path, manifest: dict | None = None) -> list[Path]:
-    """Absolute paths of the shards the manifest lists, each checked to exist."""
-    out = Path(out_dir)
-    manifest = manifest if manifest is not None else load_manifest(out)
+def shard_paths(out_dir: str | Path, manifest: dict | None = None) -> list[Path | str]:
+    """Where the shards the manifest lists are: absolute paths, each checked to exist, for a local folder;
+    their URLs or commands for a remote root (opening one that is missing raises ShardError naming it)."""
+    root = as_root(out_dir)
+    manifest = manifest if manifest is not None else load_manifest(root)
+    if isinstance(root, str):
+        return [locate(root, s["name"]) for s in manifest["shards"]]
+    out = root
     paths = [out / s["name"] for s in manifest["shards"]]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
@@ -99,8 +286,9 @@ def shard_paths(out_dir: str | Path, manifest: dict | None = None) -> list[Path]
 
 
 def shard_counts(root: str | Path, manifest: dict) -> dict[str, int]:
-    """Shard path → the sample count the manifest lists for it (to detect truncated tars)."""
-    return {str(Path(root) / s["name"]): int(s["count"]) for s in manifest["shards"] if "count" in s}
+    """Shard location (as :func:`shard_paths` gives it, as a string) → the sample count the manifest lists for
+    it (to detect truncated tars)."""
+    return {str(locate(root, s["name"])): int(s["count"]) for s in manifest["shards"] if "count" in s}
 
 
 def stats_arrays(stats: dict) -> dict[str, dict[str, np.ndarray]]:

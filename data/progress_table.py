@@ -46,8 +46,9 @@ class ProgressTable:
 def fit_progress_table(root: str | Path, future_actions: int, manifest: dict | None = None) -> ProgressTable:
     """Every sample's (episode, frame, p[t], Δ = p[t+F] − p[t]), read once from the shards' ``progress.npy``.
 
-    Only the progress members of each tar are decoded (no images); the windows are cut to the policy's
-    chunk F, so Δ is exactly the gain the rules see in training.
+    ``root``: the annotation output, a local folder or a URL / ``pipe:`` template (:mod:`data.manifest`). Only
+    the progress members of each tar are decoded (no images); the windows are cut to the policy's chunk F, so
+    Δ is exactly the gain the rules see in training.
     """
     manifest = manifest if manifest is not None else load_manifest(root)
     episode, frame, level, gain = [], [], [], []

@@ -21,9 +21,10 @@ equals the original.
 
 Tar members carry fixed metadata (mtime 0, mode 0644, no owner), so equal samples give equal bytes.
 
-Reading: :func:`read_members` walks a tar's headers directly (checking every header checksum and member
-length), :func:`group_samples` groups members into webdataset samples, and :func:`tar_samples` chains them over
-shards, turning any damage into a :class:`ShardError` that names the shard.
+Reading: :func:`read_members` walks a tar stream's headers directly, strictly forward (checking every header
+checksum and member length), :func:`group_samples` groups members into webdataset samples, and
+:func:`tar_samples` chains them over shards (local paths, URLs or ``pipe:`` commands, opened by
+:func:`data.manifest.open_location`), turning any damage into a :class:`ShardError` that names the shard.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
-from data.manifest import SHARDS_DIR
+from data.manifest import SHARDS_DIR, StorageError, open_location
 
 JOURNAL_DIR = "journal"
 TAR_BLOCK = 512  # tar headers and member data come in 512-byte blocks
@@ -90,8 +92,9 @@ def check_shard(path: Path, record: dict) -> str | None:
         return None
     n = 0
     try:
-        for _ in group_samples(read_members(path), str(path)):
-            n += 1
+        with open(path, "rb") as fh:
+            for _ in group_samples(read_members(fh), str(path)):
+                n += 1
     except (ValueError, EOFError) as exc:
         return f"unreadable after {n} samples ({exc})"
     if n != record["count"]:
@@ -336,49 +339,64 @@ def _pax_records(data: bytes) -> dict[str, str]:
     return out
 
 
-def read_members(path: Path | str) -> Iterator[tuple[str, bytes]]:
-    """(name, data) of the regular files of a tar (ustar, pax or GNU long names), read sequentially.
+def read_full(fh: BinaryIO, n: int) -> bytes:
+    """``n`` bytes of the stream, fewer only at its end (a socket or pipe may return less per read)."""
+    data = fh.read(n)
+    while len(data) < n:
+        more = fh.read(n - len(data))
+        if not more:
+            break
+        data += more
+    return data
 
+
+def read_members(fh: BinaryIO) -> Iterator[tuple[str, bytes]]:
+    """(name, data) of the regular files of the tar stream ``fh`` (ustar, pax or GNU long names).
+
+    The stream is read strictly forward (no seek, no tell), so a local file, an HTTP response and a ``pipe:``
+    command's stdout (:func:`data.manifest.open_location`) go through the same reader and the same checks.
     Python's ``tarfile`` spent about half of the loader's CPU time parsing the headers of our many small
     members; this reads them directly, verifying every header checksum and every member's length. A damaged
     tar raises ValueError or EOFError (:func:`tar_samples` turns them into a ShardError naming the shard).
     """
-    with open(path, "rb") as fh:
-        pending: dict[str, str] = {}
-        while True:
-            at = fh.tell()
-            header = fh.read(TAR_BLOCK)
-            if len(header) < TAR_BLOCK:
-                raise EOFError(f"unexpected end of file at byte {at} (no end-of-archive marker)")
-            if header.count(0) == TAR_BLOCK:
-                return  # end-of-archive marker
-            try:
-                stored = int(header[TAR_CHKSUM].replace(b"\0", b" ").strip() or b"0", 8)
-                size = int(header[TAR_SIZE].replace(b"\0", b" ").strip() or b"0", 8)
-            except ValueError as exc:
-                raise ValueError(f"bad tar header at byte {at}") from exc
-            if stored != sum(header[:TAR_CHKSUM.start]) + CHKSUM_SPACES + sum(header[TAR_CHKSUM.stop:]):
-                raise ValueError(f"tar header checksum mismatch at byte {at}")
-            typeflag = header[TAR_TYPE]
-            data_size = int(pending["size"]) if "size" in pending and typeflag not in (b"x", b"g", b"L") else size
-            data = fh.read(data_size)
-            if len(data) < data_size:
-                raise EOFError(f"member at byte {at} is cut short ({len(data)} of {data_size} bytes)")
-            fh.seek((-data_size) % TAR_BLOCK, 1)
-            if typeflag == b"x":
-                pending.update(_pax_records(data))
-            elif typeflag == b"L":
-                pending["path"] = data.rstrip(bytes(1)).decode()
-            elif typeflag in (b"0", b"\0"):
-                name = pending.get("path")
-                if name is None:
-                    name = header[TAR_NAME].rstrip(bytes(1)).decode()
-                    prefix = header[TAR_PREFIX].rstrip(bytes(1)).decode() if header[TAR_MAGIC] == b"ustar" else ""
-                    name = f"{prefix}/{name}" if prefix else name
-                pending = {}
-                yield name, data
-            else:  # directories, links, global pax headers: nothing to read
-                pending = {} if typeflag != b"g" else pending
+    pending: dict[str, str] = {}
+    at = 0  # the byte offset of the next header
+    while True:
+        header = read_full(fh, TAR_BLOCK)
+        if len(header) < TAR_BLOCK:
+            raise EOFError(f"unexpected end of file at byte {at} (no end-of-archive marker)")
+        if header.count(0) == TAR_BLOCK:
+            return  # end-of-archive marker
+        try:
+            stored = int(header[TAR_CHKSUM].replace(b"\0", b" ").strip() or b"0", 8)
+            size = int(header[TAR_SIZE].replace(b"\0", b" ").strip() or b"0", 8)
+        except ValueError as exc:
+            raise ValueError(f"bad tar header at byte {at}") from exc
+        if stored != sum(header[:TAR_CHKSUM.start]) + CHKSUM_SPACES + sum(header[TAR_CHKSUM.stop:]):
+            raise ValueError(f"tar header checksum mismatch at byte {at}")
+        typeflag = header[TAR_TYPE]
+        data_size = int(pending["size"]) if "size" in pending and typeflag not in (b"x", b"g", b"L") else size
+        data = read_full(fh, data_size)
+        if len(data) < data_size:
+            raise EOFError(f"member at byte {at} is cut short ({len(data)} of {data_size} bytes)")
+        padding = (-data_size) % TAR_BLOCK
+        if padding:
+            read_full(fh, padding)  # a short read here shows as the end of file at the next header
+        at += TAR_BLOCK + data_size + padding
+        if typeflag == b"x":
+            pending.update(_pax_records(data))
+        elif typeflag == b"L":
+            pending["path"] = data.rstrip(bytes(1)).decode()
+        elif typeflag in (b"0", b"\0"):
+            name = pending.get("path")
+            if name is None:
+                name = header[TAR_NAME].rstrip(bytes(1)).decode()
+                prefix = header[TAR_PREFIX].rstrip(bytes(1)).decode() if header[TAR_MAGIC] == b"ustar" else ""
+                name = f"{prefix}/{name}" if prefix else name
+            pending = {}
+            yield name, data
+        else:  # directories, links, global pax headers: nothing to read
+            pending = {} if typeflag != b"g" else pending
 
 
 def group_samples(members: Iterable[tuple[str, bytes]], url: str) -> Iterator[dict]:
@@ -405,18 +423,28 @@ def tar_samples(paths: Iterable[Path | str], handler: Handler = reraise,
                 counts: dict[str, int] | None = None) -> Iterator[dict]:
     """Raw webdataset samples (``{"__key__", "__url__", field: bytes}``) of each shard in turn.
 
-    A tar that cannot be read, or (with ``counts``: shard path → the manifest's sample count) one that ends
-    early, raises ShardError naming it (passed to ``handler``: True skips the rest of that shard, False stops).
+    ``paths``: local paths, URLs or ``pipe:`` commands (:func:`data.manifest.open_location`), each read as one
+    stream. A tar that cannot be read, or (with ``counts``: shard location → the manifest's sample count) one
+    that ends early, raises ShardError naming it (passed to ``handler``: True skips the rest of that shard,
+    False stops).
     """
     for path in paths:
         n = 0
         try:
-            for sample in group_samples(read_members(path), str(path)):
-                n += 1
-                yield sample
+            with open_location(path) as fh:
+                for sample in group_samples(read_members(fh), str(path)):
+                    n += 1
+                    yield sample
             expected = (counts or {}).get(str(path))
             if expected is not None and n != expected:
                 raise EOFError(f"it holds {n} samples but the manifest lists {expected}")
+        except StorageError as exc:  # the URL or command fails: nothing to do with the shard's bytes
+            err = ShardError(f"shard {path} cannot be read ({exc}); check that the location is reachable "
+                             "from here, or re-run pipeline.annotate if the shard is missing")
+            err.__cause__ = exc
+            if handler(err):
+                continue
+            return
         except Exception as exc:  # bad headers, EOFError, duplicate members ...
             err = ShardError(f"shard {path} is corrupt or truncated ({type(exc).__name__}: "
                              f"{exc.args[0] if exc.args else exc}); re-run pipeline.annotate to rewrite it")

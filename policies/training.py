@@ -32,7 +32,7 @@ from configs import ConfigError, save_config
 from configs.outputs import claim_output
 from configs.types import check_types
 from data.batches import ShardDataModule
-from data.manifest import load_manifest
+from data.manifest import as_root, load_manifest
 from data.progress_table import fit_progress_table
 from policies.module import BCModule, NonFiniteLoss
 from policies.weighting import get_rule
@@ -118,7 +118,8 @@ def _precision(precision: str, accelerator: str) -> str:
 def _check(cfg: DictConfig) -> None:
     check_types(cfg, "train")
     if not cfg.data.shards:
-        raise ConfigError("data.shards is not set: pass data.shards=DIR, the output folder of pipeline.annotate")
+        raise ConfigError("data.shards is not set: pass data.shards=DIR (or a URL), the output of "
+                          "pipeline.annotate")
     if not cfg.out:
         raise ConfigError("out is not set: pass out=RUN_DIR (a new folder; or this run's own folder with "
                           f"resume=RUN_DIR/{CHECKPOINTS}/{LAST} to continue it)")
@@ -126,12 +127,16 @@ def _check(cfg: DictConfig) -> None:
     get_rule(weighting.pop("name")).check(weighting)  # a misspelt parameter fails before any data is read
     if int(cfg.trainer.max_steps) < 1:
         raise ConfigError(f"trainer.max_steps={cfg.trainer.max_steps} must be >= 1")
-    world = int(cfg.trainer.devices) if str(cfg.trainer.devices).isdigit() else 1
+    if int(cfg.trainer.num_nodes) < 1:
+        raise ConfigError(f"trainer.num_nodes={cfg.trainer.num_nodes} must be >= 1")
+    devices = int(cfg.trainer.devices) if str(cfg.trainer.devices).isdigit() else 1
+    world = devices * int(cfg.trainer.num_nodes)
     main_file = getattr(sys.modules.get("__main__"), "__file__", "") or ""
     if world > 1 and "LOCAL_RANK" not in os.environ and not main_file.endswith("train.py") \
             and str(cfg.trainer.strategy) in ("auto", "ddp"):
-        raise ConfigError(f"trainer.devices={cfg.trainer.devices}: DDP starts its processes by re-running the command "
-                          "line; run `python train.py ...` (or a launcher such as torchrun), or "
+        nodes = f", trainer.num_nodes={cfg.trainer.num_nodes}" if int(cfg.trainer.num_nodes) > 1 else ""
+        raise ConfigError(f"trainer.devices={cfg.trainer.devices}{nodes}: DDP starts its processes by re-running "
+                          "the command line; run `python train.py ...` (or a launcher such as torchrun), or "
                           "trainer.strategy=ddp_spawn when calling train(cfg) from other code")
     if cfg.resume and not Path(cfg.resume).is_file():
         raise ConfigError(f"resume={cfg.resume} is not a checkpoint file (e.g. RUN_DIR/{CHECKPOINTS}/{LAST})")
@@ -172,7 +177,8 @@ def run_info(cfg: DictConfig, manifest: dict) -> dict:
     """What a checkpoint and an export remember of the run's data: a resume on other shards or with another
     weighting is refused (:func:`check_resume`), an evaluation on another task too (policies.evaluation)."""
     tasks = sorted({str(e["task"]) for e in manifest.get("episodes", []) if e.get("task")})
-    return {"data.shards": str(Path(cfg.data.shards).resolve()),
+    root = as_root(cfg.data.shards)
+    return {"data.shards": str(root.resolve()) if isinstance(root, Path) else root,
             "weighting": OmegaConf.to_container(cfg.weighting, resolve=True), "tasks": tasks}
 
 
@@ -340,7 +346,7 @@ def train(cfg: DictConfig) -> TrainSummary:
     loggers = [resumable_csv_logger(out, resume_step), TensorBoardLogger(out, name=LOGS, version="tb")] \
         if t.loggers else False
     trainer = pl.Trainer(
-        accelerator=accelerator, devices=t.devices, strategy=t.strategy,
+        accelerator=accelerator, devices=t.devices, num_nodes=int(t.num_nodes), strategy=t.strategy,
         precision=_precision(str(t.precision), accelerator), gradient_clip_val=clip,
         gradient_clip_algorithm="norm", max_steps=int(t.max_steps), max_epochs=-1,
         callbacks=callbacks, logger=loggers, log_every_n_steps=int(t.log_every_n_steps),

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from configs import ConfigError
-from data.manifest import load_manifest
+from data.manifest import as_root, load_manifest
 from pipeline.progress import PROGRESS_FROM_DEBIASED, PrefixScores, voc
 from pipeline.report.inputs import column_per_episode, open_source, read_success_labels
 
@@ -177,8 +177,11 @@ def _nan_to_none(x):
 
 
 def analyse(ann_dir: str | Path, labels="auto", ground_truth="auto") -> dict:
-    """Every number of the report for one annotation output (``_``-prefixed keys are for the plots only)."""
-    ann = Path(ann_dir)
+    """Every number of the report for one annotation output (``_``-prefixed keys are for the plots only).
+
+    ``ann_dir``: a local folder or a URL / ``pipe:`` template (:mod:`data.manifest`); only its manifest is
+    read."""
+    ann = as_root(ann_dir)
     manifest = load_manifest(ann)
     if not manifest.get("episodes"):
         raise ConfigError(f"{ann} has no annotated episodes to report on (failures: {len(manifest.get('failures', []))})")

@@ -2,6 +2,7 @@
 
     python -m pipeline.report OUT_DIR [labels=auto|COLUMN|FILE|none] [ground_truth=auto|COLUMN|none]
     python -m pipeline.report OUT_A OUT_B [...] [out=DIR]        # compare reward models on one dataset
+    python -m pipeline.report https://host/ann out=DIR            # an output read by URL (data.manifest)
 
 Writes ``OUT_DIR/report/`` (``report.md``, ``report.json`` with every number, PNG plots); with several
 annotation outputs, one comparison table and overlaid curves (in ``out``, default ``OUT_A/report_compare``).
@@ -20,12 +21,11 @@ annotation outputs, one comparison table and overlaid curves (in ``out``, defaul
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from configs import load_config
 from configs.commands import run_command
 from pipeline.report.metrics import fmt
-from pipeline.report.write import COMPARE_DIR, REPORT_DIR, compare, write_report
+from pipeline.report.write import COMPARE_DIR, REPORT_DIR, compare, report_dir, write_report
 
 
 def detection_text(r: dict) -> str:
@@ -47,13 +47,13 @@ def _main(argv: list[str]) -> int:
     cfg = load_config("report", [a for a in argv if "=" in a])
     if len(dirs) == 1:
         r = write_report(dirs[0], labels=cfg.labels, ground_truth=cfg.ground_truth, worst=cfg.worst, out=cfg.out)
-        where = Path(cfg.out) if cfg.out else Path(dirs[0]) / REPORT_DIR
+        where = report_dir(dirs[0], cfg.out, REPORT_DIR)
         print(f"VOC mean {fmt(r['voc_mean'])} (undefined {r['voc_undefined']}), {detection_text(r)}; "
               f"report: {where / 'report.md'}")
         if r.get("control"):
             print(f"static-video control: {r['control']['verdict']}")
     else:
-        out = Path(cfg.out) if cfg.out else Path(dirs[0]) / COMPARE_DIR
+        out = report_dir(dirs[0], cfg.out, COMPARE_DIR)
         compare(dirs, out, labels=cfg.labels, ground_truth=cfg.ground_truth, curves=cfg.curves)
         print(f"comparison of {len(dirs)} annotation outputs: {out / 'compare.md'}")
     return 0

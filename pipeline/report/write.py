@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from configs import ConfigError
-from data.manifest import load_manifest
+from data.manifest import as_root, load_manifest
 from pipeline.progress import PROGRESS_FROM_DEBIASED
 from pipeline.report.figures import compare_curves, report_plots
 from pipeline.report.metrics import analyse, fmt, worst_first
@@ -25,12 +25,23 @@ def model_line(reward: dict) -> str:
     return f"`{kind}` reward, model `{reward.get('model')}` ({reward.get('model_class', '?')})"
 
 
+def report_dir(ann: str | Path, out: str | Path | None, default: str) -> Path:
+    """Where the report's files go: ``out``, else ``default`` inside the (local) annotation output ``ann``."""
+    if out:
+        return Path(out)
+    ann = as_root(ann)
+    if isinstance(ann, str):
+        raise ConfigError(f"{ann} is not a local folder, so the report cannot go inside it: give out=DIR, a "
+                          "local folder for the report's files")
+    return ann / default
+
+
 def write_report(ann_dir: str | Path, labels="auto", ground_truth="auto", worst: int = 6,
                  out: str | Path | None = None) -> dict:
     """Write ``report.md``, ``report.json`` and the plots; returns the numbers."""
-    ann = Path(ann_dir)
+    ann = as_root(ann_dir)
+    out = report_dir(ann, out, REPORT_DIR)
     result = analyse(ann, labels=labels, ground_truth=ground_truth)
-    out = Path(out) if out else ann / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     files = report_plots(result, load_manifest(ann), out, worst)
     result["plots"] = files
