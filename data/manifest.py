@@ -56,7 +56,11 @@ is
   installed: ``ROOT/NAME``. A URL ending in ``/manifest.json`` names the same ROOT;
 - a template holding ``{name}``, in particular a ``pipe:`` command that writes the file to its stdout:
   ``pipe:aws s3 cp s3://bucket/ann/{name} -`` reads ``aws s3 cp s3://bucket/ann/manifest.json -`` and so on
-  (``{name}`` is replaced, every other character is passed to the shell as it is).
+  (``{name}`` is replaced, every other character is passed to the shell as it is). A ``pipe:`` root without
+  ``{name}`` is refused.
+
+A shard list may also be given directly, as local paths, URLs or ``pipe:CMD`` commands (one per shard), to
+:func:`data.shards.tar_samples` and :class:`data.batches.ShardStream`.
 
 :func:`open_location` opens any of these as one sequential binary stream (never seeked), so the one tar
 reader (:func:`data.shards.read_members`) and its checks serve them all.
