@@ -179,6 +179,10 @@ def test_bad_configs(shards, tmp_path):
         train(tiny_cfg(shards, tmp_path / "o", "diffusion", "none", "policy.n_obs_steps=3"))
     with pytest.raises(ConfigError, match="trainer.devices=2: DDP starts its processes"):
         train(tiny_cfg(shards, tmp_path / "o", "act", "none", "trainer.devices=2"))
+    with pytest.raises(ConfigError, match="trainer.devices=1, trainer.num_nodes=2: DDP starts its processes"):
+        train(tiny_cfg(shards, tmp_path / "o", "act", "none", "trainer.num_nodes=2"))
+    with pytest.raises(ConfigError, match="trainer.num_nodes=0 must be >= 1"):
+        train(tiny_cfg(shards, tmp_path / "o", "act", "none", "trainer.num_nodes=0"))
     with pytest.raises(ConfigError, match="resume="):
         train(tiny_cfg(shards, tmp_path / "o", "act", "none", f"resume={tmp_path / 'nope.ckpt'}"))
 
