@@ -33,10 +33,11 @@ def fingerprint(identity: dict) -> str:
 
 
 def differences(a, b, prefix: str = "") -> list[str]:
-    """``key: old -> new`` for every leaf where two nested dicts differ (dotted keys)."""
+    """``key: old -> new`` for every leaf where two nested dicts differ (dotted keys); a config group's choice
+    (``name``, e.g. ``reward.name``) comes first at every level: it explains the keys that follow from it."""
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
-        for k in sorted(set(a) | set(b)):
+        for k in sorted(set(a) | set(b), key=lambda k: (k != "name", k)):
             out += differences(a.get(k), b.get(k), f"{prefix}{k}.")
         return out
     return [f"{prefix[:-1] or 'value'}: {a!r} -> {b!r}"] if a != b else []

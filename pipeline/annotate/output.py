@@ -21,6 +21,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from configs import ConfigError
+from configs.outputs import differences
 from data.manifest import MANIFEST, PLOTS_DIR, PROGRESS_PARQUET, SHARDS_DIR
 from data.schema import SCHEMA_VERSION
 from data.shards import JOURNAL_DIR
@@ -68,6 +69,9 @@ def fingerprint(cfg: DictConfig, src: SourceDataset, world_size: int) -> dict:
     return {"fingerprint": digest, **identity}
 
 
+SHOWN_CHANGES = 5  # changed keys named in the refusal; the rest are counted
+
+
 def inspect_output(out: Path, run: dict, overwrite: bool) -> None:
     """Refuse an output folder that holds a different run (or foreign files) unless ``overwrite``."""
     if overwrite or not out.exists():
@@ -84,7 +88,7 @@ def inspect_output(out: Path, run: dict, overwrite: bool) -> None:
     except json.JSONDecodeError:
         previous = {}
     if previous.get("fingerprint") != run["fingerprint"]:
-        diff = _diff(previous.get("config", {}), run["config"])
+        diff = differences(previous.get("config", {}), run["config"])
         if previous.get("source") != run["source"]:
             diff.append(f"source {previous.get('source')} -> {run['source']}")
         if previous.get("world_size") != run["world_size"]:
@@ -96,21 +100,6 @@ def inspect_output(out: Path, run: dict, overwrite: bool) -> None:
             f"out={out} holds the output of a different run ({'; '.join(diff[:SHOWN_CHANGES]) or 'different settings'}"
             f"{more}); use another folder, or set overwrite=true to delete it and start over"
         )
-
-
-SHOWN_CHANGES = 5  # changed keys named in the refusal; the rest are counted
-
-
-def _diff(a, b, prefix: str = "") -> list[str]:
-    """Changed keys, a config group's choice (``name``, e.g. ``reward.name``) first at every level: it explains
-    the keys that follow from it."""
-    out = []
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b), key=lambda k: (k != "name", k)):
-            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
-    elif a != b:
-        out.append(f"{prefix[:-1]}: {a!r} -> {b!r}")
-    return out
 
 
 def prepare_output(out: Path, run: dict, overwrite: bool) -> None:
