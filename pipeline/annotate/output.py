@@ -12,7 +12,6 @@ control hold the control's too.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from configs import ConfigError
 from configs.outputs import differences
+from configs.outputs import fingerprint as identity_hash
 from data.manifest import MANIFEST, PLOTS_DIR, PROGRESS_PARQUET, SHARDS_DIR
 from data.schema import SCHEMA_VERSION
 from data.shards import JOURNAL_DIR
@@ -65,7 +65,7 @@ def fingerprint(cfg: DictConfig, src: SourceDataset, world_size: int) -> dict:
     files = reward_files(cfg.reward)
     if files:  # only where a reward reads a file, so other runs keep their fingerprints
         identity["reward_files"] = files
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    digest = identity_hash(identity)
     return {"fingerprint": digest, **identity}
 
 
