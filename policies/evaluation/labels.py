@@ -1,0 +1,151 @@
+"""Human success labels of recorded rollouts: the one reader and writer of the labels file.
+
+A labels file says, per recorded episode, whether it succeeded, as judged by a person:
+
+- CSV with a header ``policy,episode_index,success`` and an optional ``note`` column (any order; more columns
+  are kept when the file is rewritten by :func:`write_labels` only if they are one of these four);
+- JSON: a list of objects with the same keys (``[{"policy": "act", "episode_index": 3, "success": true}]``),
+  or ``{"labels": [...]}``.
+
+``success`` reads ``1/0``, ``true/false``, ``yes/no``, ``success/failure`` (any case); an empty value is "not
+labelled yet" and the row is skipped. Writing is atomic (a temporary file in the same folder, then
+``os.replace``), so a crash never leaves half a file and a reader never sees one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+COLUMNS = ("policy", "episode_index", "success", "note")
+TRUE = frozenset({"1", "true", "yes", "y", "success", "succeeded", "s", "pass"})
+FALSE = frozenset({"0", "false", "no", "n", "failure", "failed", "fail", "f"})
+
+
+class LabelsError(ValueError):
+    """The labels file cannot be read as labels; the message names the file, the row and what to do."""
+
+
+@dataclass(frozen=True)
+class Label:
+    success: bool
+    note: str = ""
+
+
+Key = tuple[str, int]  # (policy, episode_index)
+
+
+def parse_success(value, where: str) -> bool | None:
+    """``value`` as a success label (None: empty, not labelled yet)."""
+    if isinstance(value, bool):
+        return value
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if not text:
+        return None
+    if text in TRUE:
+        return True
+    if text in FALSE:
+        return False
+    raise LabelsError(f"{where}: success={value!r} is not a label; write 1/0, true/false, yes/no or "
+                      "success/failure (empty: not labelled)")
+
+
+def _rows(path: Path) -> list[dict]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text) if text.strip() else []
+        except json.JSONDecodeError as exc:
+            raise LabelsError(f"labels file {path} is not valid JSON ({exc}); fix it or write it as CSV "
+                              f"with columns {','.join(COLUMNS)}") from exc
+        if isinstance(data, dict):
+            data = data.get("labels")
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise LabelsError(f"labels file {path}: expected a list of objects with keys {list(COLUMNS[:3])} "
+                              "(optionally 'note'), or {\"labels\": [...]}")
+        return data
+    reader = csv.DictReader(io.StringIO(text))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    missing = [c for c in COLUMNS[:3] if c not in header]
+    if missing:
+        raise LabelsError(f"labels file {path} has columns {header}, lacks {missing}; the header must name "
+                          f"{','.join(COLUMNS[:3])} (and optionally note)")
+    return [{(k or "").strip(): v for k, v in row.items()} for row in reader]
+
+
+def read_labels(path: str | Path) -> dict[Key, Label]:
+    """The labels in ``path`` by (policy, episode_index); a missing file has none. Raises :class:`LabelsError`
+    on a malformed file or row, and on one episode labelled twice with different calls."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    out: dict[Key, Label] = {}
+    for i, row in enumerate(_rows(path), start=2 if path.suffix.lower() != ".json" else 0):
+        where = f"labels file {path}, {'line' if path.suffix.lower() != '.json' else 'entry'} {i}"
+        policy = str(row.get("policy") or "").strip()
+        if not policy:
+            raise LabelsError(f"{where}: no policy name; every row names the policy its episode belongs to")
+        try:
+            episode = int(str(row.get("episode_index")).strip())
+        except ValueError:
+            raise LabelsError(f"{where}: episode_index={row.get('episode_index')!r} is not an integer") from None
+        success = parse_success(row.get("success"), where)
+        if success is None:
+            continue
+        label = Label(success, str(row.get("note") or "").strip())
+        old = out.get((policy, episode))
+        if old is not None and old.success != label.success:
+            raise LabelsError(f"{where}: episode {episode} of policy {policy!r} is labelled both success and "
+                              "failure; keep one row")
+        out[(policy, episode)] = label
+    return out
+
+
+def write_labels(path: str | Path, labels: dict[Key, Label]) -> Path:
+    """Write ``labels`` to ``path`` atomically (CSV, or JSON for a ``.json`` path), sorted by policy and episode."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"policy": p, "episode_index": e, "success": lab.success, "note": lab.note}
+            for (p, e), lab in sorted(labels.items())]
+    if path.suffix.lower() == ".json":
+        text = json.dumps(rows, indent=1) + "\n"
+    else:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow(r | {"success": int(r["success"])})
+        text = buf.getvalue()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def set_label(path: str | Path, policy: str, episode_index: int, success: bool | None, note: str = "") -> dict:
+    """Set (or, with ``success=None``, clear) one episode's label in the file at ``path``, keeping the others;
+    returns the file's labels afterwards."""
+    labels = read_labels(path)
+    key = (str(policy), int(episode_index))
+    if success is None:
+        labels.pop(key, None)
+    else:
+        labels[key] = Label(bool(success), note)
+    write_labels(path, labels)
+    return labels
