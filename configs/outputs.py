@@ -24,6 +24,19 @@ from configs import ConfigError
 RUN_FILE = "run.json"
 
 
+def atomic_write(path: str | Path, text: str | bytes) -> Path:
+    """Write ``path`` through a temporary file in the same folder and ``os.replace``, so a kill never leaves it
+    half-written and a reader never sees half of it."""
+    path = Path(path)
+    tmp = path.with_name("." + path.name + ".tmp")
+    if isinstance(text, bytes):
+        tmp.write_bytes(text)
+    else:
+        tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 class OutputError(ConfigError):
     """The output folder holds something this run must not mix with."""
 

@@ -13,14 +13,13 @@ control hold the control's too.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from configs import ConfigError
-from configs.outputs import differences
+from configs.outputs import atomic_write, differences
 from configs.outputs import fingerprint as identity_hash
 from data.manifest import MANIFEST, PLOTS_DIR, PROGRESS_PARQUET, SHARDS_DIR
 from data.schema import SCHEMA_VERSION
@@ -39,14 +38,6 @@ class OutputError(ConfigError):
     """The output folder holds something this run must not mix with."""
 
 
-def atomic_write(path: Path, text: str | bytes) -> None:
-    """Write ``path`` through a temporary file, so a kill never leaves it half-written."""
-    tmp = path.with_name("." + path.name + ".tmp")
-    if isinstance(text, bytes):
-        tmp.write_bytes(text)
-    else:
-        tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------------ claiming

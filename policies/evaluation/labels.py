@@ -8,8 +8,7 @@ A labels file says, per recorded episode, whether it succeeded, as judged by a p
   or ``{"labels": [...]}``.
 
 ``success`` reads ``1/0``, ``true/false``, ``yes/no``, ``success/failure`` (any case); an empty value is "not
-labelled yet" and the row is skipped. Writing is atomic (a temporary file in the same folder, then
-``os.replace``), so a crash never leaves half a file and a reader never sees one.
+labelled yet" and the row is skipped. Writing is atomic (:func:`configs.outputs.atomic_write`), so a crash never leaves half a file and a reader never sees one.
 """
 
 from __future__ import annotations
@@ -17,10 +16,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from configs.outputs import atomic_write
 
 COLUMNS = ("policy", "episode_index", "success", "note")
 TRUE = frozenset({"1", "true", "yes", "y", "success", "succeeded", "s", "pass"})
@@ -125,17 +124,7 @@ def write_labels(path: str | Path, labels: dict[Key, Label]) -> Path:
         for r in rows:
             w.writerow(r | {"success": int(r["success"])})
         text = buf.getvalue()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, text)
 
 
 def set_label(path: str | Path, policy: str, episode_index: int, success: bool | None, note: str = "") -> dict:

@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         cfg = parse_cli(CONFIG_NAME, argv)
+        if cfg.get("recordings"):
+            return _main_recordings(cfg)
         if cfg.video_format not in ("mp4", "gif"):
             raise ConfigError(f"video_format={cfg.video_format!r}: choose mp4 or gif")
         report = evaluate(cfg)
@@ -117,6 +119,30 @@ def main(argv: list[str] | None = None) -> int:
           f"{report['success_rate']:.1%} (95% CI {report['ci_low']:.1%}-{report['ci_high']:.1%}), "
           f"mean return {report['mean_return']:.2f}, mean length {report['mean_length']:.1f}")
     print(f"wrote {Path(cfg.out) / 'eval.json'}")
+    return 0
+
+
+def _main_recordings(cfg) -> int:
+    """``recordings=[...]``: evaluate recorded rollouts (policies/evaluation/recorded.py)."""
+    from configs import save_config
+    from configs.types import check_types
+    from policies.evaluation.recorded import evaluate_recordings
+
+    check_types(cfg, CONFIG_NAME)
+    if isinstance(cfg.recordings, str):
+        raise ValueError(f"recordings={cfg.recordings!r}: give a list, e.g. recordings=[{cfg.recordings}]")
+    report = evaluate_recordings(cfg)
+    save_config(cfg, cfg.out)
+    for name, r in report["policies"].items():
+        rate = "no labelled episodes" if r["success_rate"] is None else (
+            f"{r['successes']}/{r['episodes']} = {r['success_rate']:.1%} (95% CI {r['ci_low']:.1%}-{r['ci_high']:.1%})")
+        extra = f", {r['unlabelled']} unlabelled" if r["unlabelled"] else ""
+        print(f"{name}: success {rate}{extra}")
+    for p in report["pairs"]:
+        if p["p_value"] is not None:
+            print(f"{p['a']} - {p['b']}: {p['difference']:+.1%} [{p['ci_low']:+.1%}, {p['ci_high']:+.1%}], "
+                  f"p = {p['p_value']:.3g} ({p['test']})")
+    print(f"wrote {Path(cfg.out) / 'report.md'}; label or relabel: python -m policies.review {cfg.out}")
     return 0
 
 

@@ -1,0 +1,226 @@
+"""The statistics and the report of an evaluation of recorded rollouts (:mod:`policies.evaluation.recorded`).
+
+Per policy: successes over the labelled episodes with a 95% Wilson interval, counts per label source, the
+unlabelled, time to success (from the success column). Per pair of policies: the difference of success rates
+with Newcombe's hybrid score interval, and the two-sided p-value of Fisher's exact test
+(:mod:`policies.evaluation.stats` says why each); when the test does not separate them, how many trials per
+policy would (80% power at the 5% level, for the rates observed). The judge's agreement with a person's
+labels where both exist. Written as ``report.json``, ``report.md`` and ``figures/*.png``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+
+from configs.outputs import atomic_write
+from policies.evaluation.judging import SOURCES, UNLABELLED, Judge, agreement
+from policies.evaluation.stats import fisher_exact, newcombe_interval, trials_to_separate, wilson_interval
+
+TEST_NAME = "Fisher's exact test (two-sided)"
+INTERVAL_NAME = "Newcombe hybrid score interval (95%)"
+ALPHA = 0.05
+POWER = 0.8
+ROWS_PER_FIGURE = 12  # episode rows per figure page
+CURVE_POINTS = 50  # the mean progress curve's points over normalised time
+
+
+def _policy_stats(eps: list[dict]) -> dict:
+    labelled = [e for e in eps if e["label"] is not None]
+    k, n = sum(bool(e["label"]) for e in labelled), len(labelled)
+    row = {"successes": k, "episodes": n, "unlabelled": len(eps) - n, "recorded": len(eps),
+           "sources": {s: sum(e["source"] == s for e in eps) for s in (*SOURCES, UNLABELLED)}}
+    if n:
+        lo, hi = wilson_interval(k, n)
+        row |= {"success_rate": k / n, "ci_low": lo, "ci_high": hi}
+    else:
+        row |= {"success_rate": None, "ci_low": None, "ci_high": None}
+    times = [e["time_to_success_s"] for e in eps if e.get("time_to_success_s") is not None and e["label"]]
+    row["time_to_success_s"] = ({"mean": float(np.mean(times)), "median": float(np.median(times)),
+                                 "episodes": len(times)} if times else None)
+    return row
+
+
+def _pair(a: str, b: str, ra: dict, rb: dict) -> dict:
+    k1, n1, k2, n2 = ra["successes"], ra["episodes"], rb["successes"], rb["episodes"]
+    row = {"a": a, "b": b, "test": TEST_NAME, "interval": INTERVAL_NAME}
+    if not n1 or not n2:
+        return row | {"difference": None, "ci_low": None, "ci_high": None, "p_value": None,
+                      "note": "a policy has no labelled episodes: nothing to compare"}
+    lo, hi = newcombe_interval(k1, n1, k2, n2)
+    p = fisher_exact(k1, n1, k2, n2)
+    row |= {"difference": k1 / n1 - k2 / n2, "ci_low": lo, "ci_high": hi, "p_value": p}
+    if p >= ALPHA:
+        need = trials_to_separate(k1 / n1, k2 / n2, ALPHA, POWER)
+        if need is None:
+            row["note"] = ("underpowered: equal observed rates; no number of trials separates them — if they "
+                           "differ, the difference is smaller than these trials can show")
+        else:
+            more = max(0, need - min(n1, n2))
+            row["trials_needed_per_policy"] = need
+            row["note"] = (f"underpowered: about {need} trials per policy (≈{more} more) would separate "
+                           f"{k1 / n1:.0%} from {k2 / n2:.0%} with {POWER:.0%} power at the {ALPHA:.0%} level")
+    return row
+
+
+def statistics(episodes: list[dict], judge: Judge, human: list, state: dict) -> dict:
+    """report.json's content (without warnings) from the labelled ``episodes``."""
+    order = list(dict.fromkeys(e["policy"] for e in episodes))
+    policies = {p: _policy_stats([e for e in episodes if e["policy"] == p]) for p in order}
+    pairs = [_pair(a, b, policies[a], policies[b]) for a, b in itertools.combinations(order, 2)]
+    calls = [e["judge"]["call"] for e in episodes]
+    scores = [e["judge"]["score"] for e in episodes]
+    agree = agreement(calls, scores, human)
+    judge_row = {"reward": state["judge"].get("reward"), "threshold": judge.threshold,
+                 "fitted_on": judge.fitted_on, "fitted_episodes": judge.fitted_episodes,
+                 "cv_accuracy": judge.cv_accuracy, "cv": "leave-one-out" if judge.cv_accuracy is not None else None,
+                 "agreement_with_human": agree,
+                 "agreement_note": ("in-sample: the threshold was fitted on these labels; cv_accuracy is the "
+                                    "held-out figure") if agree and "human" in judge.fitted_on else None}
+    return {"policies": policies, "pairs": pairs, "judge": judge_row, "episodes": len(episodes),
+            "recordings": state.get("recordings", []), "confidence": 0.95}
+
+
+# ------------------------------------------------------------------------------------------------ writing
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{x:.0%}"
+
+
+def _markdown(report: dict) -> str:
+    lines = ["# Recorded rollouts: success per policy", ""]
+    for w in report["warnings"]:
+        lines += [f"> **warning:** {w}", ""]
+    lines += ["| policy | success | 95% CI (Wilson) | labelled / recorded | human | column | judge | unlabelled | "
+              "time to success (s, median) |", "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for p, r in report["policies"].items():
+        t = r["time_to_success_s"]
+        lines.append(f"| {p} | {r['successes']}/{r['episodes']} = {_pct(r['success_rate'])} | "
+                     f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}] | {r['episodes']} / {r['recorded']} | "
+                     f"{r['sources']['human']} | {r['sources']['column']} | {r['sources']['judge']} | "
+                     f"{r['unlabelled']} | {'—' if t is None else f'{t['median']:.2f}'} |")
+    if report["pairs"]:
+        lines += ["", f"## Pairs ({INTERVAL_NAME}; {TEST_NAME}: exact at any count, so valid at the few dozen "
+                  "trials a robot gives, where a χ² or z test's normal approximation is not)", "",
+                  "| a − b | difference | 95% CI | p-value | note |", "|---|---:|---|---:|---|"]
+        for r in report["pairs"]:
+            d = r["difference"]
+            lines.append(f"| {r['a']} − {r['b']} | {'—' if d is None else f'{d:+.0%}'} | "
+                         f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}] | "
+                         f"{'—' if r['p_value'] is None else f'{r['p_value']:.3g}'} | {r.get('note', '')} |")
+    j = report["judge"]
+    lines += ["", "## The judge (the reward model's success detection)", ""]
+    if j["threshold"] is None:
+        lines.append("No threshold (none given, and no episode labelled by a person or the column to fit one): "
+                     "the judge labelled nothing.")
+    else:
+        how = "given" if j["fitted_on"] == "given" else f"fitted on {j['fitted_episodes']} episodes labelled by {j['fitted_on']}"
+        cv = "" if j["cv_accuracy"] is None else f"; leave-one-out accuracy {j['cv_accuracy']:.0%}"
+        lines.append(f"Success when the success score > {j['threshold']:.4g} ({how}{cv}).")
+    a = j["agreement_with_human"]
+    if a:
+        c = a["confusion"]
+        auc = "—" if a["auroc"] is None else f"{a['auroc']:.3f}"
+        lines += ["", f"Against a person's labels ({a['episodes']} episodes): accuracy {a['accuracy']:.0%}, "
+                      f"AUROC {auc}" + (f" ({j['agreement_note']})" if j["agreement_note"] else "") + ".", "",
+                  "| person \\ judge | success | failure |", "|---|---:|---:|",
+                  f"| success | {c['success_called_success']} | {c['success_called_failure']} |",
+                  f"| failure | {c['failure_called_success']} | {c['failure_called_failure']} |"]
+    lines += ["", "![success per policy](figures/success_rates.png)", "",
+              "![mean progress per policy](figures/progress_by_policy.png)", ""]
+    for name in report.get("figures", {}).get("episodes", []):
+        lines.append(f"![episodes]({name})")
+    return "\n".join(lines) + "\n"
+
+
+def _success_figure(report: dict, path: Path) -> None:
+    from pipeline.plots import figure
+
+    names = list(report["policies"])
+    fig = figure(max(4.0, 1.2 * len(names) + 2), 3.2)
+    ax = fig.add_subplot()
+    for i, p in enumerate(names):
+        r = report["policies"][p]
+        if r["success_rate"] is None:
+            continue
+        ax.bar(i, r["success_rate"], color="#4c78a8")
+        ax.errorbar(i, r["success_rate"], yerr=[[r["success_rate"] - r["ci_low"]], [r["ci_high"] - r["success_rate"]]],
+                    color="black", capsize=5)
+        ax.text(i, min(1.02, r["ci_high"] + 0.02), f"{r['successes']}/{r['episodes']}", ha="center", fontsize=8)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("success rate (95% Wilson CI)")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _progress_figure(report: dict, episodes: list[dict], path: Path) -> None:
+    from pipeline.plots import figure
+
+    fig = figure(6.0, 3.2)
+    ax = fig.add_subplot()
+    grid = np.linspace(0, 1, CURVE_POINTS)
+    for p in report["policies"]:
+        curves = [np.interp(grid, np.linspace(0, 1, len(e["progress"])), e["progress"])
+                  for e in episodes if e["policy"] == p and len(e["progress"]) > 1]
+        if not curves:
+            continue
+        c = np.stack(curves)
+        m, s = c.mean(0), c.std(0)
+        line, = ax.plot(grid, m, label=f"{p} ({len(curves)} episodes)")
+        ax.fill_between(grid, np.clip(m - s, 0, 1), np.clip(m + s, 0, 1), color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("episode time (fraction)")
+    ax.set_ylabel("progress (mean ± std)")
+    ax.set_ylim(-0.02, 1.02)
+    if ax.lines:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _episode_figures(out: Path, episodes: list[dict]) -> list[str]:
+    """Pages of per-episode rows: thumbnail strip, progress curve, label and its source."""
+    from PIL import Image
+
+    from pipeline.plots import figure
+
+    names = []
+    for page in range(0, len(episodes), ROWS_PER_FIGURE):
+        rows = episodes[page:page + ROWS_PER_FIGURE]
+        fig = figure(9.0, 1.3 * len(rows))
+        grid = fig.add_gridspec(len(rows), 2, width_ratios=[3, 1.4])
+        for i, e in enumerate(rows):
+            a0, a1 = fig.add_subplot(grid[i, 0]), fig.add_subplot(grid[i, 1])
+            thumb = out / e["thumbnails"] if e.get("thumbnails") else None
+            if thumb is not None and thumb.is_file():
+                a0.imshow(np.asarray(Image.open(thumb)))
+            a0.axis("off")
+            label = {True: "success", False: "failure", None: "unlabelled"}[e["label"]]
+            a0.set_title(f"{e['policy']} episode {e['episode_index']}: {label} ({e['source']})", fontsize=8,
+                         loc="left", color={True: "#2a7", False: "#c33", None: "#888"}[e["label"]])
+            if e["progress"]:
+                a1.plot(np.arange(len(e["progress"])) / e["fps"], e["progress"], lw=1)
+            a1.set_ylim(-0.05, 1.05)
+            a1.tick_params(labelsize=6)
+        fig.tight_layout()
+        name = f"figures/episodes_{page // ROWS_PER_FIGURE:03d}.png"
+        fig.savefig(out / name)
+        names.append(name)
+    return names
+
+
+def write_report(out: Path, report: dict, episodes: list[dict]) -> None:
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    for old in (out / "figures").glob("episodes_*.png"):
+        old.unlink()
+    _success_figure(report, out / "figures" / "success_rates.png")
+    _progress_figure(report, episodes, out / "figures" / "progress_by_policy.png")
+    report["figures"] = {"success_rates": "figures/success_rates.png",
+                         "progress_by_policy": "figures/progress_by_policy.png",
+                         "episodes": _episode_figures(out, episodes)}
+    atomic_write(out / "report.json", json.dumps(report, indent=1))
+    atomic_write(out / "report.md", _markdown(report))
