@@ -6,7 +6,8 @@ The reference is the command's YAML composed with the same group options (``poli
 no other override, so a value typed on the command line, an overlay or a caller's config is judged against
 what the file says. A key whose default is null takes any value; a string default takes any scalar (paths and
 names such as ``trainer.precision=32``); an integer default takes integers (booleans are not integers here); a
-float default takes integers too. Keys that accept more than their default's type are listed in ``ALSO``.
+float default takes integers too. Keys that accept more than their default's type are listed in ``ALSO``; keys
+whose default is null but whose value has a type (a name, say) in ``NULLABLE``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from configs import CONFIG_DIR, ConfigError, load_config
 # annotate stores all cameras or a list)
 ALSO: dict[str, tuple[type, ...]] = {"trainer.devices": (str, list),
                                      "dataset.cameras": (list,)}
+# null-default key → the type its value has when set (judged as a default of that type would be)
+NULLABLE: dict[str, type] = {"record_name": str}
 NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string",
          list: "a list", dict: "a mapping"}
 
@@ -35,6 +38,8 @@ def reference(cfg: DictConfig, name: str) -> DictConfig:
 
 
 def _accepts(default, value, key: str) -> bool:
+    if default is None and key in NULLABLE:
+        default = NULLABLE[key]()
     if default is None or value is None:
         return True
     if isinstance(value, ALSO.get(key, ())):
@@ -62,7 +67,8 @@ def mismatches(cfg: dict, ref: dict, prefix: str = "") -> list[str]:
         if isinstance(default, dict) and isinstance(value, dict):
             out += mismatches(value, default, full + ".")
         elif not _accepts(default, value, full):
-            kind = NAMES.get(type(default), type(default).__name__)
+            kind = (f"{NAMES[NULLABLE[full]]} or null" if default is None
+                    else NAMES.get(type(default), type(default).__name__))
             out.append(f"{full}={value!r} must be {kind} (the default is {default!r})")
     return out
 

@@ -61,8 +61,10 @@ def render_replay(sim: simlib.MetaWorldSim, setup_seed: int, trajectory: Traject
     return np.stack(frames)
 
 
-def demo_features(image_size: tuple[int, int], camera: str | None, environment_state: bool = False) -> dict:
-    """The corpus's lerobot features: the camera (none when ``camera`` is None), the states, action, reward."""
+def demo_features(image_size: tuple[int, int], camera: str | None, environment_state: bool = False,
+                  quality: bool = True) -> dict:
+    """The corpus's lerobot features: the camera (none when ``camera`` is None), the states, action, reward,
+    success and (unless ``quality`` is false, as in a recording of policy rollouts) the quality column."""
     h, w = image_size
     features = {}
     if camera is not None:
@@ -72,12 +74,14 @@ def demo_features(image_size: tuple[int, int], camera: str | None, environment_s
                                   "names": ["hand_x", "hand_y", "hand_z", "gripper"]}
     if environment_state:
         features[simlib.ENV_STATE_KEY] = {"dtype": "float32", "shape": (simlib.ENV_STATE_DIM,), "names": None}
-    return features | {
+    features |= {
         "action": {"dtype": "float32", "shape": (simlib.ACTION_DIM,), "names": ["x", "y", "z", "gripper"]},
         "next.reward": {"dtype": "float32", "shape": (1,), "names": None},
         "next.success": {"dtype": "bool", "shape": (1,), "names": None},
-        "quality": {"dtype": "int64", "shape": (1,), "names": None},
     }
+    if quality:
+        features["quality"] = {"dtype": "int64", "shape": (1,), "names": None}
+    return features
 
 
 def stored_camera(cfg: DictConfig) -> str | None:

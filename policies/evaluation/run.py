@@ -14,6 +14,15 @@ policy sits between. All three go through the same rollout and counting code
 Episode ``i`` uses the task setup of seed ``seed + i`` (lerobot-eval's convention); an episode ends at its first
 success (as in lerobot's env) or after ``max_steps`` steps. Corpus episodes use seeds from the corpus's ``seed``
 upwards (0 by default), so evaluation seeds from 1000 are setups the policy has not seen.
+
+``record=true`` also writes every rollout to ``DIR/recording`` as a LeRobot v3 dataset, the shape lerobot's
+recording tools give a real robot's rollouts (:mod:`policies.evaluation.recording`): one episode per rollout,
+one row per step with the camera image the policy saw, ``observation.state``, the action taken,
+``next.reward``, ``next.success`` (true from the first success on) and the instruction as task, at the
+simulator's 80 fps. The policy's name (``record_name``; by default the export folder's name, or ``expert`` /
+``random``) and the rollouts' provenance go to ``recording/meta/topbc_recording.json`` (read it with
+:func:`~policies.evaluation.recording.recording_info`). A ``DIR/recording`` of another configuration is
+refused unless ``overwrite=true``; episodes are written as they end.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from omegaconf import DictConfig
 
 from data.metaworld import sim as simlib
 from policies.evaluation.policies import LeRobotPolicy, make_policy, provided_features
+from policies.evaluation.recording import RECORDING_DIR, RolloutRecorder, recording_provenance
 from policies.evaluation.rollouts import evaluate_policy
 from policies.evaluation.video import write_video
 
@@ -73,14 +83,26 @@ def evaluate(cfg: DictConfig, progress: bool = True) -> dict:
         raise ValueError(f"env.image_size={list(size)}: give [height, width] or null")
     sim = simlib.MetaWorldSim(task, image_size=(int(size[0]), int(size[1])), camera=str(cfg.env.camera),
                               shadows=bool(cfg.env.shadows))
+    out = Path(cfg.out)
+    recorder = None
     try:
         if isinstance(policy, LeRobotPolicy):
             policy.check_features(provided_features(sim))
+        if cfg.record:  # claimed before any rollout: a refused recording leaves everything in out as it was
+            recorder = RolloutRecorder.start(out / RECORDING_DIR, sim, recording_provenance(cfg, sim),
+                                             overwrite=bool(cfg.overwrite))
         summary, clips = evaluate_policy(sim, policy, int(cfg.episodes), int(cfg.seed), int(cfg.max_steps),
-                                         bool(cfg.stop_on_success), int(cfg.videos), progress=progress)
+                                         bool(cfg.stop_on_success), int(cfg.videos), progress=progress,
+                                         on_step=recorder.step if recorder else None,
+                                         on_episode=recorder.end_episode if recorder else None)
+        if recorder is not None:
+            recorder.finish()
+    except BaseException:
+        if recorder is not None:
+            recorder.discard()
+        raise
     finally:
         sim.close()
-    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     videos = []
     for i, frames in enumerate(clips):
@@ -93,7 +115,10 @@ def evaluate(cfg: DictConfig, progress: bool = True) -> dict:
         "seed": int(cfg.seed), "seeds": [int(cfg.seed) + i for i in range(int(cfg.episodes))],
         "max_steps": int(cfg.max_steps), "stop_on_success": bool(cfg.stop_on_success),
         "image_size": list(sim.image_size), "camera": sim.camera, "shadows": bool(cfg.env.shadows),
-        "videos": videos, "seconds": round(seconds, 2),
+        "videos": videos,
+        "recording": RECORDING_DIR if recorder else None,
+        "record_name": recorder.info["policy"] if recorder else None,
+        "seconds": round(seconds, 2),
         "steps_per_second": round(sum(summary["lengths"]) / max(seconds, 1e-9), 1),
     }
     (out / "eval.json").write_text(json.dumps(report, indent=1))
@@ -102,8 +127,10 @@ def evaluate(cfg: DictConfig, progress: bool = True) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     from configs import ConfigError, parse_cli, save_config
+    from configs.commands import quiet_libraries
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    quiet_libraries()  # lerobot's dataset writer opens a progress bar per recorded episode
     try:
         cfg = parse_cli(CONFIG_NAME, argv)
         if cfg.get("recordings"):
@@ -119,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{report['success_rate']:.1%} (95% CI {report['ci_low']:.1%}-{report['ci_high']:.1%}), "
           f"mean return {report['mean_return']:.2f}, mean length {report['mean_length']:.1f}")
     print(f"wrote {Path(cfg.out) / 'eval.json'}")
+    if report["recording"]:
+        print(f"recorded {report['episodes']} rollouts of {report['record_name']!r} as a LeRobot dataset in "
+              f"{Path(cfg.out) / report['recording']}")
     return 0
 
 
