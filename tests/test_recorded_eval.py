@@ -227,3 +227,54 @@ def test_bad_recordings_are_refused_clearly(recordings, tmp_path):
                                    f"out={tmp_path / 'b'}"])
     with pytest.raises(RecordingError, match="has no camera"):
         evaluate_recordings(cfg, progress=False)
+
+
+# ------------------------------------------------------------------ simulator recordings, evaluated as if real
+
+
+def _hand_fisher(k1: int, n1: int, k2: int, n2: int) -> float:
+    """Fisher's two-sided p by hand: the hypergeometric probabilities of every table with the observed margins,
+    summed over those no more likely than the observed one."""
+    k, n = k1 + k2, n1 + n2
+    probs = {x: math.comb(n1, x) * math.comb(n2, k - x) / math.comb(n, k) for x in range(max(0, k - n2), min(k, n1) + 1)}
+    return sum(p for p in probs.values() if p <= probs[k1] * (1 + 1e-9))
+
+
+def test_simulator_recordings_evaluated_as_if_real(tmp_path):
+    import policies.evaluation as ev
+
+    runs = {}
+    for name, policy, n, steps in (("expert", "expert", 6, 60), ("random", "random", 4, 40)):
+        out = tmp_path / name
+        assert ev.main([f"policy={policy}", f"out={out}", f"episodes={n}", f"max_steps={steps}", "videos=0",
+                        "env.image_size=[32,32]", "record=true"]) == 0
+        runs[name] = json.loads((out / "eval.json").read_text())
+    recs = [str(tmp_path / name / runs[name]["recording"]) for name in runs]
+    judge = ["reward=column", "reward.column=next.reward"]  # the judge: the simulator's dense reward, scored
+    # 1. the success column: the simulator's own counts
+    with_column = evaluate_recordings(load_config("evaluate", [*judge, f"recordings=[{','.join(recs)}]",
+                                                               f"out={tmp_path / 'ev1'}"]), progress=False)
+    for name, run in runs.items():
+        got = with_column["policies"][name]
+        assert (got["successes"], got["episodes"]) == (run["successes"], run["episodes"])
+        assert got["sources"]["column"] == run["episodes"]
+    assert runs["expert"]["successes"] >= 1 and runs["random"]["successes"] == 0  # the comparison is not vacuous
+    # 2. the column hidden, a person's labels for half the episodes (the simulator's truth), the judge the rest
+    labels = tmp_path / "labels.csv"
+    truth = {(name, i): bool(e["success"]) for name, run in runs.items() for i, e in enumerate(run["per_episode"])}
+    half = {k: Label(v) for k, v in truth.items() if k[1] < len(runs[k[0]]["per_episode"]) // 2}
+    write_labels(labels, half)
+    rep = evaluate_recordings(load_config("evaluate", [*judge, f"recordings=[{','.join(recs)}]", "success_column=null",
+                                                       f"labels={labels}", f"out={tmp_path / 'ev2'}"]), progress=False)
+    eps = json.loads((tmp_path / "ev2" / "episodes.json").read_text())["episodes"]
+    for e in eps:
+        key = (e["policy"], e["episode_index"])
+        assert e["source"] == ("human" if key in half else "judge"), key
+        if key in half:
+            assert e["label"] == truth[key]
+    assert rep["judge"]["fitted_on"] == "human" and rep["judge"]["fitted_episodes"] == len(half)
+    # 3. the pair's exact test reproduces the hand computation on the counts the report gives
+    pe, pr = rep["policies"]["expert"], rep["policies"]["random"]
+    pair = rep["pairs"][0]
+    assert pair["p_value"] == pytest.approx(_hand_fisher(pe["successes"], pe["episodes"], pr["successes"], pr["episodes"]))
+    assert pair["test"] == "Fisher's exact test (two-sided)"

@@ -245,7 +245,7 @@ def _safe(name: str) -> str:
 def remake_report(out_dir: str | Path, labels: str | Path | None = None, progress: bool = True) -> dict:
     """The labels, statistics, ``report.md``, ``report.json`` and figures of an evaluation folder, from its
     ``episodes.json`` and the labels file as it is now (``labels``: another file than the one recorded)."""
-    from policies.evaluation import judging
+    import policies.evaluation.judging as judging
     from policies.evaluation.recorded_report import statistics, write_report
 
     out = Path(out_dir)
