@@ -57,46 +57,69 @@ def differences(a, b, prefix: str = "") -> list[str]:
 
 
 def read_run(out: Path) -> dict | None:
-    """The ``run.json`` of a folder, or None when it has none (or an unreadable one)."""
+    """The ``run.json`` of a folder, or None when it has none (or an unreadable one). A run.json written before
+    runs had a ``kind`` (annotate's: the identity's keys at the top level) reads as an ``annotate`` run with the
+    same fingerprint, so such a folder still resumes."""
     try:
-        return json.loads((Path(out) / RUN_FILE).read_text())
+        run = json.loads((Path(out) / RUN_FILE).read_text())
     except (OSError, json.JSONDecodeError):
         return None
+    if isinstance(run, dict) and "kind" not in run and "fingerprint" in run and "config" in run:
+        run = {"kind": "annotate", "fingerprint": run["fingerprint"],
+               "identity": {k: v for k, v in run.items() if k != "fingerprint"}}
+    return run if isinstance(run, dict) else None
+
+
+SHOWN_CHANGES = 5  # changed keys named in a refusal; the rest are counted
+
+
+def check_output(out: str | Path, identity: dict, overwrite: bool, kind: str) -> str:
+    """What :func:`claim_output` would find in ``out``, without writing anything: ``"new"`` (missing or empty,
+    or ``overwrite``) or ``"same"`` (this run); raises :class:`OutputError` naming what differs otherwise. Every
+    process of a multi-process run may call it; one then claims."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"out={out} is a file, not a folder; choose a folder")
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not entries:
+        return "new"
+    previous = read_run(out)
+    if overwrite:
+        if previous is not None and previous.get("kind") != kind:
+            raise OutputError(f"out={out} holds {previous.get('kind') or 'another command'}'s output; overwrite=true only replaces a "
+                              f"{kind} run: choose another folder")
+        return "new"
+    if previous is None:
+        raise OutputError(f"out={out} is not empty ({', '.join(entries[:5])}) and holds no {kind} run "
+                          f"({RUN_FILE}); choose another folder, or set overwrite=true to write there anyway")
+    if previous.get("kind") != kind:
+        raise OutputError(f"out={out} holds {previous.get('kind') or 'another command'}'s output, not a {kind} run; "
+                          "choose another folder")
+    if previous.get("fingerprint") != fingerprint(identity):
+        diff = differences(previous.get("identity", {}), identity)
+        more = f"; and {len(diff) - SHOWN_CHANGES} more" if len(diff) > SHOWN_CHANGES else ""
+        raise OutputError(f"out={out} holds a {kind} run with another configuration "
+                          f"({'; '.join(diff[:SHOWN_CHANGES]) or 'different settings'}{more}); choose another "
+                          "folder, or set overwrite=true to delete that run and start over")
+    return "same"
 
 
 def claim_output(out: str | Path, identity: dict, overwrite: bool, kind: str, ours: tuple[str, ...]) -> str:
     """Claim ``out`` for a run of ``kind`` with ``identity``; returns ``"new"`` or ``"same"`` (the folder already
-    holds this run). Raises :class:`OutputError` naming what differs, unless ``overwrite``."""
+    holds this run). Raises :class:`OutputError` naming what differs, unless ``overwrite``, which deletes the
+    run's own entries (``ours``) first."""
     out = Path(out)
-    run = {"kind": kind, "fingerprint": fingerprint(identity), "identity": identity}
-    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"out={out} is a file, not a folder; choose a folder")
-    previous = read_run(out) if entries else None
-    if entries and not overwrite:
-        if previous is None:
-            raise OutputError(f"out={out} is not empty ({', '.join(entries[:5])}) and holds no {kind} run "
-                              f"({RUN_FILE}); choose another folder, or set overwrite=true to write there anyway")
-        if previous.get("kind") != kind:
-            other = previous.get("kind") or "another command's"  # annotate's run.json predates "kind"
-            raise OutputError(f"out={out} holds {other} output, not a {kind} run; choose another folder")
-        if previous.get("fingerprint") != run["fingerprint"]:
-            diff = differences(previous.get("identity", {}), identity)
-            raise OutputError(f"out={out} holds a {kind} run with another configuration "
-                              f"({'; '.join(diff[:5]) or 'different settings'}); choose another folder, or set "
-                              "overwrite=true to delete that run and start over")
+    state = check_output(out, identity, overwrite, kind)
+    if state == "same":
         return "same"
-    if overwrite and entries:
-        if previous is not None and previous.get("kind") != kind:
-            other = previous.get("kind") or "another command's"
-            raise OutputError(f"out={out} holds {other} output; overwrite=true only replaces a "
-                              f"{kind} run: choose another folder")
+    if overwrite and out.is_dir():
         for name in (*ours, RUN_FILE):
             p = out / name
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)
             elif p.exists() or p.is_symlink():
                 p.unlink()
+    run = {"kind": kind, "fingerprint": fingerprint(identity), "identity": identity}
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f".{RUN_FILE}.tmp"
     tmp.write_text(json.dumps(run, indent=1, default=str))

@@ -315,12 +315,25 @@ def test_bad_inputs_fail_alone_and_good_episodes_are_kept(bad_dataset, tmp_path,
     assert [e["episode_index"] for e in m["episodes"]] == [0, 6]
     pq_eps = set(pd.read_parquet(out / "progress.parquet").episode_index)
     assert pq_eps == {0, 6}
-    # a task default rescues episode 5 only (a new folder: the config differs)
-    out2 = tmp_path / "out2"
-    res = run_annotate(bad_dataset, out2, "plots=false", "dataset.task_default=do the task")
+    # the hint followed: the same command again with a task default continues this run (not refused as a
+    # different one), keeps episodes 0 and 6 as they are and rescues episode 5 only
+    before = raw_samples(out)
+    res = run_annotate(bad_dataset, out, "plots=false", "dataset.task_default=do the task")
     assert sorted(f["episode_index"] for f in res.failures) == [1, 2, 3, 4]
-    meta5 = decoded_samples(out2)["000005_000000"]["meta"]
+    after = raw_samples(out)
+    assert {k: v for k, v in after.items() if not k.startswith("000005")} == before
+    meta5 = decoded_samples(out)["000005_000000"]["meta"]
     assert meta5["task"] == "do the task"
+    assert [e["episode_index"] for e in load_manifest(out)["episodes"]] == [0, 5, 6]
+    # negative control: a key that does change the output is still refused
+    with pytest.raises(OutputError, match=r"window\.horizon"):
+        run_annotate(bad_dataset, out, "plots=false", "dataset.task_default=do the task", "window.horizon=8")
+    # a run.json written before runs had a kind (the identity's keys at the top level) still resumes
+    run = json.loads((out / "run.json").read_text())
+    assert run["kind"] == "annotate"
+    (out / "run.json").write_text(json.dumps({"fingerprint": run["fingerprint"], **run["identity"]}))
+    res = run_annotate(bad_dataset, out, "plots=false", "dataset.task_default=do the task")
+    assert res.skipped == 3 and raw_samples(out) == after
 
 
 def test_summary_of_a_clean_run(dataset, tmp_path, capsys):

@@ -5,7 +5,7 @@
 (manifest, progress parquet, overview), ``run`` (the orchestration and the command).
 """
 
-from pipeline.annotate.output import OutputError
+from configs.outputs import OutputError
 from pipeline.annotate.run import annotate, main
 
 __all__ = ["OutputError", "annotate", "main"]

@@ -137,8 +137,9 @@ def _read_episode(ep: SourceEpisode, *, cfg: DictConfig, src: SourceDataset, pla
         raise EpisodeError(f"episode {ep.index} has {ep.length} frame(s): progress needs at least 2 frames")
     task = ep.task or cfg.dataset.task_default
     if not task:
-        raise EpisodeError(f"episode {ep.index} has no task string; set dataset.task_default=TEXT to use one "
-                           f"instruction for such episodes")
+        raise EpisodeError(f"episode {ep.index} has no task string; re-run the same command with "
+                           "dataset.task_default=TEXT to use one instruction for such episodes (finished episodes "
+                           "are kept)")
     try:
         cols = src.read_columns(ep, plan.columns)
         for name in [*plan.state_keys, "action"]:

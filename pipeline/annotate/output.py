@@ -13,13 +13,11 @@ control hold the control's too.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from configs import ConfigError
-from configs.outputs import atomic_write, differences
+from configs.outputs import atomic_write, check_output, claim_output
 from configs.outputs import fingerprint as identity_hash
 from data.manifest import MANIFEST, PLOTS_DIR, PROGRESS_PARQUET, SHARDS_DIR
 from data.schema import SCHEMA_VERSION
@@ -27,25 +25,25 @@ from data.shards import JOURNAL_DIR
 from data.source import SourceDataset
 from pipeline.rewards.registry import reward_files
 
-RUN_FILE = "run.json"
 SCORES_DIR = "scores"  # under journal/: the scores of episodes scored but not yet in a committed shard
-# keys that change nothing in the output: a re-run may differ in them and still resume
-NOT_FINGERPRINTED = ("overwrite", "progress_bar", "out")
-OUR_ENTRIES = (SHARDS_DIR, JOURNAL_DIR, PLOTS_DIR, MANIFEST, PROGRESS_PARQUET, RUN_FILE, "config.yaml")
-
-
-class OutputError(ConfigError):
-    """The output folder holds something this run must not mix with."""
-
-
+# keys that change nothing in the output: a re-run may differ in them and still resume. dataset.task_default only
+# gives an instruction to episodes without a task string, which fail without it and so are not in the output yet:
+# adding it (what the error of such an episode says to do) continues the run instead of refusing it
+NOT_FINGERPRINTED = ("overwrite", "progress_bar", "out", "dataset.task_default")
+OUR_ENTRIES = (SHARDS_DIR, JOURNAL_DIR, PLOTS_DIR, MANIFEST, PROGRESS_PARQUET, "config.yaml")
 
 
 # ------------------------------------------------------------------------------------------------ claiming
 def fingerprint(cfg: DictConfig, src: SourceDataset, world_size: int) -> dict:
     """The run's identity (``run.json``): what must match for a re-run to continue this output."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    for k in NOT_FINGERPRINTED:
-        resolved.pop(k, None)
+    for key in NOT_FINGERPRINTED:
+        *parents, leaf = key.split(".")
+        node = resolved
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
     identity = {
         "config": resolved,
         "source": {"root": str(src.root.resolve()), "repo_id": src.repo_id, "total_episodes": src.total_episodes,
@@ -60,51 +58,24 @@ def fingerprint(cfg: DictConfig, src: SourceDataset, world_size: int) -> dict:
     return {"fingerprint": digest, **identity}
 
 
-SHOWN_CHANGES = 5  # changed keys named in the refusal; the rest are counted
+KIND = "annotate"
+
+
+def identity_of(run: dict) -> dict:
+    """The identity part of :func:`fingerprint`'s dict (what :mod:`configs.outputs` hashes and compares)."""
+    return {k: v for k, v in run.items() if k != "fingerprint"}
 
 
 def inspect_output(out: Path, run: dict, overwrite: bool) -> None:
-    """Refuse an output folder that holds a different run (or foreign files) unless ``overwrite``."""
-    if overwrite or not out.exists():
-        return
-    entries = [p.name for p in out.iterdir()]
-    if not entries:
-        return
-    run_file = out / RUN_FILE
-    if not run_file.exists():
-        raise OutputError(f"out={out} is not empty ({sorted(entries)[:5]}) and holds no annotation run; "
-                          f"choose another folder or set overwrite=true to delete our outputs there")
-    try:
-        previous = json.loads(run_file.read_text())
-    except json.JSONDecodeError:
-        previous = {}
-    if previous.get("fingerprint") != run["fingerprint"]:
-        diff = differences(previous.get("config", {}), run["config"])
-        if previous.get("source") != run["source"]:
-            diff.append(f"source {previous.get('source')} -> {run['source']}")
-        if previous.get("world_size") != run["world_size"]:
-            diff.append(f"world size {previous.get('world_size')} -> {run['world_size']}")
-        if previous.get("reward_files") != run.get("reward_files"):
-            diff.append("the reward's profile file changed")
-        more = f"; and {len(diff) - SHOWN_CHANGES} more" if len(diff) > SHOWN_CHANGES else ""
-        raise OutputError(
-            f"out={out} holds the output of a different run ({'; '.join(diff[:SHOWN_CHANGES]) or 'different settings'}"
-            f"{more}); use another folder, or set overwrite=true to delete it and start over"
-        )
+    """Refuse an output folder that holds a different run (or foreign files) unless ``overwrite`` (every rank;
+    :func:`configs.outputs.check_output`, the one check every command's output goes through)."""
+    check_output(out, identity_of(run), overwrite, KIND)
 
 
 def prepare_output(out: Path, run: dict, overwrite: bool) -> None:
-    """Rank 0: empty our entries (``overwrite``), write ``run.json`` if absent, make the journal folders."""
-    if overwrite and out.exists():
-        for name in OUR_ENTRIES:
-            p = out / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / RUN_FILE).exists():  # first, so a folder of ours is never without it
-        atomic_write(out / RUN_FILE, json.dumps(run, indent=1, default=str))
+    """Rank 0: claim the folder (:func:`configs.outputs.claim_output`: ``overwrite`` empties our entries,
+    ``run.json`` is written first), then make the journal folders."""
+    claim_output(out, identity_of(run), overwrite, KIND, OUR_ENTRIES)
     (out / JOURNAL_DIR / SCORES_DIR).mkdir(parents=True, exist_ok=True)
 
 

@@ -33,6 +33,7 @@ from omegaconf import DictConfig, ListConfig
 
 from configs import ConfigError, parse_cli, save_config
 from configs.commands import run_command
+from configs.outputs import OutputError
 from data.manifest import PLOTS_DIR, ManifestError
 from data.schema import IMAGE_FORMATS
 from data.shards import ShardError, ShardWriter
@@ -47,7 +48,6 @@ from pipeline.annotate.episode import (
 )
 from pipeline.annotate.finish import finish
 from pipeline.annotate.output import (
-    OutputError,
     fingerprint,
     inspect_output,
     prepare_output,
