@@ -33,8 +33,8 @@ QUIET_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.uti
 
 
 def quiet_libraries() -> None:
-    """One progress bar per stage and no noise: Lightning's tips and device lines, and the ``datasets`` "Map"
-    bars lerobot's writer opens per episode, are silenced; warnings stay."""
+    """One progress bar per stage and no noise: Lightning's tips and device lines, the ``datasets`` "Map" bars
+    lerobot's writer opens per episode and the video encoder's per-file INFO lines are silenced; warnings stay."""
     import logging
 
     for name in QUIET_LOGGERS:
@@ -44,6 +44,13 @@ def quiet_libraries() -> None:
 
         datasets.disable_progress_bars()
     except ImportError:  # only the corpus writer needs it
+        pass
+    try:  # libav's INFO lines ("Starting second pass: moving the moov atom ...") per encoded episode
+        import av.logging
+
+        av.logging.set_level(av.logging.WARNING)
+        av.logging.set_libav_level(av.logging.WARNING)  # lerobot's writer restores libav's own printer
+    except ImportError:  # only video encoding needs it
         pass
 
 
