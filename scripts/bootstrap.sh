@@ -42,6 +42,26 @@ ensure_gl_libs() {
 }
 ensure_gl_libs
 
+# The review page's browser test (tests/test_review.py) drives the system's Chromium through its chromedriver;
+# Selenium is given the driver's path, so nothing is downloaded at run time.
+BROWSER_PACKAGES="chromium chromium-driver"
+ensure_browser() {
+    if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+        return 0
+    fi
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo -n"
+    if command -v apt-get >/dev/null 2>&1 && { [ -z "$sudo" ] || sudo -n true 2>/dev/null; }; then
+        echo "Installing the headless browser the review page is tested with: $BROWSER_PACKAGES"
+        { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
+            --no-install-recommends $BROWSER_PACKAGES; } || echo "warning: could not install $BROWSER_PACKAGES" >&2
+    else
+        echo "warning: chromium or chromedriver not found; the review page's browser test will fail. Install" >&2
+        echo "  them (Debian/Ubuntu: apt-get install $BROWSER_PACKAGES), or set TOPBC_SKIP_BROWSER=1 to skip it." >&2
+    fi
+}
+ensure_browser
+
 if [ -x "$VENV/bin/python" ] && ok "$VENV/bin/python" && [ -f "$VENV/.topbc-installed" ] \
    && [ "$VENV/.topbc-installed" -nt pyproject.toml ]; then
     exit 0

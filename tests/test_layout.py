@@ -23,7 +23,7 @@ STAGES = (
     ("policies.weighting", "policies.adapters"),
     ("policies.module",),
     ("policies.training", "policies.export"),
-    ("policies.evaluation", "policies.evaluate"),
+    ("policies.evaluation", "policies.evaluate", "policies.review"),
     TOP,
 )
 
@@ -172,7 +172,7 @@ def test_the_checks_bite(tmp_path):
 
 
 @pytest.mark.parametrize("module", ["pipeline.annotate", "pipeline.report", "data.demo", "policies.export",
-                                    "policies.evaluate", "benchmarks.rabc_experiment",
+                                    "policies.evaluate", "policies.review", "benchmarks.rabc_experiment",
                                     "benchmarks.weight_phases"])
 def test_documented_commands_have_an_entry(module):
     """``python -m <module>`` keeps working where a module moved: a thin entry that calls the command's main."""

@@ -1,0 +1,387 @@
+"""A local page where a person labels recorded rollouts: ``python -m policies.review DIR``.
+
+``DIR`` is an evaluation folder of recorded rollouts (``python -m policies.evaluate recordings=[...] out=DIR``):
+``DIR/episodes.json`` lists the episodes (policy, episode index, video, per-frame progress, the judge's call
+and a snapshot of the label), and a labels file (:mod:`policies.evaluation.labels`) holds the human labels.
+The labels file is the truth for human labels: every answer merges its current rows over the snapshot.
+
+The server (stdlib ``ThreadingHTTPServer``, 127.0.0.1 by default) answers:
+
+- ``GET /``: the page (``review_page.html`` beside this module; no external resources);
+- ``GET /api/episodes``: ``{"dir", "labels_file", "episodes": [...]}`` with the file's labels merged in;
+- ``GET /files/<path>``: a file under ``DIR`` (never outside it: ``..``, absolute paths and links out of
+  ``DIR`` are refused), with ``Range`` requests answered 206 so a video can be seeked;
+- ``POST /api/label`` ``{"policy", "episode_index", "success": true|false|null, "note"?}``: sets (null:
+  clears) that episode's label in the file, atomically; an episode ``episodes.json`` does not list is refused;
+- ``POST /api/report``: re-makes the evaluation report from the labels (``recorded.remake_report``) and
+  returns its per-policy success rates.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import re
+import socket
+import sys
+import threading
+import urllib.parse
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from policies.evaluation.labels import LabelsError, read_labels, set_label
+
+EPISODES_FILE = "episodes.json"
+DEFAULT_LABELS = "labels.csv"
+PAGE = Path(__file__).with_name("review_page.html")
+SOURCES = ("human", "column", "judge", "none")
+SUMMARY_KEYS = ("successes", "episodes", "success_rate", "ci_low", "ci_high", "unlabelled")
+CONTENT_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".png": "image/png", ".gif": "image/gif",
+                 ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml",
+                 ".json": "application/json", ".csv": "text/csv; charset=utf-8",
+                 ".md": "text/markdown; charset=utf-8", ".txt": "text/plain; charset=utf-8",
+                 ".html": "text/html; charset=utf-8"}
+CHUNK = 1 << 16
+RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class ReviewError(ValueError):
+    """The folder cannot be reviewed (no or malformed ``episodes.json``, a busy port); the message says what
+    to do."""
+
+
+def load_episodes(out_dir: str | Path) -> dict:
+    """``DIR/episodes.json``, checked: every episode names its policy and an integer episode index, once."""
+    out_dir = Path(out_dir)
+    path = out_dir / EPISODES_FILE
+    if not out_dir.is_dir():
+        raise ReviewError(f"{out_dir} is not a folder; give the output folder of "
+                          "`python -m policies.evaluate recordings=[...] out=DIR`")
+    if not path.is_file():
+        raise ReviewError(f"{out_dir} has no {EPISODES_FILE}; run `python -m policies.evaluate "
+                          f"recordings=[...] out={out_dir}` first and review that folder")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ReviewError(f"{path} is not valid JSON ({exc}); re-run the evaluation that wrote it") from exc
+    episodes = data.get("episodes") if isinstance(data, dict) else None
+    if not isinstance(episodes, list):
+        raise ReviewError(f"{path} has no `episodes` list; re-run the evaluation that wrote it")
+    seen = set()
+    for i, ep in enumerate(episodes):
+        ok = (isinstance(ep, dict) and isinstance(ep.get("policy"), str) and ep["policy"]
+              and isinstance(ep.get("episode_index"), int) and not isinstance(ep["episode_index"], bool))
+        if not ok:
+            raise ReviewError(f"{path}, episode entry {i}: needs a `policy` name and an integer `episode_index`")
+        key = (ep["policy"], ep["episode_index"])
+        if key in seen:
+            raise ReviewError(f"{path}: episode {key[1]} of policy {key[0]!r} is listed twice")
+        seen.add(key)
+    return data
+
+
+def labels_path(out_dir: str | Path, data: dict, labels: str | Path | None = None) -> Path:
+    """The labels file: ``labels`` if given (as a path from here), else ``episodes.json``'s ``labels_file``
+    (relative to ``DIR``), else ``DIR/labels.csv``."""
+    if labels not in (None, ""):
+        return Path(labels).expanduser()
+    path = Path(data.get("labels_file") or DEFAULT_LABELS).expanduser()
+    return path if path.is_absolute() else Path(out_dir) / path
+
+
+def merge_labels(episodes: list[dict], labels: dict) -> list[dict]:
+    """The episodes with the labels file's labels over the snapshot's: a labelled episode is the file's
+    (source ``human``, with its note); a snapshot ``human`` label the file no longer has was cleared."""
+    out = []
+    for ep in episodes:
+        ep = dict(ep)
+        lab = labels.get((ep["policy"], ep["episode_index"]))
+        if lab is not None:
+            ep.update(label=lab.success, source="human", note=lab.note)
+        elif ep.get("source") == "human" or ep.get("label") is None:
+            ep.update(label=None, source="none", note="")
+        else:  # a label from the dataset's column or the judge, as the evaluation found it
+            ep["note"] = ""
+        out.append(ep)
+    return out
+
+
+class ReviewServer(ThreadingHTTPServer):
+    """The server of one evaluation folder; label writes (and the report) run one at a time."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], out_dir: Path, labels: Path):
+        self.out_dir = out_dir
+        self.root = out_dir.resolve()
+        self.labels = labels
+        self.lock = threading.Lock()
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, ReviewHandler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        return f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+
+    def episodes(self) -> dict:
+        data = load_episodes(self.out_dir)
+        return {"dir": str(self.root), "labels_file": str(self.labels),
+                "episodes": merge_labels(data["episodes"], read_labels(self.labels))}
+
+
+class ReviewHandler(BaseHTTPRequestHandler):
+    server: ReviewServer
+    server_version = "topbc-review"
+
+    # -- answers --------------------------------------------------------------------------------------------
+    def send_json(self, status: int, body) -> None:
+        data = json.dumps(body, default=str).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def send_error_json(self, status: int, message: str) -> None:
+        self.send_json(status, {"error": message})
+
+    def log_request(self, code="-", size="-"):
+        if isinstance(code, HTTPStatus):
+            code = code.value
+        if str(code).isdigit() and int(code) >= 400:  # successful requests (a video's many ranges) are noise
+            super().log_request(code, size)
+
+    # -- GET ------------------------------------------------------------------------------------------------
+    def do_HEAD(self):
+        self.do_GET()
+
+    def do_GET(self):
+        path = urllib.parse.urlsplit(self.path).path
+        try:
+            if path in ("/", "/index.html"):
+                self.send_page()
+            elif path == "/api/episodes":
+                self.send_json(200, self.server.episodes())
+            elif path.startswith("/files/"):
+                self.send_file(path[len("/files/"):])
+            else:
+                self.send_error_json(404, f"no such page {path}; the page is at /")
+        except (ReviewError, LabelsError) as exc:
+            self.send_error_json(500, str(exc))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the browser dropped the request (a video seeking elsewhere)
+
+    def send_page(self) -> None:
+        data = PAGE.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def resolve_file(self, quoted: str) -> Path | None:
+        """The file a ``/files/`` path names under the folder, or None after an error answer."""
+        rel = urllib.parse.unquote(quoted)
+        parts = rel.replace("\\", "/").split("/")
+        if not rel or "\0" in rel or rel.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", rel) or ".." in parts:
+            self.send_error_json(403, f"{rel!r}: only relative paths inside the evaluation folder are served")
+            return None
+        target = self.server.out_dir / rel
+        try:
+            real = target.resolve(strict=True)
+        except (FileNotFoundError, RuntimeError, OSError):
+            self.send_error_json(404, f"no file {rel} in {self.server.root}")
+            return None
+        if not real.is_relative_to(self.server.root):
+            self.send_error_json(403, f"{rel} leads outside the evaluation folder")
+            return None
+        if not real.is_file():
+            self.send_error_json(404, f"{rel} is not a file in {self.server.root}")
+            return None
+        return real
+
+    def send_file(self, quoted: str) -> None:
+        path = self.resolve_file(quoted)
+        if path is None:
+            return
+        size = path.stat().st_size
+        ctype = CONTENT_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] \
+            or "application/octet-stream"
+        start, end, status = 0, size - 1, 200
+        header = self.headers.get("Range")
+        if header:
+            span = parse_range(header, size)
+            if span is None:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if span != ():
+                (start, end), status = span, 206
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(max(0, end - start + 1)))
+        self.send_header("Cache-Control", "no-cache")
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        with path.open("rb") as f:
+            f.seek(start)
+            left = end - start + 1
+            while left > 0:
+                chunk = f.read(min(CHUNK, left))
+                if not chunk:
+                    break
+                self.wfile.write(chunk)
+                left -= len(chunk)
+
+    # -- POST -----------------------------------------------------------------------------------------------
+    def do_POST(self):
+        path = urllib.parse.urlsplit(self.path).path
+        try:
+            if path == "/api/label":
+                self.post_label()
+            elif path == "/api/report":
+                self.post_report()
+            else:
+                self.send_error_json(404, f"no such action {path}")
+        except (ReviewError, LabelsError) as exc:
+            self.send_error_json(500, str(exc))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def read_json(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length > 0 else b""
+        try:
+            return json.loads(raw or b"{}")
+        except json.JSONDecodeError:
+            return None
+
+    def post_label(self) -> None:
+        body = self.read_json()
+        if not isinstance(body, dict):
+            self.send_error_json(400, 'send a JSON object {"policy", "episode_index", "success", "note"?}')
+            return
+        policy, episode, success, note = (body.get("policy"), body.get("episode_index"), body.get("success"),
+                                          body.get("note"))
+        if not isinstance(policy, str) or not isinstance(episode, int) or isinstance(episode, bool):
+            self.send_error_json(400, f"policy={policy!r}, episode_index={episode!r}: give a policy name and "
+                                      "an integer episode index")
+            return
+        if success not in (True, False, None) or (note is not None and not isinstance(note, str)):
+            self.send_error_json(400, f"success={success!r}: give true, false or null (clear); note is text")
+            return
+        with self.server.lock:
+            data = load_episodes(self.server.out_dir)
+            known = {(e["policy"], e["episode_index"]) for e in data["episodes"]}
+            if (policy, episode) not in known:
+                self.send_error_json(400, f"unknown episode: episode {episode} of policy {policy!r} is not in "
+                                          f"{self.server.root / EPISODES_FILE}; nothing was written")
+                return
+            if note is None:  # a label without a note keeps the note the file has
+                old = read_labels(self.server.labels).get((policy, episode))
+                note = old.note if old is not None else ""
+            labels = set_label(self.server.labels, policy, episode, success, note.strip())
+        ep = next(e for e in merge_labels(data["episodes"], labels)
+                  if (e["policy"], e["episode_index"]) == (policy, episode))
+        self.send_json(200, {"episode": ep, "labels_file": str(self.server.labels)})
+
+    def post_report(self) -> None:
+        try:
+            from policies.evaluation.recorded import remake_report
+        except ImportError as exc:
+            self.send_error_json(501, "re-making the report needs policies.evaluation.recorded.remake_report, "
+                                      f"which this installation lacks ({exc}); labels are saved all the same")
+            return
+        with self.server.lock:
+            try:
+                report = remake_report(self.server.out_dir)
+            except (ValueError, OSError) as exc:  # LabelsError is a ValueError
+                self.send_error_json(500, f"the report could not be re-made: {exc}")
+                return
+        self.send_json(200, report_summary(report))
+
+
+def parse_range(header: str, size: int):
+    """``(start, end)`` (inclusive) of a single ``bytes=`` range; ``()`` to answer the whole file (a form this
+    server does not split, such as several ranges); None when it cannot be satisfied."""
+    m = RANGE.match(header.strip())
+    if not m or (not m.group(1) and not m.group(2)):
+        return ()
+    first, last = m.group(1), m.group(2)
+    if not first:  # the last N bytes
+        n = int(last)
+        return (max(0, size - n), size - 1) if n > 0 and size > 0 else None
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size or end < start:
+        return None
+    return start, end
+
+
+def report_summary(report: dict) -> dict:
+    """What the page shows of a re-made report: per policy the success counts, rate and interval, and the
+    report's other plain values (such as where it was written)."""
+    policies = report.get("policies") or {}
+    out = {k: v for k, v in report.items() if isinstance(v, str | int | float | bool) or v is None}
+    out["policies"] = {name: {k: p.get(k) for k in SUMMARY_KEYS if k in p}
+                       for name, p in policies.items() if isinstance(p, dict)}
+    return out
+
+
+def make_server(out_dir: str | Path, labels: str | Path | None = None, host: str = "127.0.0.1",
+                port: int = 8765) -> ReviewServer:
+    """The server of ``out_dir`` (not yet serving: call ``serve_forever``); ``port=0`` picks a free port.
+    Raises :class:`ReviewError` for a folder without ``episodes.json`` or a busy port, and
+    :class:`~policies.evaluation.labels.LabelsError` for a labels file that cannot be read."""
+    out_dir = Path(out_dir)
+    data = load_episodes(out_dir)
+    path = labels_path(out_dir, data, labels)
+    read_labels(path)  # a malformed labels file is an error now, not on the first click
+    if not PAGE.is_file():
+        raise ReviewError(f"the page {PAGE} is missing from this installation; reinstall topbc")
+    try:
+        return ReviewServer((host, int(port)), out_dir, path)
+    except OSError as exc:
+        raise ReviewError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another with "
+                          "port=N (port=0 picks a free one) or host=H") from exc
+
+
+def serve(out_dir: str | Path, labels: str | Path | None = None, host: str = "127.0.0.1", port: int = 8765,
+          open_browser: bool = False) -> int:
+    """Serve the review page of ``out_dir`` until Ctrl-C."""
+    server = make_server(out_dir, labels, host, port)
+    data = load_episodes(out_dir)
+    print(f"reviewing {len(data['episodes'])} episodes of {server.root}; labels in {server.labels}")
+    usual = labels_path(out_dir, data)
+    if usual.resolve() != server.labels.resolve():
+        print(f"warning: {EPISODES_FILE} names the labels file {usual}; \"Re-make report\" reads that one, not "
+              f"{server.labels}", file=sys.stderr)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {host}: anyone who can reach this address can change the labels",
+              file=sys.stderr)
+    print(f"open {server.url}  (Ctrl-C to stop)", flush=True)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print(f"stopped; labels are written as they are given ({server.labels})")
+    finally:
+        server.server_close()
+    return 0

@@ -1,0 +1,44 @@
+"""Label recorded rollouts in a local page: watch each video beside its progress curve and the judge's call,
+and mark it a success or a failure.
+
+    python -m policies.review DIR [labels=FILE] [port=8765] [host=127.0.0.1] [open_browser=true]
+
+``DIR`` is the output folder of ``python -m policies.evaluate recordings=[...] out=DIR`` (its
+``episodes.json``). Labels are written to the labels file at once (``labels=``; by default the one
+``episodes.json`` names, else ``DIR/labels.csv``); the page's "Re-make report" button recomputes the success
+rates from them. The server is :mod:`policies.evaluation.review`; the keys are in ``configs/review.yaml``.
+"""
+
+from __future__ import annotations
+
+CONFIG_NAME = "review"
+
+
+def _main(argv: list[str]) -> int:
+    from configs import ConfigError, parse_cli
+    from configs.types import check_types
+    from policies.evaluation.review import serve
+
+    dirs = [a for a in argv if "=" not in a and not a.startswith("-")]
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip())
+        parse_cli(CONFIG_NAME, [a for a in argv if "=" in a or a in ("-h", "--help")])
+    if len(dirs) != 1:
+        raise ConfigError(f"give one evaluation folder, not {len(dirs)} ({' '.join(dirs) or 'none'}): "
+                          "python -m policies.review DIR [labels=FILE] [port=N] [host=H] [open_browser=true]")
+    cfg = parse_cli(CONFIG_NAME, [a for a in argv if "=" in a])
+    check_types(cfg, CONFIG_NAME)
+    return serve(dirs[0], labels=cfg.labels, host=str(cfg.host), port=cfg.port, open_browser=cfg.open_browser)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from configs.commands import run_command
+    from policies.evaluation.labels import LabelsError
+    from policies.evaluation.review import ReviewError
+
+    return run_command(_main, argv, errors=(ReviewError, LabelsError),
+                       interrupted="stopped; every label given was already written")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
