@@ -278,3 +278,34 @@ def test_simulator_recordings_evaluated_as_if_real(tmp_path):
     pair = rep["pairs"][0]
     assert pair["p_value"] == pytest.approx(_hand_fisher(pe["successes"], pe["episodes"], pr["successes"], pr["episodes"]))
     assert pair["test"] == "Fisher's exact test (two-sided)"
+
+
+def test_review_server_labels_and_remakes_the_real_report(recordings, tmp_path):
+    """The review page's endpoints on a real evaluation folder: a label posted lands in the labels file and the
+    re-made report counts it (the page itself is driven in a browser in tests/test_review.py)."""
+    import threading
+    import urllib.request
+
+    from policies.evaluation.review import make_server
+
+    out = tmp_path / "ev"
+    first = evaluate_recordings(_cfg(recordings, out), progress=False)
+    assert first["policies"]["weak"]["successes"] == 1
+    server = make_server(out, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        def post(path, body):
+            req = urllib.request.Request(server.url.rstrip("/") + path, data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+            with urllib.request.urlopen(req) as r:
+                return json.loads(r.read())
+
+        post("/api/label", {"policy": "weak", "episode_index": 3, "success": True, "note": "pushed it in late"})
+        assert read_labels(out / "labels.csv") == {("weak", 3): Label(True, "pushed it in late")}
+        summary = post("/api/report", {})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert summary["policies"]["weak"]["successes"] == 2  # the column said failure; the person's label wins
+    report = json.loads((out / "report.json").read_text())
+    assert report["policies"]["weak"]["sources"] == {"human": 1, "column": 5, "judge": 0, "none": 0}

@@ -10,14 +10,13 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import sys
 import threading
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import policies.evaluation.review as review
 from policies.evaluation.labels import Label, read_labels, set_label
 from policies.evaluation.review import ReviewError, make_server, merge_labels
 
@@ -163,23 +162,18 @@ def test_files_have_their_types_and_ranges(server, review_dir):
     assert (status, headers["content-range"]) == (416, f"bytes */{len(data)}")
 
 
-def test_report_is_remade_or_answers_501(server, review_dir, monkeypatch):
-    monkeypatch.setitem(sys.modules, "policies.evaluation.recorded", None)  # as if the module were absent
-    status, _, body = request(server, "POST", "/api/report", {})
-    assert status == 501 and "remake_report" in json.loads(body)["error"]
-
+def test_report_is_remade(server, review_dir, monkeypatch):
     calls = []
 
-    def remake_report(out_dir):
-        calls.append(Path(out_dir))
+    def remake_report(out_dir, labels=None, progress=True):
+        calls.append((Path(out_dir), Path(labels)))
         return {"report": str(Path(out_dir) / "report.md"), "plots": ["a.png"],
                 "policies": {"act_a": {"successes": 1, "episodes": 2, "success_rate": 0.5, "ci_low": 0.1,
                                        "ci_high": 0.9, "per_episode": [1, 0]}}}
 
-    monkeypatch.setitem(sys.modules, "policies.evaluation.recorded",
-                        types.SimpleNamespace(remake_report=remake_report))
+    monkeypatch.setattr(review, "remake_report", remake_report)
     status, _, body = request(server, "POST", "/api/report", {})
-    assert status == 200 and calls == [review_dir]
+    assert status == 200 and calls == [(review_dir, server.labels)]
     assert json.loads(body) == {"report": str(review_dir / "report.md"),
                                 "policies": {"act_a": {"successes": 1, "episodes": 2, "success_rate": 0.5,
                                                        "ci_low": 0.1, "ci_high": 0.9}}}
@@ -349,8 +343,7 @@ def test_page_remakes_the_report(chromium, server, monkeypatch):
                                      "ci_high": 0.91},
                            "act_b": {"successes": 0, "episodes": 2, "success_rate": 0.0, "ci_low": 0.0,
                                      "ci_high": 0.66}}}
-    monkeypatch.setitem(sys.modules, "policies.evaluation.recorded",
-                        types.SimpleNamespace(remake_report=lambda out_dir: report))
+    monkeypatch.setattr(review, "remake_report", lambda out_dir, labels=None, progress=True: report)
     open_page(browser, server)
     browser.find_element(By.ID, "report-button").click()
     wait(browser, lambda: browser.find_elements(By.CSS_SELECTOR, "#report .rate"))

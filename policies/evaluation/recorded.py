@@ -30,6 +30,7 @@ from configs.outputs import atomic_write, claim_output
 from policies.evaluation.labels import read_labels
 
 EPISODES_FILE = "episodes.json"
+DEFAULT_LABELS = "labels.csv"  # in the evaluation folder, when no labels file is given
 KIND = "evaluate-recordings"
 OURS = (EPISODES_FILE, "report.md", "report.json", "figures", "videos", "thumbnails", "config.yaml")
 THUMBNAILS = 6  # frames in an episode's thumbnail strip
@@ -136,8 +137,13 @@ def _identity(cfg) -> dict:
             "success_column": cfg.get("success_column"), "reward": reward}
 
 
-def labels_path(cfg, out: Path) -> Path:
-    return Path(str(cfg.labels)) if cfg.get("labels") else out / "labels.csv"
+def labels_file(out_dir: str | Path, state: dict | None = None, labels: str | Path | None = None) -> Path:
+    """The labels file of an evaluation folder: ``labels`` if given (a path from the working folder), else
+    ``episodes.json``'s ``labels_file`` (relative to the folder), else ``DIR/labels.csv``."""
+    if labels not in (None, ""):
+        return Path(labels).expanduser()
+    path = Path((state or {}).get("labels_file") or DEFAULT_LABELS).expanduser()
+    return path if path.is_absolute() else Path(out_dir) / path
 
 
 def evaluate_recordings(cfg, progress: bool = True) -> dict:
@@ -170,7 +176,7 @@ def evaluate_recordings(cfg, progress: bool = True) -> dict:
     state_path = out / EPISODES_FILE
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     done = {(e["policy"], e["episode_index"]): e for e in state.get("episodes", [])}
-    state = {"labels_file": str(labels_path(cfg, out)), "recordings": [], "episodes": [],
+    state = {"labels_file": str(labels_file(out, None, cfg.get("labels")).resolve()), "recordings": [], "episodes": [],
              "judge": {"reward": (judge.provenance if judge else None),
                        "threshold": cfg.judge.threshold, "enabled": bool(cfg.judge.enabled)},
              "success_column": cfg.get("success_column")}
@@ -254,15 +260,15 @@ def remake_report(out_dir: str | Path, labels: str | Path | None = None, progres
         raise RecordingError(f"{out} holds no {EPISODES_FILE}; run python -m policies.evaluate recordings=[...] "
                              f"out={out} first")
     state = json.loads(path.read_text())
-    labels_file = Path(labels) if labels else Path(state["labels_file"])
-    human = read_labels(labels_file)
+    labels_at = labels_file(out, state, labels)
+    human = read_labels(labels_at)
     episodes = state["episodes"]
     known = {(e["policy"], int(e["episode_index"])) for e in episodes}
     warnings = []
     stray = sorted(k for k in human if k not in known)
     if stray:
         shown = ", ".join(f"{p}/{e}" for p, e in stray[:8])
-        warnings.append(f"{labels_file} labels {len(stray)} episode(s) that are not in the recordings ({shown}); "
+        warnings.append(f"{labels_at} labels {len(stray)} episode(s) that are not in the recordings ({shown}); "
                         "they are ignored (check the policy names and episode indices)")
     h = [human[(e["policy"], int(e["episode_index"]))].success if (e["policy"], int(e["episode_index"])) in human
          else None for e in episodes]
@@ -283,7 +289,7 @@ def remake_report(out_dir: str | Path, labels: str | Path | None = None, progres
                         f"policies.review {out})")
     report = statistics(episodes, judge, h, state)
     report["warnings"] = warnings
-    report["labels_file"] = str(labels_file)
+    report["labels_file"] = str(labels_at)
     atomic_write(path, json.dumps(state, indent=1))  # the snapshot the review page starts from
     write_report(out, report, episodes)
     if progress:

@@ -30,12 +30,13 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from policies.evaluation.judging import SOURCES as LABEL_SOURCES
+from policies.evaluation.judging import UNLABELLED
 from policies.evaluation.labels import LabelsError, read_labels, set_label
+from policies.evaluation.recorded import EPISODES_FILE, labels_file, remake_report
 
-EPISODES_FILE = "episodes.json"
-DEFAULT_LABELS = "labels.csv"
 PAGE = Path(__file__).with_name("review_page.html")
-SOURCES = ("human", "column", "judge", "none")
+SOURCES = (*LABEL_SOURCES, UNLABELLED)
 SUMMARY_KEYS = ("successes", "episodes", "success_rate", "ci_low", "ci_high", "unlabelled")
 CONTENT_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".png": "image/png", ".gif": "image/gif",
                  ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml",
@@ -82,12 +83,9 @@ def load_episodes(out_dir: str | Path) -> dict:
 
 
 def labels_path(out_dir: str | Path, data: dict, labels: str | Path | None = None) -> Path:
-    """The labels file: ``labels`` if given (as a path from here), else ``episodes.json``'s ``labels_file``
-    (relative to ``DIR``), else ``DIR/labels.csv``."""
-    if labels not in (None, ""):
-        return Path(labels).expanduser()
-    path = Path(data.get("labels_file") or DEFAULT_LABELS).expanduser()
-    return path if path.is_absolute() else Path(out_dir) / path
+    """The labels file (:func:`policies.evaluation.recorded.labels_file`: ``labels`` if given, else
+    ``episodes.json``'s ``labels_file``, relative to ``DIR``, else ``DIR/labels.csv``)."""
+    return labels_file(out_dir, data, labels)
 
 
 def merge_labels(episodes: list[dict], labels: dict) -> list[dict]:
@@ -300,15 +298,9 @@ class ReviewHandler(BaseHTTPRequestHandler):
         self.send_json(200, {"episode": ep, "labels_file": str(self.server.labels)})
 
     def post_report(self) -> None:
-        try:
-            from policies.evaluation.recorded import remake_report
-        except ImportError as exc:
-            self.send_error_json(501, "re-making the report needs policies.evaluation.recorded.remake_report, "
-                                      f"which this installation lacks ({exc}); labels are saved all the same")
-            return
         with self.server.lock:
             try:
-                report = remake_report(self.server.out_dir)
+                report = remake_report(self.server.out_dir, labels=self.server.labels, progress=False)
             except (ValueError, OSError) as exc:  # LabelsError is a ValueError
                 self.send_error_json(500, f"the report could not be re-made: {exc}")
                 return
