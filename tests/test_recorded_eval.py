@@ -184,6 +184,10 @@ def test_human_labels_for_half_and_the_fitted_judge_for_the_rest(recordings, tmp
     assert called[("good", 4)] is False and called[("weak", 4)] is True
     assert report["policies"]["good"]["successes"] == 3 + 1  # 3 human + (good/3 called success)
     assert report["policies"]["good"]["sources"] == {"human": 3, "column": 0, "judge": 3, "none": 0}
+    assert report["policies"]["good"]["by_source"] == {"human": {"successes": 3, "episodes": 3},
+                                                       "column": {"successes": 0, "episodes": 0},
+                                                       "judge": {"successes": 1, "episodes": 3}}
+    assert any("labelled by the judge alone" in w for w in report["warnings"])
     assert j["agreement_with_human"]["accuracy"] == 1.0 and j["cv_accuracy"] is not None
     # relabelling needs no rescoring: a label for good/4 turns its judge call into a person's
     set_label(labels, "good", 4, True)

@@ -287,6 +287,12 @@ def remake_report(out_dir: str | Path, labels: str | Path | None = None, progres
         warnings.append(f"{len(unlabelled)} episode(s) have no label from a person, the success column or the "
                         "judge; they are counted as unlabelled, not as failures (label them: python -m "
                         f"policies.review {out})")
+    judged = sum(e["source"] == "judge" for e in episodes)
+    if judged:
+        acc = "unknown" if judge.cv_accuracy is None else f"{judge.cv_accuracy:.0%}"
+        warnings.append(f"{judged} episode(s) are labelled by the judge alone (held-out accuracy {acc}); its "
+                        "errors move the success rates (compare each policy's 'by a person' column), so label "
+                        f"them before trusting a difference: python -m policies.review {out}")
     report = statistics(episodes, judge, h, state)
     report["warnings"] = warnings
     report["labels_file"] = str(labels_at)

@@ -38,6 +38,8 @@ def _policy_stats(eps: list[dict]) -> dict:
         row |= {"success_rate": k / n, "ci_low": lo, "ci_high": hi}
     else:
         row |= {"success_rate": None, "ci_low": None, "ci_high": None}
+    row["by_source"] = {s: {"successes": sum(bool(e["label"]) for e in eps if e["source"] == s),
+                            "episodes": sum(e["source"] == s for e in eps)} for s in SOURCES}
     times = [e["time_to_success_s"] for e in eps if e.get("time_to_success_s") is not None and e["label"]]
     row["time_to_success_s"] = ({"mean": float(np.mean(times)), "median": float(np.median(times)),
                                  "episodes": len(times)} if times else None)
@@ -95,14 +97,20 @@ def _markdown(report: dict) -> str:
     lines = ["# Recorded rollouts: success per policy", ""]
     for w in report["warnings"]:
         lines += [f"> **warning:** {w}", ""]
-    lines += ["| policy | success | 95% CI (Wilson) | labelled / recorded | human | column | judge | unlabelled | "
-              "time to success (s, median) |", "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    lines += ["| policy | success | 95% CI (Wilson) | labelled / recorded | by a person | by the column | "
+              "by the judge | unlabelled | time to success (s, median) |", "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+
+    def part(r, s):
+        b = r["by_source"][s]
+        return f"{b['successes']}/{b['episodes']}" if b["episodes"] else "—"
+
     for p, r in report["policies"].items():
         t = r["time_to_success_s"]
         lines.append(f"| {p} | {r['successes']}/{r['episodes']} = {_pct(r['success_rate'])} | "
                      f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}] | {r['episodes']} / {r['recorded']} | "
-                     f"{r['sources']['human']} | {r['sources']['column']} | {r['sources']['judge']} | "
+                     f"{part(r, 'human')} | {part(r, 'column')} | {part(r, 'judge')} | "
                      f"{r['unlabelled']} | {'—' if t is None else f'{t['median']:.2f}'} |")
+    lines += ["", "(successes / episodes of each label source)"]
     if report["pairs"]:
         lines += ["", f"## Pairs ({INTERVAL_NAME}; {TEST_NAME}: exact at any count, so valid at the few dozen "
                   "trials a robot gives, where a χ² or z test's normal approximation is not)", "",
