@@ -154,6 +154,7 @@ def test_success_column_counts_and_pair_test(recordings, tmp_path):
         assert (out / name).is_file(), name
     md = (out / "report.md").read_text()
     assert "| good | 5/6 = 83%" in md and "Fisher's exact test" in md
+    assert "SIMULATED judge" not in md  # a column reward is not the simulator (tests/test_vlm_errors.py has it)
     # the same command again is the same run: nothing rescored, the same report
     again = evaluate_recordings(_cfg(recordings, tmp_path / "ev"), progress=False)
     assert again["policies"] == report["policies"]

@@ -20,6 +20,7 @@ and the labels file into ``report.md``, ``report.json`` and the figures, in seco
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -176,7 +177,9 @@ def evaluate_recordings(cfg, progress: bool = True) -> dict:
     state_path = out / EPISODES_FILE
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     done = {(e["policy"], e["episode_index"]): e for e in state.get("episodes", [])}
-    state = {"labels_file": str(labels_file(out, None, cfg.get("labels")).resolve()), "recordings": [], "episodes": [],
+    labels_at = labels_file(out, None, cfg.get("labels"))
+    # kept relative to the evaluation folder (labels_file reads it so), so the folder can move with its labels
+    state = {"labels_file": os.path.relpath(labels_at.resolve(), out.resolve()), "recordings": [], "episodes": [],
              "judge": {"reward": (judge.provenance if judge else None),
                        "threshold": cfg.judge.threshold, "enabled": bool(cfg.judge.enabled)},
              "success_column": cfg.get("success_column")}
@@ -195,10 +198,10 @@ def evaluate_recordings(cfg, progress: bool = True) -> dict:
             if policy is None:
                 raise RecordingError(f"episode {ep.index} of {rec} is not in episode_policies="
                                      f"{cfg.episode_policies}; map every episode to its policy")
-            todo.append((src, ep, policy, column if has_column else None))
+            todo.append((src, str(rec), ep, policy, column if has_column else None))
     camera = cfg.get("camera")
     bar = tqdm(todo, desc="recorded episodes", unit="ep", disable=not progress)
-    for src, ep, policy, column in bar:
+    for src, rec, ep, policy, column in bar:
         key = (policy, ep.index)
         if key in done:
             state["episodes"].append(done[key])
@@ -210,7 +213,7 @@ def evaluate_recordings(cfg, progress: bool = True) -> dict:
             frames = src.decode_frames(ep, cam, cols["timestamp"])
         except SourceError as exc:
             raise RecordingError(f"recording {src.root}, episode {ep.index}: {exc}") from exc
-        entry = {"policy": policy, "episode_index": ep.index, "dataset": str(src.root), "length": ep.length,
+        entry = {"policy": policy, "episode_index": ep.index, "dataset": rec, "length": ep.length,
                  "fps": src.fps, "task": ep.task, "camera": cam}
         if column:
             hit = np.flatnonzero(cols[column][:, 0] > 0.5)

@@ -122,6 +122,9 @@ def _markdown(report: dict) -> str:
                          f"{'—' if r['p_value'] is None else f'{r['p_value']:.3g}'} | {r.get('note', '')} |")
     j = report["judge"]
     lines += ["", "## The judge (the reward model's success detection)", ""]
+    reward = j.get("reward") or {}
+    if reward.get("simulated"):
+        lines += [f"**SIMULATED judge**: {reward.get('model')}. Its calls are a stand-in's, not a VLM's.", ""]
     if j["threshold"] is None:
         lines.append("No threshold (none given, and no episode labelled by a person or the column to fit one): "
                      "the judge labelled nothing.")

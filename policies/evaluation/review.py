@@ -127,7 +127,7 @@ class ReviewServer(ThreadingHTTPServer):
 
     def episodes(self) -> dict:
         data = load_episodes(self.out_dir)
-        return {"dir": str(self.root), "labels_file": str(self.labels),
+        return {"dir": str(self.out_dir), "labels_file": str(self.labels),
                 "episodes": merge_labels(data["episodes"], read_labels(self.labels))}
 
 
