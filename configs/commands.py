@@ -45,6 +45,12 @@ def quiet_libraries() -> None:
         datasets.disable_progress_bars()
     except ImportError:  # only the corpus writer needs it
         pass
+    try:  # transformers' "Loading weights" bar per model load
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # only the VLM rewards need it
+        pass
     try:  # libav's INFO lines ("Starting second pass: moving the moov atom ...") per encoded episode
         import av.logging
 

@@ -96,11 +96,12 @@ def check_output(out: str | Path, identity: dict, overwrite: bool, kind: str) ->
         raise OutputError(f"out={out} holds {previous.get('kind') or 'another command'}'s output, not a {kind} run; "
                           "choose another folder")
     if previous.get("fingerprint") != fingerprint(identity):
-        diff = differences(previous.get("identity", {}), identity)
+        # the config's keys as the user types them (reward.name, not config.reward.name)
+        diff = [d.removeprefix("config.") for d in differences(previous.get("identity", {}), identity)]
         more = f"; and {len(diff) - SHOWN_CHANGES} more" if len(diff) > SHOWN_CHANGES else ""
-        raise OutputError(f"out={out} holds a {kind} run with another configuration "
+        raise OutputError(f"out={out} holds the output of a different run "
                           f"({'; '.join(diff[:SHOWN_CHANGES]) or 'different settings'}{more}); choose another "
-                          "folder, or set overwrite=true to delete that run and start over")
+                          f"folder, or set overwrite=true to delete that {kind} run and start over")
     return "same"
 
 

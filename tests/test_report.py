@@ -157,3 +157,10 @@ def test_episodes_table_is_worst_first_by_the_column_it_names(annotated):
         [None if v is None else round(v, 3) for v in expected], abs=1e-3)
     defined = [float(s) for s in shown if s != "—"]
     assert defined == sorted(defined) and len(set(defined)) > 1  # control: the values differ, so order matters
+
+
+def test_report_command_checks_typed_values(tmp_path, capsys):
+    # the value is checked before any annotation folder is read: the folder need not exist
+    assert main([str(tmp_path / "absent"), "worst=many"]) == 2
+    assert "worst='many' must be an integer" in capsys.readouterr().err
+    assert not (tmp_path / "absent").exists()

@@ -24,6 +24,7 @@ import sys
 
 from configs import load_config
 from configs.commands import run_command
+from configs.types import check_types
 from pipeline.report.metrics import fmt
 from pipeline.report.write import COMPARE_DIR, REPORT_DIR, compare, report_dir, write_report
 
@@ -45,6 +46,7 @@ def _main(argv: list[str]) -> int:
         print(__doc__)
         return 0 if dirs or "--help" in argv or "-h" in argv else 2
     cfg = load_config("report", [a for a in argv if "=" in a])
+    check_types(cfg, "report")  # typed values, the one check every command shares
     if len(dirs) == 1:
         r = write_report(dirs[0], labels=cfg.labels, ground_truth=cfg.ground_truth, worst=cfg.worst, out=cfg.out)
         where = report_dir(dirs[0], cfg.out, REPORT_DIR)
