@@ -35,7 +35,8 @@ def phase_table(task_dir: str | Path, variant: str, quality: str = "expert") -> 
     shards = task_dir / ("annotation_all" if which == "all" else "annotation_expert")
     cfg = exp.train_config([f"data.shards={shards}", *exp.policy_overrides(args), *extra, f"out={task_dir / 'tmp'}"])
     table, w = exp.sample_weights(cfg)
-    labels = {int(e["episode_index"]): e for e in read_quality_labels(task_dir / "corpus")["episodes"]}
+    corpus = task_dir / "corpus" if (task_dir / "corpus").is_dir() else task_dir.parent / "corpus"  # reward_X/
+    labels = {int(e["episode_index"]): e for e in read_quality_labels(corpus)["episodes"]}
     mine = np.array([labels[int(e)]["quality"] == quality for e in table.episode])
     first = np.array([labels[int(e)].get("first_success") for e in table.episode], dtype=object)
     ok = mine & np.array([f is not None for f in first])
