@@ -198,7 +198,15 @@ class BCModule(pl.LightningModule):
         """lerobot's ``save_pretrained`` of the policy and of its pre/post processors into one folder."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        self.policy.save_pretrained(out)
+        # the trained weights supersede ImageNet's: a saved config naming them would download them on every load
+        named = getattr(self.policy.config, "pretrained_backbone_weights", None)
+        if named is not None:
+            self.policy.config.pretrained_backbone_weights = None
+        try:
+            self.policy.save_pretrained(out)
+        finally:
+            if named is not None:
+                self.policy.config.pretrained_backbone_weights = named
         deployment_preprocessor(self.preprocessor, self.policy.config).save_pretrained(out)
         self.postprocessor.save_pretrained(out)
         # what lerobot's files do not say: the tasks it was trained on (an evaluation on another is refused)

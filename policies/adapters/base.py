@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,6 +32,41 @@ def get_adapter_class(name: str) -> type[PolicyAdapter]:
         raise PolicyConfigError(f"unknown policy {name!r}; valid: {', '.join(POLICIES)}")
     module, _, cls = POLICIES[name].partition(":")
     return getattr(importlib.import_module(module), cls)
+
+
+DOWNLOAD_TIMEOUT_S = 20.0  # an offline machine whose connections hang rather than fail gives up after this
+
+
+def backbone_weights(name: str) -> str | None:
+    """``name`` (a torchvision weights enum, lerobot's ``ResNet18_Weights.IMAGENET1K_V1``) when its file is in
+    torch's cache or can be downloaded now; else None — random initialisation — said in one line. Where the
+    weights cannot be had (offline), training goes on rather than failing inside lerobot's backbone."""
+    import socket
+    import sys
+
+    import torch
+    import torchvision
+
+    try:
+        weights = torchvision.models.get_weight(str(name))
+    except (ValueError, KeyError, AttributeError) as exc:
+        raise PolicyConfigError(f"policy.pretrained_backbone_weights={name!r} is not a torchvision weights name "
+                                f"({exc}); e.g. ResNet18_Weights.IMAGENET1K_V1, or null for random initialisation") from None
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    if cached.is_file():
+        return str(name)
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        torch.hub.load_state_dict_from_url(weights.url, progress=False, check_hash=True)
+        return str(name)
+    except Exception as exc:  # noqa: BLE001 - no network, a proxy, a refused or cut connection: all the same here
+        print(f"note: the ImageNet weights {name} for the vision backbone cannot be had ({type(exc).__name__}: "
+              f"{str(exc)[:80]}); it starts from random initialisation (policy.pretrained_backbone_weights=null "
+              "says so and silences this)", file=sys.stderr)
+        return None
+    finally:
+        socket.setdefaulttimeout(old)
 
 
 def _plain(v: Any) -> Any:
@@ -85,6 +121,8 @@ class PolicyAdapter:
         if not values["output_features"]:
             raise PolicyConfigError(f"the shards store no action feature (features: {sorted(features)})")
         values["device"] = device
+        if values.get("pretrained_backbone_weights") and any(f.type is FeatureType.VISUAL for f in pf.values()):
+            values["pretrained_backbone_weights"] = backbone_weights(values["pretrained_backbone_weights"])
         try:
             self.config = cfg_cls(**values)
             self.config.validate_features()
