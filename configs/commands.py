@@ -45,6 +45,12 @@ def quiet_libraries() -> None:
         datasets.disable_progress_bars()
     except ImportError:  # only the corpus writer needs it
         pass
+    import warnings
+
+    # Lightning's own deprecation of its internals, and its caution about __len__ with workers, which our
+    # loader answers itself (each worker reads its own shards; the length is the step count)
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
     try:  # transformers' "Loading weights" bar per model load
         from transformers.utils import logging as hf_logging
 
@@ -58,6 +64,21 @@ def quiet_libraries() -> None:
         av.logging.set_libav_level(av.logging.WARNING)  # lerobot's writer restores libav's own printer
     except ImportError:  # only video encoding needs it
         pass
+
+
+def error_message(exc: BaseException) -> str:
+    """The message of ``exc`` a user reads: a known error raised in a DataLoader worker reaches the main process
+    with the worker's whole traceback in its message (torch's ``ExceptionWrapper``); keep its own last line
+    (``--debug`` still prints everything)."""
+    text = str(exc)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        name = type(exc).__name__
+        for prefix in (f"{type(exc).__module__}.{name}: ", f"{name}: "):
+            last = last.removeprefix(prefix)
+        worker = text.splitlines()[0].removeprefix("Caught ").rstrip(".")
+        return f"{last} ({worker.split(' in ', 1)[-1]})"
+    return text
 
 
 def run_command(fn: Callable[[list[str]], int], argv: Sequence[str] | None = None, *,
@@ -78,5 +99,5 @@ def run_command(fn: Callable[[list[str]], int], argv: Sequence[str] | None = Non
     except (ConfigError, *errors) as exc:
         if debug:
             traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {error_message(exc)}", file=sys.stderr)
         return EXIT_ERROR

@@ -258,3 +258,26 @@ def test_training_summary_without_an_export_says_how_to_make_one(tmp_path):
     assert "None" not in text
     # control: with an export the line gives lerobot's --policy.path
     assert f"--policy.path={tmp_path / 'export'}" in TrainSummary(**base, export=tmp_path / "export").text()
+
+
+def test_a_truncated_shard_read_by_loader_workers_is_one_clear_line(tmp_path, capsys):
+    """With data.num_workers=2 the reader's error arrives wrapped in the worker's traceback (torch's
+    ExceptionWrapper); the command prints the reader's own message, naming the shard and what to do."""
+    import train as train_cmd
+
+    shards = write_tiny_shards(tmp_path / "shards", episodes=4, length=24)
+    path = sorted((shards / "shards").glob("*.tar"))[1]
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    rc = train_cmd.main([f"data.shards={shards}", f"out={tmp_path / 'run'}", "debug=tiny_act", "trainer.max_steps=20",
+                         "data.num_workers=2"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert rc == 2 and len(lines) == 1, err
+    assert f"shard {path} is corrupt or truncated" in lines[0] and "re-run pipeline.annotate" in lines[0]
+    assert "Traceback" not in err and "DataLoader worker process" in lines[0]
+
+
+def test_error_message_keeps_other_messages_whole():
+    from configs.commands import error_message
+
+    assert error_message(ConfigError("out is not set\nsecond line")) == "out is not set\nsecond line"  # negative control
