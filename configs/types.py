@@ -19,7 +19,7 @@ from configs import CONFIG_DIR, ConfigError, load_config
 # key → the other types it accepts besides its default's (Lightning takes devices=auto or a list of ids;
 # annotate stores all cameras or a list)
 ALSO: dict[str, tuple[type, ...]] = {"trainer.devices": (str, list),
-                                     "dataset.cameras": (list,)}
+                                     "dataset.cameras": (list,), "data.cameras": (list,)}
 # null-default key → the type its value has when set (judged as a default of that type would be)
 NULLABLE: dict[str, type] = {"record_name": str, "recordings": list, "names": list, "labels": str,
                               "episode_policies": str, "judge.threshold": float}

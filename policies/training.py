@@ -145,6 +145,23 @@ def _check(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.checkpoint_every_n_steps={ckpt} must be >= 1, or null (every epoch)")
 
 
+def select_cameras(features: dict, cameras) -> dict:
+    """The manifest's ``features`` with only the cameras ``data.cameras`` names (``all``: every one)."""
+    if cameras in (None, "all"):
+        return features
+    names = [cameras] if isinstance(cameras, str) else [str(c) for c in cameras]
+    keys = [k for k, f in features.items() if f.get("dtype") in ("video", "image")]
+    chosen = []
+    for name in names:
+        match = [k for k in keys if k == name or k.rsplit(".", 1)[-1] == name]
+        if len(match) != 1:
+            raise ConfigError(f"data.cameras: {name!r} is not one camera of the shards; their cameras: {keys}")
+        chosen.append(match[0])
+    if not chosen:
+        raise ConfigError(f"data.cameras=[] leaves no camera; give all, or some of {keys}")
+    return {k: f for k, f in features.items() if k not in keys or k in chosen}
+
+
 def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
     """The module and data of a run (weighting statistics fitted), without a Trainer."""
     _check(cfg)
@@ -155,7 +172,7 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
     record = str(Path(cfg.out) / "samples") if cfg.get("debug", {}).get("record_samples") else None
     module = BCModule(
         policy=OmegaConf.to_container(cfg.policy, resolve=True),
-        features=manifest["features"], stats=manifest["stats"],
+        features=select_cameras(manifest["features"], cfg.data.get("cameras", "all")), stats=manifest["stats"],
         weighting=OmegaConf.to_container(cfg.weighting, resolve=True),
         max_steps=int(cfg.trainer.max_steps), seed=int(cfg.seed),
         device="cuda" if accelerator in ("gpu", "cuda") else "cpu", record_samples=record,

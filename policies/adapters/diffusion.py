@@ -16,11 +16,21 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from data.batches import WindowNeeds
-from policies.adapters.base import PolicyAdapter
+from policies.adapters.base import PolicyAdapter, PolicyConfigError
 
 
 class DiffusionAdapter(PolicyAdapter):
     name = "diffusion"
+
+    def __init__(self, policy_cfg: dict, features: dict, device: str = "cpu"):
+        cameras = {k: tuple(f["shape"]) for k, f in features.items() if f.get("dtype") in ("video", "image")}
+        if len(set(cameras.values())) > 1:  # lerobot's own check only says the shapes differ
+            sizes = ", ".join(f"{k} {'x'.join(map(str, s))}" for k, s in cameras.items())
+            raise PolicyConfigError(f"policy diffusion: lerobot's Diffusion policy needs every camera at one size, "
+                                    f"and the shards hold {sizes}; train on cameras of one size "
+                                    f"(data.cameras=[{next(iter(cameras))}, ...]), or annotate the source with "
+                                    "its cameras at one size")
+        super().__init__(policy_cfg, features, device)
 
     @classmethod
     def config_class(cls):

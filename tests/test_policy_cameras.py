@@ -1,5 +1,6 @@
-"""The camera backbone's ImageNet weights: lerobot's default where they can be had, random initialisation said in
-one line where they cannot (offline), and never named in an export's config."""
+"""The cameras a policy sees: the backbone's ImageNet weights (lerobot's default where they can be had, random
+initialisation said in one line where they cannot, never named in an export's config), and Diffusion's need for
+cameras of one size (data.cameras picks them)."""
 
 from __future__ import annotations
 
@@ -91,3 +92,26 @@ def test_an_export_says_null(tmp_path):
     module.export(tmp_path / "export")
     assert json.loads((tmp_path / "export" / "config.json").read_text())["pretrained_backbone_weights"] is None
     assert module.policy.config.pretrained_backbone_weights == NAME  # the live module is left as it was
+
+
+def test_diffusion_with_cameras_of_two_sizes_says_what_to_do(tmp_path):
+    from omegaconf import OmegaConf
+
+    from configs import ConfigError
+    from data.manifest import load_manifest
+    from policies.adapters.base import get_adapter_class
+    from policies.training import select_cameras
+    from tests.fixtures.shards import write_tiny_shards
+
+    features = dict(load_manifest(write_tiny_shards(tmp_path / "s", episodes=1, length=20))["features"])
+    (top,) = [k for k, f in features.items() if f["dtype"] == "video"]
+    features["observation.images.wrist"] = {**features[top], "shape": [24, 40, 3]}
+    node = OmegaConf.to_container(load_config("train", ["policy=diffusion", "debug=tiny_diffusion"]).policy)
+    diffusion = get_adapter_class("diffusion")
+    with pytest.raises(PolicyConfigError, match=r"one size.*wrist 24x40x3.*data\.cameras="):
+        diffusion(node, features)
+    adapter = diffusion(node, select_cameras(features, ["wrist"]))  # one camera: lerobot accepts it
+    assert list(adapter.config.image_features) == ["observation.images.wrist"]
+    assert select_cameras(features, "all") == features
+    with pytest.raises(ConfigError, match=r"'side' is not one camera.*observation.images.wrist"):
+        select_cameras(features, ["side"])
