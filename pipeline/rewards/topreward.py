@@ -113,8 +113,8 @@ class MemoryModel:
     for a large model the shared term errs on the high side; with ``c_tail`` = 4 every measured peak (K = 1 …
     256, all tails in one call, 16 per call, automatic) lies 0.5–34 % below the prediction. Not measured on
     CUDA (no GPU here): PyTorch's memory-efficient SDPA kernel takes an additive mask without expanding it per
-    head, but where SDPA falls back to its math kernel the scores (heads × q × (S + q)) are materialised, which
-    this model does not count; the cap of about S/4 tail tokens per call keeps that term small.
+    head, but where SDPA falls back to its math kernel the scores (heads × q × (S + q) floats) are
+    materialised, which this model does not count: set ``memory_budget_gb`` lower or ``tail_batch_size`` there.
     """
 
     hidden: int
