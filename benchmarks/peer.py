@@ -23,8 +23,8 @@ Per episode, timed, model loading excluded from both:
   that frame twice, which is how the processor pads every other odd-length prefix. Nothing else is changed.
 
 Agreement: on the first episode of the shortest length, both score the same uint8 frames (decoded the way
-lerobot's function decodes them, ``dataset[i]`` then its own float → uint8 conversion) at the same
-resolution, with the same instruction; lerobot's encoder + ``compute_reward`` scores the prefixes that end
+lerobot's function decodes them, ``dataset[i]``, then converted as its encoder converts float frames) at the
+same resolution, with the same instruction; lerobot's encoder + ``compute_reward`` scores the prefixes that end
 where ours do (every even frame count), and the largest |Δ log p(" True")| is reported.
 """
 
@@ -92,12 +92,11 @@ def lerobot_port(model_dir: Path, device: str = "cpu"):
 
 def lerobot_frames(dataset, ep_start: int, num_frames: int):
     """An episode's frames as lerobot's function decodes them (one ``dataset[i]`` per frame), converted to
-    uint8 by its encoder's own conversion: (T, C, H, W) uint8."""
+    uint8 the way its encoder converts float frames (× 255, clamp, truncate): (T, C, H, W) uint8."""
     import torch
-    from lerobot.rewards.topreward.processor_topreward import _prepare_video_batch
 
     video = torch.stack([dataset[ep_start + i][IMAGE_KEY] for i in range(num_frames)])
-    return _prepare_video_batch(video[None], max_frames=None)[0]
+    return (video * 255.0).clamp(0, 255).to(torch.uint8)
 
 
 def lerobot_prefix_scores(model, encoder, video, task: str, lengths) -> np.ndarray:
@@ -171,15 +170,12 @@ def _ours_episode(scorer, src, ep) -> tuple[float, float, int]:
 
 def _lerobot_episode(model, encoder, dataset, episode: int, num_samples: int | None) -> tuple[float, int]:
     """What ``compute_topreward_progress`` runs for one episode, timed; and the prefixes it scored."""
-    from lerobot.rewards.topreward.compute_rabc_weights import (
-        _resolve_task,
-        compute_instruction_rewards_for_prefixes,
-    )
+    from lerobot.rewards.topreward.compute_rabc_weights import compute_instruction_rewards_for_prefixes
 
     row = dataset.meta.episodes[episode]
     start, n = int(row["dataset_from_index"]), int(row["dataset_to_index"]) - int(row["dataset_from_index"])
     t0 = time.perf_counter()
-    task = _resolve_task(dataset[start], default="perform the task")
+    task = dataset[start].get("task") or "perform the task"  # as compute_topreward_progress reads it
     compute_instruction_rewards_for_prefixes(model=model, encoder=PadOneFrame(encoder), dataset=dataset,
                                              ep_start=start, num_frames=n, task=task, image_key=IMAGE_KEY,
                                              num_samples=num_samples, device="cpu")
