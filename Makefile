@@ -26,6 +26,8 @@ bench: venv
 	$(PY) -m benchmarks.scoring --json
 	$(PY) -m benchmarks.annotate --json
 	$(PY) -m benchmarks.loader --json
+	$(PY) -m benchmarks.peer --json
+	$(PY) -m benchmarks.memory --json
 
 lint: venv
 	$(PY) -m ruff check .

@@ -7,15 +7,17 @@ Method (see docs/topreward.md): the prompt follows the video without a closed ch
 One pass over all prefixes: the vision encoder attends only within a temporal group and the language model is
 causal, so every prefix shares the video tokens of its groups. We run the shared part
 ``[text before video | group_1 … group_G]`` once (causal, KV cached), then all tails
-``tail_1 … tail_K`` (the text after the video, without " True") together in one call: tail k attends to the
-cached tokens up to the end of its prefix's last group and causally to itself, with M-RoPE positions that
-continue from that group's last position. Logits are taken at the last token of each tail only and
-log-softmaxed in float32. ``mode="naive"`` runs one ordinary forward per prefix, the reference the one-pass
-result is checked against.
+``tail_1 … tail_K`` (the text after the video, without " True") in batches of ``tail_batch_size`` tails per
+call: tail k attends to the cached tokens up to the end of its prefix's last group and causally to itself,
+with M-RoPE positions that continue from that group's last position. Logits are taken at the last token of
+each tail only and log-softmaxed in float32. Left unset, ``tail_batch_size`` is chosen per episode from a
+memory budget by a fitted memory model (:class:`MemoryModel`, :meth:`TOPRewardScorer.plan_tails`).
+``mode="naive"`` runs one ordinary forward per prefix, the reference the one-pass result is checked against.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,26 +57,162 @@ class TOPRewardResult(PrefixScores):
         return self.extras["logp_false"]
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class ScorerOptions:
     sample_fps: float = 2.0
     resolution: int | tuple[int, int] | None = None  # long side, or (h, w); None: native, capped by max_frame_pixels
     max_frame_pixels: int = 256 * 256
-    prefixes: int | str = "all"  # "all" group ends, or K evenly spaced prefixes
+    prefixes: int | str | None = None  # "all" group ends, or K evenly spaced prefixes; None: automatic ("all")
     add_chat_template: bool = False
-    tail_batch_size: int = 0  # tails per language-model call; 0: all in one call
+    tail_batch_size: int | None = None  # tails per language-model call; 0: all in one call; None: automatic
+    memory_budget_gb: float | None = None  # for the automatic tail_batch_size; None: from the device (below)
     prompt_prefix: str = PROMPT_PREFIX
     prompt_suffix: str = PROMPT_SUFFIX
 
     def __post_init__(self) -> None:
         if not self.sample_fps > 0:
             raise ScoringError(f"sample_fps={self.sample_fps} must be > 0 (e.g. 2 frames per second)")
-        if self.prefixes != "all" and (not str(self.prefixes).isdigit() or int(self.prefixes) < 1):
-            raise ScoringError(f"prefixes={self.prefixes!r}: use 'all' or a positive integer (e.g. 15)")
-        if self.tail_batch_size < 0:
-            raise ScoringError(f"tail_batch_size={self.tail_batch_size} must be >= 0 (0 = all tails at once)")
+        if self.prefixes not in (None, "all") and (isinstance(self.prefixes, bool) or not str(self.prefixes).isdigit()
+                                                    or int(self.prefixes) < 1):
+            raise ScoringError(f"prefixes={self.prefixes!r}: use 'all', a positive integer (e.g. 15), or null "
+                               f"(automatic: all)")
+        if self.tail_batch_size is not None and (not _is_int(self.tail_batch_size) or self.tail_batch_size < 0):
+            raise ScoringError(f"tail_batch_size={self.tail_batch_size!r} must be an integer >= 0 (0 = all tails "
+                               f"at once) or null (chosen from memory_budget_gb)")
+        if self.memory_budget_gb is not None and (isinstance(self.memory_budget_gb, bool)
+                                                  or not isinstance(self.memory_budget_gb, (int, float))
+                                                  or not np.isfinite(self.memory_budget_gb)
+                                                  or self.memory_budget_gb <= 0):
+            raise ScoringError(f"memory_budget_gb={self.memory_budget_gb!r} must be a number of GB > 0 (e.g. 8) or "
+                               f"null (CUDA: 90% of the free device memory; CPU: half the available RAM)")
         if self.max_frame_pixels < 1:
             raise ScoringError(f"max_frame_pixels={self.max_frame_pixels} must be positive")
+
+
+@dataclass(frozen=True)
+class MemoryModel:
+    """Predicted peak memory of one-pass scoring above the loaded weights (bytes), from the model's sizes.
+
+        peak(S, q) = base + S·(c_shared·(H + I)·b + 2·kv) + c_mask·q·(S + q)·b + q·(c_tail·(H + I)·b + kv)
+
+    for ``S`` shared tokens (text before the video + all groups) and a tail call of ``q`` tokens (tails per
+    call × tail length). ``H``/``I``: the language model's hidden/intermediate sizes, ``b``: bytes per element
+    of the model's dtype, ``kv``: key/value cache bytes per token over all layers (the shared cache, and the
+    batch's cache: the cut shared part, at most ``S``, concatenated with the batch's own ``q`` tokens). The tail call's 4-D additive mask has ``q × (S + q)``
+    elements (at most: the batch sees the cache up to its longest prefix only).
+
+    Constants fitted to peak-RSS measurements on CPU, tiny random Qwen3-VL, float32, SDPA
+    (``python -m benchmarks.memory``; docs/benchmarks.md, "Scoring memory vs prefixes K"): the mask is the
+    only buffer of its size alive at the peak (``c_mask`` = 1: PyTorch's CPU attention does not expand it per
+    head); ``c_shared`` = 18 and ``base`` = 24 MiB bound every measured shared-pass peak (S = 795 … 6,551),
+    where the processor's pixel buffers and the vision encoder, not the language model's width, dominate, so
+    for a large model the shared term errs on the high side; with ``c_tail`` = 4 every measured peak (K = 1 …
+    256, all tails in one call, 16 per call, automatic) lies 0.5–34 % below the prediction. Not measured on
+    CUDA (no GPU here): PyTorch's memory-efficient SDPA kernel takes an additive mask without expanding it per
+    head, but where SDPA falls back to its math kernel the scores (heads × q × (S + q) floats) are
+    materialised, which this model does not count: set ``memory_budget_gb`` lower or ``tail_batch_size`` there.
+    """
+
+    hidden: int
+    intermediate: int
+    kv_bytes_per_token: int
+    dtype_bytes: int
+    base: int = 24 * 2**20
+    c_shared: float = 18.0
+    c_mask: float = 1.0
+    c_tail: float = 4.0
+
+    @classmethod
+    def of(cls, model) -> MemoryModel:
+        text = model.config.get_text_config()
+        heads = int(text.num_attention_heads)
+        head_dim = int(getattr(text, "head_dim", None) or text.hidden_size // heads)
+        kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
+        dtype_bytes = next(model.parameters()).element_size()
+        inter = int(getattr(text, "intermediate_size", 0) or 0)
+        if getattr(text, "num_experts_per_tok", None) and getattr(text, "moe_intermediate_size", None):
+            inter = max(inter, int(text.num_experts_per_tok) * int(text.moe_intermediate_size))
+        return cls(hidden=int(text.hidden_size), intermediate=inter, dtype_bytes=dtype_bytes,
+                   kv_bytes_per_token=2 * int(text.num_hidden_layers) * kv_heads * head_dim * dtype_bytes)
+
+    def peak_bytes(self, shared_tokens: int, tail_tokens: int) -> int:
+        """Predicted peak for ``shared_tokens`` (S) and a tail call of ``tail_tokens`` (q) tokens."""
+        S, q, b, kv = int(shared_tokens), int(tail_tokens), self.dtype_bytes, self.kv_bytes_per_token
+        width = (self.hidden + self.intermediate) * b
+        return int(self.base + S * (self.c_shared * width + 2 * kv) + self.c_mask * q * (S + q) * b
+                   + q * (self.c_tail * width + kv))
+
+
+def speed_cap(shared_tokens: int, tail_len: int) -> int:
+    """The most tails per call worth running together: a call's tails also attend (masked) to each other and
+    to the cache past their own prefix, so past ``q ≈ S/4`` tokens a bigger batch only adds wasted work
+    (measured: docs/benchmarks.md); below it the per-call costs dominate."""
+    return max(1, -(-int(shared_tokens) // (4 * int(tail_len))))
+
+
+def choose_tail_batch(memory: MemoryModel, shared_tokens: int, tail_len: int, prefixes: int,
+                      budget_bytes: int) -> tuple[int, int]:
+    """The largest number of tails per call (1 … ``prefixes``) whose predicted peak fits ``budget_bytes``,
+    and that prediction. When even one tail per call does not fit, 1 (the least memory there is)."""
+    lo, hi = 1, max(1, int(prefixes))
+    if memory.peak_bytes(shared_tokens, hi * tail_len) <= budget_bytes:
+        lo = hi
+    while lo < hi:  # the peak grows with the batch: bisect for the largest batch that fits
+        mid = (lo + hi + 1) // 2
+        if memory.peak_bytes(shared_tokens, mid * tail_len) <= budget_bytes:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo, memory.peak_bytes(shared_tokens, lo * tail_len)
+
+
+def memory_budget_bytes(device: torch.device, memory_budget_gb: float | None) -> tuple[int, str]:
+    """The scoring memory budget in bytes and where it came from: ``memory_budget_gb`` when given; on CUDA
+    90% of the device's free memory (weights already loaded); elsewhere half the available RAM."""
+    if memory_budget_gb is not None:
+        return int(float(memory_budget_gb) * 2**30), "memory_budget_gb"
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(0.9 * free), "90% of the free CUDA memory"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024 // 2, "half the available RAM"
+    except OSError:
+        pass
+    import psutil
+
+    return int(psutil.virtual_memory().available) // 2, "half the available RAM"
+
+
+@dataclass(frozen=True)
+class TailPlan:
+    """How one episode's tails are run (``TOPRewardScorer.last_plan``)."""
+
+    prefixes: int  # K scored
+    tail_batch_size: int  # tails per language-model call
+    shared_tokens: int  # S
+    tail_tokens: int  # Lt, tokens per tail
+    predicted_bytes: int  # the memory model's peak for this plan
+    budget_bytes: int | None  # None when tail_batch_size was given
+    budget_source: str = ""
+    automatic: bool = False
+
+    def line(self) -> str:
+        gb = 2**30
+        if not self.automatic:
+            return (f"TOPReward: {self.prefixes} prefixes, tail_batch_size={self.tail_batch_size} (given); memory "
+                    f"model {self.predicted_bytes / gb:.2f} GB")
+        over = self.predicted_bytes > (self.budget_bytes or 0)
+        return (f"TOPReward: {self.prefixes} prefixes, tail_batch_size={self.tail_batch_size} chosen for a "
+                f"{self.budget_bytes / gb:.2f} GB budget ({self.budget_source}): memory model "
+                f"{self.predicted_bytes / gb:.2f} GB for {self.shared_tokens} video tokens"
+                + (" — OVER the budget even one tail at a time: lower sample_fps or the resolution" if over else
+                   "; later episodes choose again (set reward.tail_batch_size to fix it)"))
 
 
 @dataclass
@@ -111,6 +249,9 @@ class TOPRewardScorer:
         negative = NEGATIVE.strip() if self.options.add_chat_template else NEGATIVE
         self.answer_id = self._single_token(answer)
         self.negative_id = self._single_token(negative)
+        self.memory = MemoryModel.of(model)
+        self.last_plan: TailPlan | None = None  # how the last one-pass episode's tails were run
+        self._announced = False
 
     # ----------------------------------------------------------------------------------------------- loading
     @classmethod
@@ -148,7 +289,7 @@ class TOPRewardScorer:
             "sample_fps": o.sample_fps,
             "resolution": o.resolution,
             "max_frame_pixels": o.max_frame_pixels,
-            "prefixes": o.prefixes,
+            "prefixes": "all" if o.prefixes is None else o.prefixes,
             "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
         }
 
@@ -216,7 +357,7 @@ class TOPRewardScorer:
         T = frames.shape[0]
         sampled = sample_indices(T, fps, self.options.sample_fps)
         ends_sampled = group_ends(len(sampled), self.temporal_patch)
-        chosen = select_groups(len(ends_sampled), self.options.prefixes)
+        chosen = select_groups(len(ends_sampled), "all" if self.options.prefixes is None else self.options.prefixes)
         clip = self._prepare_frames(frames, sampled)
         text = self._text(instruction.strip())
         inputs = self._process(text, clip, sampled, fps, T)
@@ -265,8 +406,28 @@ class TOPRewardScorer:
             tokens += inputs["input_ids"].shape[1]
         return np.array(lt), np.array(lf), tokens
 
+    def plan_tails(self, shared_tokens: int, tail_len: int, prefixes: int) -> TailPlan:
+        """Tails per language-model call for an episode: ``tail_batch_size`` when given (0: all), else the
+        largest batch whose predicted peak memory (:class:`MemoryModel`) fits the budget
+        (``memory_budget_gb``, or the device's: :func:`memory_budget_bytes`), at most :func:`speed_cap`."""
+        o, S, Lt, K = self.options, int(shared_tokens), int(tail_len), int(prefixes)
+        if o.tail_batch_size is not None:
+            b = min(o.tail_batch_size or K, K)
+            return TailPlan(K, b, S, Lt, self.memory.peak_bytes(S, b * Lt), None)
+        budget, source = memory_budget_bytes(self.device, o.memory_budget_gb)
+        b, _ = choose_tail_batch(self.memory, S, Lt, K, budget)
+        b = min(b, speed_cap(S, Lt))
+        return TailPlan(K, b, S, Lt, self.memory.peak_bytes(S, b * Lt), budget, source, automatic=True)
+
+    def _announce(self, plan: TailPlan) -> None:
+        """One line on stderr: the first automatic choice of this scorer, and any plan over its budget."""
+        over = plan.automatic and plan.predicted_bytes > plan.budget_bytes
+        if plan.automatic and (over or not self._announced):
+            print(plan.line(), file=sys.stderr)
+            self._announced = True
+
     @torch.no_grad()
-    def _one_pass(self, layout: _Layout, chosen: np.ndarray, *, _leak_video: bool = False,
+    def _one_pass(self, layout: _Layout, chosen: np.ndarray, *, batch: int | None = None, _leak_video: bool = False,
                   _positions_after_video: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
         from transformers import DynamicCache
 
@@ -276,6 +437,11 @@ class TOPRewardScorer:
         ids = layout.input_ids.to(dev)
         shared_ids, tail_ids = ids[:, :S], ids[0, S:]
         Lt = tail_ids.shape[0]
+        if batch is None:
+            plan = self.plan_tails(S, Lt, len(chosen))
+            self.last_plan = plan
+            self._announce(plan)
+            batch = plan.tail_batch_size
         position_ids, _ = inner.get_rope_index(
             shared_ids, mm_token_type_ids=layout.mm_token_type_ids[:, :S].to(dev),
             video_grid_thw=layout.video_grid_thw.to(dev),
@@ -298,18 +464,24 @@ class TOPRewardScorer:
             torch.full((len(ends),), int(pos_max.max()) + 1, device=dev)
         dtype = next(self.model.parameters()).dtype
         neg = torch.finfo(dtype).min
-        batch = self.options.tail_batch_size or len(ends)
+        batch = min(int(batch) or len(ends), len(ends))
+        shared_kv = [(layer.keys, layer.values) for layer in cache.layers]
+        causal = torch.triu(torch.full((Lt, Lt), neg, dtype=dtype, device=dev), diagonal=1)
         lt, lf = [], []
         for b0 in range(0, len(ends), batch):
             b_ends, b_starts = ends[b0:b0 + batch], starts[b0:b0 + batch]
             nb = len(b_ends)
             q = nb * Lt
-            mask = torch.full((q, S + q), neg, dtype=dtype, device=dev)
-            causal = torch.triu(torch.full((Lt, Lt), neg, dtype=dtype, device=dev), diagonal=1)
+            # the batch attends to the cached tokens up to its longest prefix only: the cache is cut there
+            # (views of the shared keys/values, no copy); tokens past a tail's own prefix are masked anyway
+            E = int(b_ends.max())
+            for layer, (k, v) in zip(cache.layers, shared_kv, strict=True):
+                layer.keys, layer.values = k[..., :E, :], v[..., :E, :]
+            mask = torch.full((q, E + q), neg, dtype=dtype, device=dev)
             for j, e in enumerate(b_ends):
                 rows = slice(j * Lt, (j + 1) * Lt)
                 mask[rows, :int(e)] = 0
-                mask[rows, S + j * Lt:S + (j + 1) * Lt] = causal
+                mask[rows, E + j * Lt:E + (j + 1) * Lt] = causal
             pos = (b_starts[:, None] + torch.arange(Lt, device=dev)[None, :]).reshape(1, -1)
             out = inner(
                 input_ids=tail_ids.repeat(nb)[None],
@@ -322,5 +494,5 @@ class TOPRewardScorer:
             t, f = self._logps(last)
             lt.append(t)
             lf.append(f)
-            cache.crop(-q)  # drop this batch's tails, keep the shared video tokens
+            del out, mask
         return np.concatenate(lt), np.concatenate(lf), S + len(ends) * Lt
