@@ -98,6 +98,8 @@ def check_output(out: str | Path, identity: dict, overwrite: bool, kind: str) ->
     if previous.get("fingerprint") != fingerprint(identity):
         # the config's keys as the user types them (reward.name, not config.reward.name)
         diff = [d.removeprefix("config.") for d in differences(previous.get("identity", {}), identity)]
+        if not diff:  # no setting differs: a key left out of the identity since (at the value it had) is no change
+            return "same"
         more = f"; and {len(diff) - SHOWN_CHANGES} more" if len(diff) > SHOWN_CHANGES else ""
         raise OutputError(f"out={out} holds the output of a different run "
                           f"({'; '.join(diff[:SHOWN_CHANGES]) or 'different settings'}{more}); choose another "

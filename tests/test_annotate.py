@@ -331,7 +331,12 @@ def test_bad_inputs_fail_alone_and_good_episodes_are_kept(bad_dataset, tmp_path,
     # a run.json written before runs had a kind (the identity's keys at the top level) still resumes
     run = json.loads((out / "run.json").read_text())
     assert run["kind"] == "annotate"
-    (out / "run.json").write_text(json.dumps({"fingerprint": run["fingerprint"], **run["identity"]}))
+    # (and from before dataset.task_default left the identity: the old file has it, at its default)
+    identity = run["identity"]
+    identity["config"]["dataset"]["task_default"] = None
+    from configs.outputs import fingerprint as identity_hash
+
+    (out / "run.json").write_text(json.dumps({"fingerprint": identity_hash(identity), **identity}))
     res = run_annotate(bad_dataset, out, "plots=false", "dataset.task_default=do the task")
     assert res.skipped == 3 and raw_samples(out) == after
 
