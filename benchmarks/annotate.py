@@ -13,12 +13,12 @@ are done before timing) and the share of that wall time spent outside the reward
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import print_report
 from configs import load_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -83,11 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                          "reward.sample_fps=2", *common])
             tr["parameters"] = num_parameters(model_dir)
             report["topreward"] = tr
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(json.dumps(report, indent=1))
-    return report
+    return print_report(report, args.json)
 
 
 if __name__ == "__main__":

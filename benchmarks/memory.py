@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import print_report
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -115,11 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {"params": params, "frames": args.frames, "size": args.size, "threads": 1,
               "measure": "peak RSS delta (VmHWM reset via /proc/self/clear_refs), fresh process per row",
               "shared_tokens": rows[0]["shared_tokens"], "tail_tokens": rows[0]["tail_tokens"], "rows": rows}
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(json.dumps(report, indent=1))
-    return report
+    return print_report(report, args.json)
 
 
 if __name__ == "__main__":

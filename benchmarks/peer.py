@@ -31,13 +31,14 @@ where ours do (every even frame count), and the largest |Δ log p(" True")| is r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks import print_report
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -319,11 +320,7 @@ def main(argv: list[str] | None = None) -> dict:
         "per_length": per_length,
         "lerobot_version": lerobot.__version__,
     })
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(json.dumps(report, indent=1))
-    return report
+    return print_report(report, args.json)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,22 @@ class OutputError(ConfigError):
     """The output folder holds something this run must not mix with."""
 
 
+def config_identity(cfg, dropped: tuple[str, ...] = ()) -> dict:
+    """``cfg`` resolved to plain data, without the dotted keys ``dropped`` (those that change nothing in a run's
+    output, so a re-run may differ in them and still continue)."""
+    from omegaconf import OmegaConf
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for key in dropped:
+        *parents, leaf = key.split(".")
+        node = resolved
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return resolved
+
+
 def fingerprint(identity: dict) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

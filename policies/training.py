@@ -29,7 +29,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from configs import ConfigError, save_config
-from configs.outputs import claim_output
+from configs.outputs import claim_output, config_identity
 from configs.types import check_types
 from data.batches import ShardDataModule
 from data.manifest import as_root, load_manifest
@@ -231,14 +231,7 @@ def quality_labels(manifest: dict) -> dict[int, str] | None:
 
 def identity(cfg: DictConfig) -> dict:
     """The resolved config without the keys that change nothing in what is trained (:data:`NOT_IDENTITY`)."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    for key in NOT_IDENTITY:
-        *parents, leaf = key.split(".")
-        node = resolved
-        for p in parents:
-            node = node.get(p) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(leaf, None)
+    resolved = config_identity(cfg, NOT_IDENTITY)
     if resolved.get("data", {}).get("shards"):
         resolved["data"]["shards"] = str(Path(resolved["data"]["shards"]).resolve())
     return {"config": resolved}

@@ -22,6 +22,20 @@ find_python() {
 
 # The demo simulator (MuJoCo) renders offscreen through EGL with Mesa's CPU rasteriser (MUJOCO_GL=egl).
 GL_PACKAGES="libegl1 libopengl0 libegl-mesa0 libgl1-mesa-dri"
+# apt_install WHAT PACKAGES HINT: install Debian packages where apt-get can (as root, or through sudo without a
+# password); otherwise say what is missing and what it costs (HINT), and carry on.
+apt_install() {
+    local what=$1 packages=$2 hint=$3 sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo -n"
+    if command -v apt-get >/dev/null 2>&1 && { [ -z "$sudo" ] || sudo -n true 2>/dev/null; }; then
+        echo "Installing $what: $packages"
+        { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
+            --no-install-recommends $packages; } || echo "warning: could not install $packages" >&2
+    else
+        echo "warning: $hint (Debian/Ubuntu: apt-get install $packages)" >&2
+    fi
+}
+
 ensure_gl_libs() {
     local libs
     libs=$(ldconfig -p 2>/dev/null || true)
@@ -29,16 +43,8 @@ ensure_gl_libs() {
        && compgen -G '/usr/lib/*/dri/swrast_dri.so' >/dev/null; then
         return 0
     fi
-    local sudo=""
-    [ "$(id -u)" = 0 ] || sudo="sudo -n"
-    if command -v apt-get >/dev/null 2>&1 && { [ -z "$sudo" ] || sudo -n true 2>/dev/null; }; then
-        echo "Installing the EGL/Mesa libraries MuJoCo renders with: $GL_PACKAGES"
-        { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
-            --no-install-recommends $GL_PACKAGES; } || echo "warning: could not install $GL_PACKAGES" >&2
-    else
-        echo "warning: EGL/Mesa libraries not found; the MetaWorld demo cannot render. Install them" >&2
-        echo "  (Debian/Ubuntu: apt-get install $GL_PACKAGES) and run with MUJOCO_GL=egl." >&2
-    fi
+    apt_install "the EGL/Mesa libraries MuJoCo renders with" "$GL_PACKAGES" \
+        "EGL/Mesa libraries not found; the MetaWorld demo cannot render: install them and run with MUJOCO_GL=egl"
 }
 ensure_gl_libs
 
@@ -49,16 +55,8 @@ ensure_browser() {
     if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
         return 0
     fi
-    local sudo=""
-    [ "$(id -u)" = 0 ] || sudo="sudo -n"
-    if command -v apt-get >/dev/null 2>&1 && { [ -z "$sudo" ] || sudo -n true 2>/dev/null; }; then
-        echo "Installing the headless browser the review page is tested with: $BROWSER_PACKAGES"
-        { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
-            --no-install-recommends $BROWSER_PACKAGES; } || echo "warning: could not install $BROWSER_PACKAGES" >&2
-    else
-        echo "warning: chromium or chromedriver not found; the review page's browser test will fail. Install" >&2
-        echo "  them (Debian/Ubuntu: apt-get install $BROWSER_PACKAGES), or set TOPBC_SKIP_BROWSER=1 to skip it." >&2
-    fi
+    apt_install "the headless browser the review page is tested with" "$BROWSER_PACKAGES" \
+        "chromium or chromedriver not found; the review page's browser test will fail: install them, or set TOPBC_SKIP_BROWSER=1 to skip it"
 }
 ensure_browser
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from configs.outputs import atomic_write, check_output, claim_output
+from configs.outputs import atomic_write, check_output, claim_output, config_identity
 from configs.outputs import fingerprint as identity_hash
 from data.manifest import MANIFEST, PLOTS_DIR, PROGRESS_PARQUET, SHARDS_DIR
 from data.schema import SCHEMA_VERSION
@@ -36,14 +36,7 @@ OUR_ENTRIES = (SHARDS_DIR, JOURNAL_DIR, PLOTS_DIR, MANIFEST, PROGRESS_PARQUET, "
 # ------------------------------------------------------------------------------------------------ claiming
 def fingerprint(cfg: DictConfig, src: SourceDataset, world_size: int) -> dict:
     """The run's identity (``run.json``): what must match for a re-run to continue this output."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    for key in NOT_FINGERPRINTED:
-        *parents, leaf = key.split(".")
-        node = resolved
-        for p in parents:
-            node = node.get(p) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(leaf, None)
+    resolved = config_identity(cfg, NOT_FINGERPRINTED)
     identity = {
         "config": resolved,
         "source": {"root": str(src.root.resolve()), "repo_id": src.repo_id, "total_episodes": src.total_episodes,
