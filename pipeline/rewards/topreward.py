@@ -35,6 +35,14 @@ NEGATIVE = " False"
 MODES = ("one_pass", "naive")
 
 
+
+def _cache_keyword(module) -> str:
+    """The keyword the model's forward takes its KV cache by: ``cache`` in transformers releases that renamed it
+    (``past_key_values`` is deprecated there, to be removed in 5.40), ``past_key_values`` in earlier ones."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+
 class ScoringError(ValueError):
     """Bad input to the scorer; the message names the value and what to do."""
 
@@ -453,7 +461,7 @@ class TOPRewardScorer:
             video_grid_thw=layout.video_grid_thw.to(dev),
             mm_token_type_ids=layout.mm_token_type_ids[:, :S].to(dev),
             position_ids=position_ids,
-            past_key_values=cache,
+            **{_cache_keyword(inner): cache},
             use_cache=True,
         )
         ends = layout.group_end_tokens[chosen]  # exclusive end of each prefix's last group, in tokens
@@ -487,7 +495,7 @@ class TOPRewardScorer:
                 input_ids=tail_ids.repeat(nb)[None],
                 position_ids=pos[None].expand(3, 1, -1),
                 attention_mask=mask[None, None],
-                past_key_values=cache,
+                **{_cache_keyword(inner): cache},
                 use_cache=True,
             )
             last = out.last_hidden_state[0, Lt - 1::Lt]
