@@ -165,3 +165,19 @@ def test_eager_attention_matches(tiny_vlm_dir):
     one, ref = scorer.score(frames, 10.0, TASK), scorer.score(frames, 10.0, TASK, mode="naive")
     assert scorer.model.config._attn_implementation == "eager"
     assert np.abs(one.raw - ref.raw).max() <= TOL
+
+
+def test_one_pass_uses_thecache_keyword_transformers_takes(scorer):
+    """No deprecation warning from the model call (transformers renamed past_key_values to cache; the old name
+    goes in 5.40), and the keyword chosen is the one the installed forward declares."""
+    import inspect
+    import warnings
+
+    from pipeline.rewards.topreward import cache_keyword
+
+    inner = scorer.model.model
+    declared = inspect.signature(inner.forward).parameters
+    assert cache_keyword(inner) in declared
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        scorer.score(clip(40), 10.0, TASK, mode="one_pass")

@@ -36,7 +36,7 @@ MODES = ("one_pass", "naive")
 
 
 
-def _cache_keyword(module) -> str:
+def cache_keyword(module) -> str:
     """The keyword the model's forward takes its KV cache by: ``cache`` in transformers releases that renamed it
     (``past_key_values`` is deprecated there, to be removed in 5.40), ``past_key_values`` in earlier ones."""
     import inspect
@@ -461,7 +461,7 @@ class TOPRewardScorer:
             video_grid_thw=layout.video_grid_thw.to(dev),
             mm_token_type_ids=layout.mm_token_type_ids[:, :S].to(dev),
             position_ids=position_ids,
-            **{_cache_keyword(inner): cache},
+            **{cache_keyword(inner): cache},
             use_cache=True,
         )
         ends = layout.group_end_tokens[chosen]  # exclusive end of each prefix's last group, in tokens
@@ -495,7 +495,7 @@ class TOPRewardScorer:
                 input_ids=tail_ids.repeat(nb)[None],
                 position_ids=pos[None].expand(3, 1, -1),
                 attention_mask=mask[None, None],
-                **{_cache_keyword(inner): cache},
+                **{cache_keyword(inner): cache},
                 use_cache=True,
             )
             last = out.last_hidden_state[0, Lt - 1::Lt]
