@@ -29,7 +29,10 @@ SCORES_DIR = "scores"  # under journal/: the scores of episodes scored but not y
 # keys that change nothing in the output: a re-run may differ in them and still resume. dataset.task_default only
 # gives an instruction to episodes without a task string, which fail without it and so are not in the output yet:
 # adding it (what the error of such an episode says to do) continues the run instead of refusing it
-NOT_FINGERPRINTED = ("overwrite", "progress_bar", "out", "dataset.task_default")
+# pipeline.*: how the stages are scheduled (the output is the same either way); a section left empty by them is
+# dropped, so outputs made before it existed keep their fingerprints
+NOT_FINGERPRINTED = ("overwrite", "progress_bar", "out", "dataset.task_default", "pipeline.overlap",
+                     "pipeline.prefetch")
 OUR_ENTRIES = (SHARDS_DIR, JOURNAL_DIR, PLOTS_DIR, MANIFEST, PROGRESS_PARQUET, "config.yaml")
 
 
@@ -39,11 +42,13 @@ def fingerprint(cfg: DictConfig, src: SourceDataset, world_size: int) -> dict:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     for key in NOT_FINGERPRINTED:
         *parents, leaf = key.split(".")
-        node = resolved
+        nodes = [resolved]
         for p in parents:
-            node = node.get(p) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(leaf, None)
+            nodes.append(nodes[-1].get(p) if isinstance(nodes[-1], dict) else None)
+        if isinstance(nodes[-1], dict) and leaf in nodes[-1]:
+            nodes[-1].pop(leaf)
+            if parents and not nodes[-1] and isinstance(nodes[-2], dict):
+                nodes[-2].pop(parents[-1])  # a section of such keys only: not part of the run's identity
     identity = {
         "config": resolved,
         "source": {"root": str(src.root.resolve()), "repo_id": src.repo_id, "total_episodes": src.total_episodes,
