@@ -298,6 +298,13 @@ def reencode_episode(ep: SourceEpisode, *, cfg: DictConfig, src: SourceDataset, 
                    progress=progress)
 
 
+def import_plots() -> None:
+    """Import what :func:`plot_episode` draws with (a plotting worker process does it before its first plot)."""
+    import matplotlib.backends.backend_agg  # noqa: F401
+
+    import pipeline.plots  # noqa: F401
+
+
 def plot_episode(plots_dir: Path, summary: dict, fps: float, gt: np.ndarray | None, gt_name: str | None) -> None:
     """The episode's progress plot (``plots/``), written atomically."""
     from pipeline.plots import episode_png_name

@@ -20,16 +20,29 @@ that writes, in episode order):
   episode errors; anything it raises stops the run (raised in the calling thread as soon as it is seen).
 - On an exception in the calling thread (Ctrl-C included) the episodes already scored are finished first,
   as the serial loop had finished them, then it is raised; a second Ctrl-C while they are finished stops the
-  writer after the episode it is on. Nothing is left running when :func:`run_stages` returns or raises.
+  writer after the episode it is on. Nothing is left running when :func:`run_stages` returns or raises
+  (short of a third Ctrl-C, which stops waiting for the reader's decode in progress).
 
 Memory: at most ``prefetch`` episodes decoded (or being decoded) that the model has not taken, one being
-scored, ``prefetch`` scored ones waiting for the writer and one being finished: ``2 * prefetch + 2``.
+scored (or handed over), ``prefetch`` scored ones waiting for the writer and one being finished:
+``2 * prefetch + 2`` episodes' frames.
+
+Threads suffice for decoding, JPEG encoding and shard writing, whose heavy parts run outside the GIL. Work
+that holds the GIL for long (matplotlib drawing a plot: about 0.1 s of pure Python per episode) delays every
+wake-up of the model's thread; :class:`SideProcess` runs such calls in a worker process instead.
 """
 
 from __future__ import annotations
 
+import os
+import pickle
 import queue
+import select
+import signal
+import subprocess
+import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -150,7 +163,7 @@ class _Overlapped:
             raise
         finally:
             self.stop.set()
-            _join(reader)
+            reader.join()  # at most one decode away (a Ctrl-C meanwhile leaves it to end with the process)
 
     def _wind_down(self, writer: threading.Thread) -> None:
         """After an exception here: let the writer finish what was scored (the serial loop had), then stop it;
@@ -177,14 +190,117 @@ class _Overlapped:
             writer.join(timeout=POLL_S)
 
 
-def _join(thread: threading.Thread) -> None:
-    """Wait for ``thread``; a Ctrl-C meanwhile is kept for after the wait (the thread is at most one stage
-    call away from seeing the stop)."""
-    interrupted = None
-    while thread.is_alive():
+# ------------------------------------------------------------------------------------------------ side process
+class SideProcessError(RuntimeError):
+    """A call run by a :class:`SideProcess` failed (the message holds its traceback), or the process died."""
+
+
+class SideProcess:
+    """Calls run one after the other in a worker process: ``python -c`` with this process's ``sys.path``, so it
+    needs no ``if __name__ == "__main__"`` guard from the caller's script (as multiprocessing's spawn would)
+    and inherits no threads, locks or accelerator state. It runs in its own process group, so a Ctrl-C at the
+    terminal reaches this process only (which decides what stops), and it ends when its input closes (this
+    process ending, killed or not, closes it). Calls and their arguments are pickled (functions by name).
+
+    :meth:`submit` hands a call over, first waiting for the oldest one once ``max_pending`` are unfinished; it
+    raises :class:`SideProcessError` for a finished call that failed. :meth:`close` waits for every call and
+    raises the first failure; :meth:`abort` lets the worker end after the calls handed over (killed after
+    ``timeout`` seconds). Use from one thread at a time.
+    """
+
+    def __init__(self, max_pending: int = 2, initializer: Callable[[], None] | None = None,
+                 name: str = "worker process") -> None:
+        if max_pending < 1:
+            raise ValueError(f"max_pending={max_pending} must be >= 1")
+        self.max_pending, self.name, self.pending = max_pending, name, 0
+        replies, reply_end = os.pipe()
+        code = (f"import sys; sys.path[:0] = {list(sys.path)!r}; "
+                f"from pipeline.annotate.overlap import _serve; _serve({reply_end})")
         try:
-            thread.join(timeout=POLL_S)
-        except KeyboardInterrupt as exc:
-            interrupted = exc
-    if interrupted is not None:
-        raise interrupted
+            self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, pass_fds=(reply_end,),
+                                         process_group=0)
+        except BaseException:
+            os.close(replies)
+            raise
+        finally:
+            os.close(reply_end)
+        self.replies = replies
+        if initializer is not None:
+            self.submit(initializer)
+
+    def submit(self, fn: Callable, *args, **kwargs) -> None:
+        while self.pending >= self.max_pending:
+            self._reap_one()
+        while self.pending and select.select([self.replies], [], [], 0)[0]:
+            self._reap_one()
+        data = pickle.dumps((fn, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            self.proc.stdin.write(len(data).to_bytes(8, "little") + data)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            raise self._died() from None
+        self.pending += 1
+
+    def _reap_one(self) -> None:
+        header = _read_exact(self.replies, 8)
+        if len(header) < 8:
+            raise self._died()
+        reply = pickle.loads(_read_exact(self.replies, int.from_bytes(header, "little")))
+        self.pending -= 1
+        if reply is not None:
+            raise SideProcessError(f"a call in the {self.name} failed:\n{reply}")
+
+    def _died(self) -> SideProcessError:
+        return SideProcessError(f"the {self.name} (pid {self.proc.pid}) ended early, status {self.proc.wait()}")
+
+    def close(self) -> None:
+        try:
+            while self.pending:
+                self._reap_one()
+        finally:
+            self.abort()
+
+    def abort(self, timeout: float = 10.0) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.replies >= 0:
+            os.close(self.replies)
+            self.replies = -1
+        self.pending = 0
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    """``n`` bytes from ``fd``, fewer only at its end."""
+    data = b""
+    while len(data) < n:
+        more = os.read(fd, n - len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def _serve(reply_fd: int) -> None:
+    """The worker process of :class:`SideProcess`: run each pickled call from stdin, reply None or the
+    traceback of its failure; end when stdin closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    jobs = sys.stdin.buffer
+    while len(header := jobs.read(8)) == 8:
+        fn, args, kwargs = pickle.loads(jobs.read(int.from_bytes(header, "little")))
+        try:
+            fn(*args, **kwargs)
+            reply = None
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller with its traceback
+            reply = "".join(traceback.format_exception(exc))
+        data = pickle.dumps(reply)
+        view = memoryview(len(data).to_bytes(8, "little") + data)
+        while view:
+            view = view[os.write(reply_fd, view):]

@@ -44,6 +44,7 @@ from data.source import SourceError, open_dataset
 from pipeline.annotate.episode import (
     EpisodeError,
     encode_episode,
+    import_plots,
     instruction_map,
     make_plan,
     plot_episode,
@@ -59,7 +60,7 @@ from pipeline.annotate.output import (
     read_rank_results,
     write_rank_result,
 )
-from pipeline.annotate.overlap import run_stages
+from pipeline.annotate.overlap import SideProcess, run_stages
 from pipeline.rewards.registry import RewardModel, build_reward
 
 __all__ = ["RESUME_HINT", "AnnotateResult", "OutputError", "annotate", "main", "summary_text"]
@@ -195,7 +196,10 @@ def annotate(cfg: DictConfig, fabric=None, reward: RewardModel | None = None) ->
 
         # the three stages of an episode (pipeline.annotate.overlap runs them, overlapped unless
         # pipeline.overlap=false): decode, score (the calling thread), then encode, write, plot and record (one
-        # thread, in episode order: the only one that writes)
+        # thread, in episode order: the only one that writes). Overlapped, the plots are drawn in a worker
+        # process: matplotlib holds the GIL for most of a plot, which would delay the model's thread
+        plotter = (SideProcess(max_pending=cfg.pipeline.prefetch + 2, initializer=import_plots,
+                               name="plotting process") if cfg.plots and cfg.pipeline.overlap and todo else None)
         def decode(ep):
             return read_episode(ep, cfg=cfg, src=src, plan=plan, reward=reward)
 
@@ -212,7 +216,9 @@ def annotate(cfg: DictConfig, fabric=None, reward: RewardModel | None = None) ->
                     writer.write_episode(samples, summary)
                     result.episodes_ok.append(ep.index)
                     result.frames += ep.length
-                    if cfg.plots:
+                    if plotter is not None:
+                        plotter.submit(plot_episode, plots_dir, summary, src.fps, gt, plan.ground_truth)
+                    elif cfg.plots:
                         plot_episode(plots_dir, summary, src.fps, gt, plan.ground_truth)
             if error is not None:
                 result.failures.append({"episode_index": ep.index, "reason": str(error)})
@@ -225,6 +231,12 @@ def annotate(cfg: DictConfig, fabric=None, reward: RewardModel | None = None) ->
         try:
             run_stages(todo, decode=decode, score=score, finish=write, prefetch=cfg.pipeline.prefetch,
                        overlap=cfg.pipeline.overlap, expected=(EpisodeError,))
+            if plotter is not None:
+                plotter.close()
+        except BaseException:
+            if plotter is not None:
+                plotter.abort()
+            raise
         finally:
             if bar is not None:
                 bar.close()
