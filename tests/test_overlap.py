@@ -340,3 +340,41 @@ def test_nothing_in_the_product_sleeps_and_the_wait_model_is_not_a_product_optio
         build_reward({"name": "wait"})
     product = [p for p in REPO.rglob("*.py") if p.relative_to(REPO).parts[0] in ("pipeline", "data", "configs")]
     assert not [p for p in product if "wait_reward" in p.read_text(encoding="utf-8")]
+
+
+# ------------------------------------------------------------------------------------------------ Ctrl-C
+@pytest.mark.slow
+def test_a_real_ctrl_c_mid_run_exits_130_leaves_no_worker_and_resumes(tmp_path):
+    """SIGINT to the command's process group, as a terminal's Ctrl-C sends it, while it annotates overlapped
+    with plots (so the plotting process runs): exit 130 with the resume hint and no traceback, no process or
+    temporary shard left, and the same command finishes the rest."""
+    import os
+    import signal
+
+    from pipeline.annotate.run import RESUME_HINT
+
+    root = make_synthetic_dataset(tmp_path / "ds", episodes=30, length=60, fps=10, image_size=(96, 96),
+                                  cameras=("top",), seed=6)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "pipeline.annotate", f"dataset.root={root}", f"out={out}", "progress_bar=false",
+           "shards.max_count=150"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    t0 = time.time()
+    while len(list((out / "plots").glob("episode_*.png"))) < 3:
+        assert proc.poll() is None, f"finished before the interrupt: {proc.communicate()}"
+        assert time.time() - t0 < 300, "no plot appeared"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == RESUME_HINT
+    assert "KeyboardInterrupt" not in err and "Traceback" not in err
+    assert not list((out / "shards").glob(".*.tmp"))
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(out) not in ps and "_serve(" not in ps, "a process of the run is left"
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "annotated" in again.stdout and "done earlier" in again.stdout
+    assert len(load_manifest(out)["episodes"]) == 30
