@@ -200,6 +200,7 @@ def annotate(cfg: DictConfig, fabric=None, reward: RewardModel | None = None) ->
         # process: matplotlib holds the GIL for most of a plot, which would delay the model's thread
         plotter = (SideProcess(max_pending=cfg.pipeline.prefetch + 2, initializer=import_plots,
                                name="plotting process") if cfg.plots and cfg.pipeline.overlap and todo else None)
+
         def decode(ep):
             return read_episode(ep, cfg=cfg, src=src, plan=plan, reward=reward)
 
