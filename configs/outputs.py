@@ -43,17 +43,20 @@ class OutputError(ConfigError):
 
 def config_identity(cfg, dropped: tuple[str, ...] = ()) -> dict:
     """``cfg`` resolved to plain data, without the dotted keys ``dropped`` (those that change nothing in a run's
-    output, so a re-run may differ in them and still continue)."""
+    output, so a re-run may differ in them and still continue); a section left empty by them goes too, so outputs
+    made before the section existed keep their identity."""
     from omegaconf import OmegaConf
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     for key in dropped:
         *parents, leaf = key.split(".")
-        node = resolved
+        nodes = [resolved]
         for p in parents:
-            node = node.get(p) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(leaf, None)
+            nodes.append(nodes[-1].get(p) if isinstance(nodes[-1], dict) else None)
+        if isinstance(nodes[-1], dict) and leaf in nodes[-1]:
+            nodes[-1].pop(leaf)
+            if parents and not nodes[-1] and isinstance(nodes[-2], dict):
+                nodes[-2].pop(parents[-1])  # a section of such keys only: not part of the identity either
     return resolved
 
 

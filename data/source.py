@@ -160,12 +160,13 @@ class SourceDataset:
     def _table(self, rel: str):
         import pyarrow.parquet as pq
 
-        if self._table_cache is None or self._table_cache[0] != rel:
+        cached = self._table_cache  # one read: another thread may replace it meanwhile
+        if cached is None or cached[0] != rel:
             path = self.root / rel
             if not path.exists():
                 raise SourceError(f"data file {path} is missing")
-            self._table_cache = (rel, pq.read_table(path))
-        return self._table_cache[1]
+            cached = self._table_cache = (rel, pq.read_table(path))
+        return cached[1]
 
     def _episode_rows(self, ep: SourceEpisode, names: list[str]):
         """The episode's rows of the parquet table (checked to hold ``names``) and their frame order."""

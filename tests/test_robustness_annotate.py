@@ -53,11 +53,13 @@ def test_a_damaged_info_json_is_named_in_one_line(dataset, tmp_path, capsys, con
     assert "Traceback (most recent call last)" in err and "SourceError" in err and says in err
 
 
+@pytest.mark.parametrize("overlap", [True, False])
 def test_ctrl_c_says_how_to_resume_and_the_rerun_keeps_finished_episodes(dataset, tmp_path, capsys,
-                                                                          monkeypatch):
+                                                                          monkeypatch, overlap):
+    """Ctrl-C lands on the main thread, which runs the reward model (with the stages overlapped too)."""
     import pipeline.annotate.run as run
 
-    original, calls = run.annotate_episode, []
+    original, calls = run.score_episode, []
 
     def interrupted_on_the_second(*args, **kwargs):
         calls.append(1)
@@ -65,16 +67,17 @@ def test_ctrl_c_says_how_to_resume_and_the_rerun_keeps_finished_episodes(dataset
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(run, "annotate_episode", interrupted_on_the_second)
+    monkeypatch.setattr(run, "score_episode", interrupted_on_the_second)
     out = tmp_path / "out"
-    cmd = _cmd(dataset, out, "shards.max_count=1")  # a shard per episode: the first is committed
+    # a shard per episode: the first is committed (the episode scored before the Ctrl-C is finished)
+    cmd = _cmd(dataset, out, "shards.max_count=1", f"pipeline.overlap={str(overlap).lower()}")
     assert main(cmd) == 130
     captured = capsys.readouterr()
     assert captured.err.strip().splitlines()[-1] == RESUME_HINT
     assert RESUME_HINT == "interrupted; re-run the same command to resume (finished episodes are kept)"
     assert "Traceback" not in captured.err and "KeyboardInterrupt" not in captured.err
     assert not list((out / "shards").glob(".*.tmp")), "no half-written shard is left"
-    monkeypatch.setattr(run, "annotate_episode", original)
+    monkeypatch.setattr(run, "score_episode", original)
     assert main(cmd) == 0
     text = capsys.readouterr().out
     assert "annotated 2 episodes" in text and "; 1 done earlier)" in text

@@ -1,5 +1,8 @@
-"""One episode's annotation: what to read (the run's :class:`Plan`), reading and checking it, scoring it (or
-reusing the scores a killed run cached), and encoding its shard samples with the episode's summary.
+"""One episode's annotation: what to read (the run's :class:`Plan`), then three stages: reading and checking it
+(:func:`read_episode`), scoring it or reusing the scores a killed run cached (:func:`score_episode`), and encoding
+its shard samples with the episode's summary (:func:`encode_episode`). Each stage raises :class:`EpisodeError`
+for what is the episode's own fault; :mod:`pipeline.annotate.overlap` runs the stages of successive episodes
+side by side, :func:`annotate_episode` one after the other.
 """
 
 from __future__ import annotations
@@ -162,18 +165,49 @@ def _encode(ep: SourceEpisode, *, cfg: DictConfig, src: SourceDataset, plan: Pla
     )
 
 
-def annotate_episode(ep: SourceEpisode, *, cfg: DictConfig, src: SourceDataset, plan: Plan, reward: RewardModel,
-                     out: Path) -> tuple[list, dict, np.ndarray | None]:
-    """Read, score and encode one episode: returns (samples, summary, ground truth column)."""
+@dataclass
+class DecodedEpisode:
+    """The decode stage's result: what was read of one episode (:func:`read_episode`)."""
+
+    ep: SourceEpisode
+    task: str
+    cols: dict[str, np.ndarray]
+    frames: dict[str, np.ndarray]  # camera -> uint8 (T, H, W, 3)
+    histograms: dict[str, list]  # stored camera -> per-channel value histograms (the manifest's image stats)
+
+
+@dataclass
+class ScoredEpisode:
+    """The scoring stage's result (:func:`score_episode`): the decoded episode and the model's scores."""
+
+    decoded: DecodedEpisode
+    instruction: str
+    scores: PrefixScores
+    static: PrefixScores | None
+    info: dict
+
+
+def read_episode(ep: SourceEpisode, *, cfg: DictConfig, src: SourceDataset, plan: Plan, reward: RewardModel
+                 ) -> DecodedEpisode:
+    """The decode stage: read and check the episode's columns, decode the frames of the stored cameras (and of
+    the scored one when the model needs frames), and histogram the stored cameras' pixels."""
     needed = list(dict.fromkeys([*plan.cameras, *([plan.camera] if reward.needs_frames else [])]))
     task, cols, frames = _read_episode(ep, cfg=cfg, src=src, plan=plan, cameras=needed)
+    return DecodedEpisode(ep=ep, task=task, cols=cols, frames=frames,
+                          histograms={cam: image_histogram(frames[cam]) for cam in plan.cameras})
 
-    instruction = plan.instruction(task)
+
+def score_episode(decoded: DecodedEpisode, *, src: SourceDataset, plan: Plan, reward: RewardModel, out: Path
+                  ) -> ScoredEpisode:
+    """The scoring stage: the reward model's scores of the episode (and of its static-video control), or the
+    scores an earlier (killed) run cached; fresh scores are cached before this returns."""
+    ep = decoded.ep
+    instruction = plan.instruction(decoded.task)
     cache = scores_path(out, ep.index)
     cached = _load_cached_scores(cache, ep.length, plan.static_control)
     if cached is None:
         episode = EpisodeInput(fps=src.fps, instruction=instruction, num_frames=ep.length,
-                               episode_index=ep.index, frames=frames.get(plan.camera), columns=cols)
+                               episode_index=ep.index, frames=decoded.frames.get(plan.camera), columns=decoded.cols)
         try:
             scores = reward.score(episode)
             static = reward.score_static(episode) if plan.static_control else None
@@ -183,6 +217,27 @@ def annotate_episode(ep: SourceEpisode, *, cfg: DictConfig, src: SourceDataset, 
         _cache_scores(cache, scores, static, info)
     else:
         scores, static, info = cached
+    return ScoredEpisode(decoded=decoded, instruction=instruction, scores=scores, static=static, info=info)
+
+
+def encode_episode(scored: ScoredEpisode, *, cfg: DictConfig, src: SourceDataset, plan: Plan
+                   ) -> tuple[list, dict, np.ndarray | None]:
+    """The encode stage: progress, the episode's summary and its shard samples, all encoded (a list, so an
+    error here leaves nothing half-written): returns (samples, summary, ground truth column). Any error is
+    the episode's own (:class:`EpisodeError`)."""
+    try:
+        return _encode_scored(scored, cfg=cfg, src=src, plan=plan)
+    except EpisodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an image or array this episode cannot encode stops it alone
+        raise EpisodeError(f"episode {scored.decoded.ep.index}: encoding failed: {type(exc).__name__}: "
+                           f"{exc}") from exc
+
+
+def _encode_scored(scored: ScoredEpisode, *, cfg: DictConfig, src: SourceDataset, plan: Plan
+                   ) -> tuple[list, dict, np.ndarray | None]:
+    d = scored.decoded
+    ep, scores, static, cols = d.ep, scored.scores, scored.static, d.cols
     if scores.num_frames != ep.length:
         raise EpisodeError(f"episode {ep.index}: the reward scored {scores.num_frames} frames, not {ep.length}")
     try:
@@ -195,8 +250,8 @@ def annotate_episode(ep: SourceEpisode, *, cfg: DictConfig, src: SourceDataset, 
     summary = {
         "episode_index": ep.index,
         "length": ep.length,
-        "task": task,
-        **({"instruction": instruction} if plan.instructions else {}),  # only with a map: else it is the task
+        "task": d.task,
+        **({"instruction": scored.instruction} if plan.instructions else {}),  # only with a map: else the task
         "index_offset": ep.from_index,
         "success_score": scores.success_score,
         "voc": voc(progress),
@@ -206,14 +261,24 @@ def annotate_episode(ep: SourceEpisode, *, cfg: DictConfig, src: SourceDataset, 
         "prefix_ends": scores.prefix_ends.tolist(),
         "missing_prefixes": int(np.isnan(scores.raw).sum()),
         **{k: np.asarray(v).tolist() for k, v in scores.extras.items()},
-        **info,
+        **scored.info,
         # only with the control, so outputs without it read as before
         **({"control_raw_scores": scores.control.tolist(), "control_prefix_ends": scores.prefix_ends.tolist(),
             "progress_from": scores.progress_from} if static is not None else {}),
-        IMAGE_HIST: {cam: image_histogram(frames[cam]) for cam in plan.cameras},
+        IMAGE_HIST: {cam: d.histograms[cam] for cam in plan.cameras},
     }
-    samples = _encode(ep, cfg=cfg, src=src, plan=plan, task=task, cols=cols, frames=frames, progress=progress)
+    samples = list(_encode(ep, cfg=cfg, src=src, plan=plan, task=d.task, cols=cols, frames=d.frames,
+                           progress=progress))
     return samples, summary, gt
+
+
+def annotate_episode(ep: SourceEpisode, *, cfg: DictConfig, src: SourceDataset, plan: Plan, reward: RewardModel,
+                     out: Path) -> tuple[list, dict, np.ndarray | None]:
+    """Read, score and encode one episode (the three stages in a row): returns (samples, summary, ground
+    truth column)."""
+    decoded = read_episode(ep, cfg=cfg, src=src, plan=plan, reward=reward)
+    scored = score_episode(decoded, src=src, plan=plan, reward=reward, out=out)
+    return encode_episode(scored, cfg=cfg, src=src, plan=plan)
 
 
 def reencode_episode(ep: SourceEpisode, *, cfg: DictConfig, src: SourceDataset, plan: Plan, summary: dict
@@ -231,6 +296,13 @@ def reencode_episode(ep: SourceEpisode, *, cfg: DictConfig, src: SourceDataset, 
         raise EpisodeError(f"episode {ep.index}: {exc}") from exc
     return _encode(ep, cfg=cfg, src=src, plan=plan, task=summary["task"], cols=cols, frames=frames,
                    progress=progress)
+
+
+def import_plots() -> None:
+    """Import what :func:`plot_episode` draws with (a plotting worker process does it before its first plot)."""
+    import matplotlib.backends.backend_agg  # noqa: F401
+
+    import pipeline.plots  # noqa: F401
 
 
 def plot_episode(plots_dir: Path, summary: dict, fps: float, gt: np.ndarray | None, gt_name: str | None) -> None:

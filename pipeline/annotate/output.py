@@ -29,7 +29,10 @@ SCORES_DIR = "scores"  # under journal/: the scores of episodes scored but not y
 # keys that change nothing in the output: a re-run may differ in them and still resume. dataset.task_default only
 # gives an instruction to episodes without a task string, which fail without it and so are not in the output yet:
 # adding it (what the error of such an episode says to do) continues the run instead of refusing it
-NOT_FINGERPRINTED = ("overwrite", "progress_bar", "out", "dataset.task_default")
+# pipeline.*: how the stages are scheduled (the output is the same either way); a section left empty by them is
+# dropped, so outputs made before it existed keep their fingerprints
+NOT_FINGERPRINTED = ("overwrite", "progress_bar", "out", "dataset.task_default", "pipeline.overlap",
+                     "pipeline.prefetch")
 OUR_ENTRIES = (SHARDS_DIR, JOURNAL_DIR, PLOTS_DIR, MANIFEST, PROGRESS_PARQUET, "config.yaml")
 
 

@@ -18,7 +18,10 @@ shards against the journal (sha256, count) and writes a damaged or missing one a
 scores, byte for byte (the summary says ``repaired ...``).
 
 The stages: :mod:`pipeline.annotate.output` claims the output folder, :mod:`pipeline.annotate.episode` annotates
-one episode, :mod:`pipeline.annotate.finish` writes the manifest and the progress parquet; this module runs them.
+one episode (decode, score, encode), :mod:`pipeline.annotate.overlap` runs those three over the episodes so that
+decoding the next episodes and encoding/writing the previous ones overlap with the reward model
+(``pipeline.overlap``, ``pipeline.prefetch``; the output is the same either way), :mod:`pipeline.annotate.finish`
+writes the manifest and the progress parquet; this module runs them.
 """
 
 from __future__ import annotations
@@ -40,11 +43,14 @@ from data.shards import ShardError, ShardWriter
 from data.source import SourceError, open_dataset
 from pipeline.annotate.episode import (
     EpisodeError,
-    annotate_episode,
+    encode_episode,
+    import_plots,
     instruction_map,
     make_plan,
     plot_episode,
+    read_episode,
     reencode_episode,
+    score_episode,
 )
 from pipeline.annotate.finish import finish
 from pipeline.annotate.output import (
@@ -54,7 +60,8 @@ from pipeline.annotate.output import (
     read_rank_results,
     write_rank_result,
 )
-from pipeline.rewards.registry import build_reward
+from pipeline.annotate.overlap import SideProcess, run_stages
+from pipeline.rewards.registry import RewardModel, build_reward
 
 __all__ = ["RESUME_HINT", "AnnotateResult", "OutputError", "annotate", "main", "summary_text"]
 # what Ctrl-C prints: shards are committed whole, so an interrupted run loses at most the episodes in progress
@@ -108,6 +115,12 @@ def _check_config(cfg: DictConfig) -> None:
     for key in ("static", "debias"):
         if not isinstance(cfg.control[key], bool):
             raise ConfigError(f"control.{key}={cfg.control[key]!r} must be true or false")
+    if not isinstance(cfg.pipeline.overlap, bool):
+        raise ConfigError(f"pipeline.overlap={cfg.pipeline.overlap!r} must be true or false")
+    prefetch = cfg.pipeline.prefetch
+    if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 1:
+        raise ConfigError(f"pipeline.prefetch={prefetch!r} must be an integer >= 1 (episodes decoded ahead of "
+                          f"the reward model)")
     if cfg.control.debias and not cfg.control.static:
         raise ConfigError("control.debias=true needs control.static=true: the debiased progress is the raw "
                           "scores minus the static-video control's, so the control must be scored")
@@ -120,11 +133,13 @@ def _fabric(cfg: DictConfig):
     return Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy)
 
 
-def annotate(cfg: DictConfig, fabric=None) -> AnnotateResult:
+def annotate(cfg: DictConfig, fabric=None, reward: RewardModel | None = None) -> AnnotateResult:
     """Run the annotation described by ``cfg`` (see ``configs/annotate.yaml``) on this process's rank.
 
-    Without ``fabric`` a single-process Fabric is made. Returns, on every rank, the run's result (rank 0's
-    includes the manifest).
+    Without ``fabric`` a single-process Fabric is made. ``reward``: a reward model to score with instead of the
+    one ``cfg.reward`` builds (tests and benchmarks; the output's fingerprint is still ``cfg``'s, so give each
+    such model its own output folder). Returns, on every rank, the run's result (rank 0's includes the
+    manifest).
     """
     _check_config(cfg)
     if fabric is None:
@@ -152,7 +167,8 @@ def annotate(cfg: DictConfig, fabric=None) -> AnnotateResult:
     fabric.barrier()
 
     device = str(fabric.device)
-    reward = build_reward(cfg.reward, device=device)
+    if reward is None:
+        reward = build_reward(cfg.reward, device=device)
     plan = make_plan(cfg, src, reward)
     selection = None if cfg.dataset.episodes is None else [int(i) for i in (
         cfg.dataset.episodes if isinstance(cfg.dataset.episodes, ListConfig) else [cfg.dataset.episodes])]
@@ -177,24 +193,54 @@ def annotate(cfg: DictConfig, fabric=None) -> AnnotateResult:
         result.skipped = sum(e.index in done and e.index not in in_damaged for e in mine)
         bar = _progress_bar(cfg, rank, world, len(mine), result.skipped)
         t_loop = time.perf_counter()
-        for ep in todo:
-            try:
-                samples, summary, gt = annotate_episode(ep, cfg=cfg, src=src, plan=plan, reward=reward, out=out)
-                writer.write_episode(samples, summary)
-            except EpisodeError as exc:
-                result.failures.append({"episode_index": ep.index, "reason": str(exc)})
-            else:
-                result.episodes_ok.append(ep.index)
-                result.frames += ep.length
-                if cfg.plots:
-                    plot_episode(plots_dir, summary, src.fps, gt, plan.ground_truth)
+
+        # the three stages of an episode (pipeline.annotate.overlap runs them, overlapped unless
+        # pipeline.overlap=false): decode, score (the calling thread), then encode, write, plot and record (one
+        # thread, in episode order: the only one that writes). Overlapped, the plots are drawn in a worker
+        # process: matplotlib holds the GIL for most of a plot, which would delay the model's thread
+        plotter = (SideProcess(max_pending=cfg.pipeline.prefetch + 2, initializer=import_plots,
+                               name="plotting process") if cfg.plots and cfg.pipeline.overlap and todo else None)
+
+        def decode(ep):
+            return read_episode(ep, cfg=cfg, src=src, plan=plan, reward=reward)
+
+        def score(ep, decoded):
+            return score_episode(decoded, src=src, plan=plan, reward=reward, out=out)
+
+        def write(ep, scored, error: EpisodeError | None) -> None:
+            if error is None:
+                try:
+                    samples, summary, gt = encode_episode(scored, cfg=cfg, src=src, plan=plan)
+                except EpisodeError as exc:
+                    error = exc
+                else:
+                    writer.write_episode(samples, summary)
+                    result.episodes_ok.append(ep.index)
+                    result.frames += ep.length
+                    if plotter is not None:
+                        plotter.submit(plot_episode, plots_dir, summary, src.fps, gt, plan.ground_truth)
+                    elif cfg.plots:
+                        plot_episode(plots_dir, summary, src.fps, gt, plan.ground_truth)
+            if error is not None:
+                result.failures.append({"episode_index": ep.index, "reason": str(error)})
             if bar is not None:
                 elapsed = time.perf_counter() - t_loop
                 bar.set_postfix_str(f"{result.frames / max(elapsed, 1e-9):.0f} frames/s, "
                                     f"{len(result.failures)} failed", refresh=False)
                 bar.update(1)
-        if bar is not None:
-            bar.close()
+
+        try:
+            run_stages(todo, decode=decode, score=score, finish=write, prefetch=cfg.pipeline.prefetch,
+                       overlap=cfg.pipeline.overlap, expected=(EpisodeError,))
+            if plotter is not None:
+                plotter.close()
+        except BaseException:
+            if plotter is not None:
+                plotter.abort()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
     result.model_seconds = reward.model_seconds
     write_rank_result(out, rank, {
         "failures": result.failures, "frames": result.frames, "model_seconds": result.model_seconds,
