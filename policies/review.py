@@ -33,7 +33,7 @@ def _main(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from configs.commands import run_command
-    from policies.evaluation.labels import LabelsError
+    from data.success_labels import LabelsError
     from policies.evaluation.review import ReviewError
 
     return run_command(_main, argv, errors=(ReviewError, LabelsError),

@@ -15,7 +15,7 @@ TOP = ("demo", "clip_demo", "train", "benchmarks", "experiments")
 # the flow, earliest first: a module may import its own stage and earlier ones, never a later one
 STAGES = (
     ("configs",),
-    ("data.source", "data.schema", "data.manifest", "data.shards", "data.quality_labels", "data.metaworld"),
+    ("data.source", "data.schema", "data.manifest", "data.shards", "data.quality_labels", "data.success_labels", "data.metaworld"),
     ("pipeline.progress", "pipeline.rewards"),
     ("pipeline.plots", "pipeline.annotate"),
     ("pipeline.report",),

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from configs import load_config
+from data.success_labels import Label, LabelsError, read_labels, set_label, write_labels
 from policies.evaluation import judging
-from policies.evaluation.labels import Label, LabelsError, read_labels, set_label, write_labels
 from policies.evaluation.recorded import RecordingError, evaluate_recordings, remake_report
 from policies.evaluation.stats import fisher_exact, newcombe_interval, trials_to_separate, wilson_interval
 from tests.fixtures.annotate import make_dataset_with_columns

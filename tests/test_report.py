@@ -164,3 +164,22 @@ def test_report_command_checks_typed_values(tmp_path, capsys):
     assert main([str(tmp_path / "absent"), "worst=many"]) == 2
     assert "worst='many' must be an integer" in capsys.readouterr().err
     assert not (tmp_path / "absent").exists()
+
+
+def test_report_reads_the_review_pages_labels_file(annotated, tmp_path):
+    """One labels format for the whole project (data/success_labels.py): the CSV a person writes through
+    policies.review, for one dataset, gives the report the same labels as the JSON map; a file about several
+    policies is refused (their episode indices would collide)."""
+    from configs import ConfigError
+    from data.success_labels import Label, write_labels
+    from pipeline.report import read_success_labels
+
+    root, col, top, labels = annotated
+    manifest = json.loads((col / "manifest.json").read_text())
+    csv_file = tmp_path / "labels.csv"
+    write_labels(csv_file, {("", 0): Label(True), ("", 1): Label(False, "dropped it"), ("", 2): Label(True)})
+    assert read_success_labels(str(csv_file), manifest, None)[0] == read_success_labels(str(labels), manifest, None)[0]
+    assert read_success_labels(str(csv_file), manifest, None)[0] == {0: 1, 1: 0, 2: 1}
+    write_labels(csv_file, {("act", 0): Label(True), ("diffusion", 0): Label(False)})
+    with pytest.raises(ConfigError, match="several policies"):
+        read_success_labels(str(csv_file), manifest, None)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import policies.evaluation.review as review
-from policies.evaluation.labels import Label, read_labels, set_label
+from data.success_labels import Label, read_labels, set_label
 from policies.evaluation.review import ReviewError, make_server, merge_labels
 
 POLICIES = ("act_a", "act_b")

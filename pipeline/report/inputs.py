@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 
 import numpy as np
 
 from configs import ConfigError
+from data.success_labels import LabelsError, episode_labels
 
 
 def open_source(manifest: dict):
@@ -31,8 +30,9 @@ def column_per_episode(source, episodes: list[int], column: str) -> dict[int, np
 def read_success_labels(spec, manifest: dict, source) -> tuple[dict[int, int] | None, str | None]:
     """Episode success labels (episode index -> 0|1) and where they came from (``None`` when there are none).
 
-    ``spec``: ``auto`` (the ``next.success`` column when the source has one), a column name, a ``.json``
-    (``{episode_index: 0|1}`` or a list of records) or ``.csv`` (``episode_index,success``) file, or ``none``.
+    ``spec``: ``auto`` (the ``next.success`` column when the source has one), a column name, a labels file
+    (``.csv`` ``episode_index,success``, or ``.json``: :mod:`data.success_labels`, the one reader of such files,
+    the same files the review page writes), or ``none``.
     """
     if spec in (None, "none", False):
         return None, None
@@ -41,16 +41,13 @@ def read_success_labels(spec, manifest: dict, source) -> tuple[dict[int, int] | 
     path = Path(spec)
     if path.suffix in (".json", ".csv"):
         if not path.exists():
-            raise ConfigError(f"labels={spec}: no such file (a JSON {{episode_index: 0|1}} or a CSV "
-                              f"episode_index,success)")
-        if path.suffix == ".json":
-            raw = json.loads(path.read_text())
-            items = raw.items() if isinstance(raw, dict) else ((r["episode_index"], r["success"]) for r in raw)
-        else:
-            with path.open() as f:
-                items = [(r["episode_index"], r["success"]) for r in csv.DictReader(f)]
-        labels = {int(k): int(float(v) > 0.5) for k, v in items}  # true/false, 1/0 or a probability
-        return {e: labels[e] for e in episodes if e in labels}, str(path)
+            raise ConfigError(f"labels={spec}: no such file (a CSV episode_index,success[,note] or JSON; "
+                              "data/success_labels.py)")
+        try:
+            labels = episode_labels(path)
+        except LabelsError as exc:
+            raise ConfigError(str(exc)) from exc
+        return {e: int(labels[e]) for e in episodes if e in labels}, str(path)
     if spec == "auto":
         if source is None or "next.success" not in source.numeric_columns():
             return None, None

@@ -1,6 +1,6 @@
 """Which label each recorded episode gets, and how far the automatic judge can be trusted.
 
-Order of trust, per episode: a person's label (the labels file, :mod:`policies.evaluation.labels`), then the
+Order of trust, per episode: a person's label (the labels file, :mod:`data.success_labels`), then the
 recording's success column (``next.success``-like: the episode succeeded if any frame says so), then the
 reward model's success detection (its success score — the mean raw score of the last prefixes,
 :func:`pipeline.progress.success_score` — above a threshold). An episode none of them labels is *unlabelled*:

@@ -28,7 +28,7 @@ import numpy as np
 
 from configs import ConfigError
 from configs.outputs import atomic_write, claim_output
-from policies.evaluation.labels import read_labels
+from data.success_labels import read_labels
 
 EPISODES_FILE = "episodes.json"
 DEFAULT_LABELS = "labels.csv"  # in the evaluation folder, when no labels file is given

@@ -2,7 +2,7 @@
 
 ``DIR`` is an evaluation folder of recorded rollouts (``python -m policies.evaluate recordings=[...] out=DIR``):
 ``DIR/episodes.json`` lists the episodes (policy, episode index, video, per-frame progress, the judge's call
-and a snapshot of the label), and a labels file (:mod:`policies.evaluation.labels`) holds the human labels.
+and a snapshot of the label), and a labels file (:mod:`data.success_labels`) holds the human labels.
 The labels file is the truth for human labels: every answer merges its current rows over the snapshot.
 
 The server (stdlib ``ThreadingHTTPServer``, 127.0.0.1 by default) answers:
@@ -30,9 +30,9 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from data.success_labels import LabelsError, read_labels, set_label
 from policies.evaluation.judging import SOURCES as LABEL_SOURCES
 from policies.evaluation.judging import UNLABELLED
-from policies.evaluation.labels import LabelsError, read_labels, set_label
 from policies.evaluation.recorded import EPISODES_FILE, labels_file, remake_report
 
 PAGE = Path(__file__).with_name("review_page.html")
@@ -338,7 +338,7 @@ def make_server(out_dir: str | Path, labels: str | Path | None = None, host: str
                 port: int = 8765) -> ReviewServer:
     """The server of ``out_dir`` (not yet serving: call ``serve_forever``); ``port=0`` picks a free port.
     Raises :class:`ReviewError` for a folder without ``episodes.json`` or a busy port, and
-    :class:`~policies.evaluation.labels.LabelsError` for a labels file that cannot be read."""
+    :class:`~data.success_labels.LabelsError` for a labels file that cannot be read."""
     out_dir = Path(out_dir)
     data = load_episodes(out_dir)
     path = labels_path(out_dir, data, labels)

@@ -1,14 +1,16 @@
-"""Human success labels of recorded rollouts: the one reader and writer of the labels file.
+"""Success labels of episodes, given by a person: the one reader and writer of a labels file (for the
+evaluation of recorded rollouts, the review page, and ``pipeline.report labels=FILE``).
 
-A labels file says, per recorded episode, whether it succeeded, as judged by a person:
+A labels file says, per episode, whether it succeeded:
 
-- CSV with a header ``policy,episode_index,success`` and an optional ``note`` column (any order; more columns
-  are kept when the file is rewritten by :func:`write_labels` only if they are one of these four);
+- CSV with a header ``policy,episode_index,success`` and an optional ``note`` column (any order). ``policy`` may
+  be left out where the file is about one dataset's episodes (``pipeline.report``): every row then belongs to
+  policy ``""``;
 - JSON: a list of objects with the same keys (``[{"policy": "act", "episode_index": 3, "success": true}]``),
-  or ``{"labels": [...]}``.
+  ``{"labels": [...]}``, or a mapping ``{episode_index: success}`` for one dataset.
 
-``success`` reads ``1/0``, ``true/false``, ``yes/no``, ``success/failure`` (any case); an empty value is "not
-labelled yet" and the row is skipped. Writing is atomic (:func:`configs.outputs.atomic_write`), so a crash never leaves half a file and a reader never sees one.
+``success`` reads ``1/0``, ``true/false``, ``yes/no``, ``success/failure`` (any case) or a probability in [0, 1]
+(success above 0.5); an empty value is "not labelled yet" and the row is skipped. Writing is atomic (:func:`configs.outputs.atomic_write`), so a crash never leaves half a file and a reader never sees one.
 """
 
 from __future__ import annotations
@@ -45,8 +47,6 @@ def parse_success(value, where: str) -> bool | None:
         return value
     if value is None:
         return None
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
     text = str(value).strip().lower()
     if not text:
         return None
@@ -54,6 +54,12 @@ def parse_success(value, where: str) -> bool | None:
         return True
     if text in FALSE:
         return False
+    try:
+        p = float(text)
+    except ValueError:
+        p = float("nan")
+    if 0.0 <= p <= 1.0:  # a probability (a judge's, say): success above one half
+        return p > 0.5
     raise LabelsError(f"{where}: success={value!r} is not a label; write 1/0, true/false, yes/no or "
                       "success/failure (empty: not labelled)")
 
@@ -66,7 +72,9 @@ def _rows(path: Path) -> list[dict]:
         except json.JSONDecodeError as exc:
             raise LabelsError(f"labels file {path} is not valid JSON ({exc}); fix it or write it as CSV "
                               f"with columns {','.join(COLUMNS)}") from exc
-        if isinstance(data, dict):
+        if isinstance(data, dict) and "labels" not in data:  # {episode_index: success} of one dataset
+            data = [{"episode_index": k, "success": v} for k, v in data.items()]
+        elif isinstance(data, dict):
             data = data.get("labels")
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise LabelsError(f"labels file {path}: expected a list of objects with keys {list(COLUMNS[:3])} "
@@ -74,7 +82,7 @@ def _rows(path: Path) -> list[dict]:
         return data
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip() for h in (reader.fieldnames or [])]
-    missing = [c for c in COLUMNS[:3] if c not in header]
+    missing = [c for c in COLUMNS[1:3] if c not in header]
     if missing:
         raise LabelsError(f"labels file {path} has columns {header}, lacks {missing}; the header must name "
                           f"{','.join(COLUMNS[:3])} (and optionally note)")
@@ -90,9 +98,7 @@ def read_labels(path: str | Path) -> dict[Key, Label]:
     out: dict[Key, Label] = {}
     for i, row in enumerate(_rows(path), start=2 if path.suffix.lower() != ".json" else 0):
         where = f"labels file {path}, {'line' if path.suffix.lower() != '.json' else 'entry'} {i}"
-        policy = str(row.get("policy") or "").strip()
-        if not policy:
-            raise LabelsError(f"{where}: no policy name; every row names the policy its episode belongs to")
+        policy = str(row.get("policy") or "").strip()  # "" where the file is about one dataset
         try:
             episode = int(str(row.get("episode_index")).strip())
         except ValueError:
@@ -107,6 +113,17 @@ def read_labels(path: str | Path) -> dict[Key, Label]:
                               "failure; keep one row")
         out[(policy, episode)] = label
     return out
+
+
+def episode_labels(path: str | Path) -> dict[int, bool]:
+    """The labels of a file about ONE dataset's episodes, by episode index (``pipeline.report labels=FILE``); a
+    file naming several policies is refused (its episode indices would collide)."""
+    labels = read_labels(path)
+    policies = sorted({p for p, _ in labels})
+    if len(policies) > 1:
+        raise LabelsError(f"labels file {path} labels the episodes of several policies ({policies}); give a file "
+                          "for this dataset's episodes only")
+    return {e: lab.success for (_, e), lab in labels.items()}
 
 
 def write_labels(path: str | Path, labels: dict[Key, Label]) -> Path:
