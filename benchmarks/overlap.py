@@ -27,11 +27,12 @@ and manifest episodes.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks import print_report
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -183,11 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
     report["wall_over_model"] = report["overlapped"]["wall_over_model"]
     report["serial_wall_over_model"] = report["serial"]["wall_over_model"]
     report["speedup"] = round(report["serial"]["wall_s"] / report["overlapped"]["wall_s"], 3)
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(json.dumps(report, indent=1))
-    return report
+    return print_report(report, args.json)
 
 
 if __name__ == "__main__":
