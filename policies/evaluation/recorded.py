@@ -71,14 +71,10 @@ def _policy_names(cfg) -> list[str]:
 
 
 def _recording_info(rec: str) -> dict | None:
+    from policies.evaluation.recording import recording_info
+
     root = Path(rec)
-    if not root.is_dir():
-        return None
-    try:
-        from policies.evaluation.recording import recording_info
-    except ImportError:  # pragma: no cover - the simulator's recorder is optional here
-        return None
-    return recording_info(root)
+    return recording_info(root) if root.is_dir() else None
 
 
 def _episode_policies(cfg) -> dict[int, str] | None:
