@@ -14,6 +14,7 @@ checkpoint is written after it, and ``nan_step`` says at which step.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -210,9 +211,16 @@ class BCModule(pl.LightningModule):
         deployment_preprocessor(self.preprocessor, self.policy.config).save_pretrained(out)
         self.postprocessor.save_pretrained(out)
         # what lerobot's files do not say: the tasks it was trained on (an evaluation on another is refused)
+        # and each camera's training size (what a robot's frames must be given at where no resize step is saved)
         (out / EXPORT_INFO).write_text(json.dumps({"tasks": self.run_info.get("tasks", []),
-                                                   "data.shards": self.run_info.get("data.shards")}, indent=1))
+                                                   "data.shards": self.run_info.get("data.shards"),
+                                                   "cameras": camera_sizes(self.policy.config)}, indent=1))
         return out
+
+
+def camera_sizes(config) -> dict[str, list[int]]:
+    """Each camera feature's training size, ``{key: [height, width]}``."""
+    return {key: [int(n) for n in f.shape[-2:]] for key, f in config.image_features.items()}
 
 
 def deployment_preprocessor(preprocessor, config):
@@ -227,8 +235,13 @@ def deployment_preprocessor(preprocessor, config):
     from lerobot.processor.hil_processor import ImageCropResizeProcessorStep
     from lerobot.processor.normalize_processor import NormalizerProcessorStep
 
-    sizes = {tuple(f.shape[-2:]) for f in config.image_features.values()}
-    if len(sizes) != 1:  # no camera, or cameras of different sizes (one resize step serves one size)
+    cameras = camera_sizes(config)
+    sizes = {tuple(hw) for hw in cameras.values()}
+    if len(sizes) > 1:  # one resize step serves one size: it would change every camera to it
+        listed = ", ".join(f"{key} {h}x{w}" for key, (h, w) in cameras.items())
+        print(f"note: cameras of different sizes ({listed}): the export saves no resize step, so give each camera "
+              f"at its training size at inference (listed in {EXPORT_INFO})", file=sys.stderr)
+    if len(sizes) != 1:
         return preprocessor
     pre = copy.deepcopy(preprocessor)
     at = next((i for i, step in enumerate(pre.steps) if isinstance(step, NormalizerProcessorStep)), len(pre.steps))

@@ -1,6 +1,6 @@
 """The cameras a policy sees: the backbone's ImageNet weights (lerobot's default where they can be had, random
 initialisation said in one line where they cannot, never named in an export's config), and Diffusion's need for
-cameras of one size (data.cameras picks them)."""
+cameras of one size (data.cameras picks them), and ACT exports of cameras of two sizes."""
 
 from __future__ import annotations
 
@@ -115,3 +115,37 @@ def test_diffusion_with_cameras_of_two_sizes_says_what_to_do(tmp_path):
     assert select_cameras(features, "all") == features
     with pytest.raises(ConfigError, match=r"'side' is not one camera.*observation.images.wrist"):
         select_cameras(features, ["side"])
+
+
+def test_act_export_with_cameras_of_two_sizes_says_how_to_feed_them(tmp_path, capsys):
+    """ACT takes cameras of different sizes; one lerobot resize step serves one size, so the export keeps none,
+    says so in one line and lists each camera's training size in its topbc.json."""
+    from omegaconf import OmegaConf
+
+    from data.manifest import load_manifest
+    from policies.adapters.base import get_adapter_class
+    from policies.module import camera_sizes, deployment_preprocessor
+    from tests.fixtures.shards import write_tiny_shards
+
+    manifest = load_manifest(write_tiny_shards(tmp_path / "s", episodes=1, length=20))
+    features = dict(manifest["features"])
+    (top,) = [k for k, f in features.items() if f["dtype"] == "video"]
+    node = OmegaConf.to_container(load_config("train", ["policy=act", "debug=tiny_act"]).policy)
+    act = get_adapter_class("act")
+
+    def steps(feats):
+        adapter = act(node, feats)
+        pre, _ = adapter.make_processors(manifest["stats"])
+        return adapter.config, [type(s).__name__ for s in deployment_preprocessor(pre, adapter.config).steps]
+
+    # negative control: cameras of one size get the resize step, and nothing is said
+    _, one = steps(features)
+    assert "ImageCropResizeProcessorStep" in one and "note:" not in capsys.readouterr().err
+    two = {**features, "observation.images.wrist": {**features[top], "shape": [24, 40, 3]}}
+    config, kept = steps(two)
+    assert "ImageCropResizeProcessorStep" not in kept
+    note = capsys.readouterr().err
+    assert "different sizes" in note and "observation.images.wrist 24x40" in note and note.count("\n") == 1
+    h, w = features[top]["shape"][:2]
+    assert camera_sizes(config) == {top: [h, w], "observation.images.wrist": [24, 40]}
+
