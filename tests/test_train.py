@@ -263,6 +263,7 @@ def test_export_resizes_larger_camera_frames(image_shards, tmp_path):
         return post(pol.select_action(processor({STATE: state, CAMERA: image})))
 
     torch.testing.assert_close(act(big, pre), act(resize(big, list(small.shape[-2:])), pre))
+    assert json.loads((export / "topbc.json").read_text())["cameras"] == {CAMERA: list(small.shape[-2:])}
     torch.testing.assert_close(act(small, pre), act(small, module.preprocessor))  # a no-op at the training size
     # negative control: without the resize step the large frame gives another action
     assert not torch.allclose(act(big, module.preprocessor), act(big, pre))
