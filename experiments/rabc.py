@@ -660,16 +660,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    from configs.commands import quiet_libraries
+
     warnings.filterwarnings("ignore")
     logging.getLogger("lerobot").setLevel(logging.ERROR)
-    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    try:
-        import datasets
-
-        datasets.disable_progress_bars()
-    except ImportError:
-        pass
+    quiet_libraries()  # Lightning's tips and device lines (set on its loggers, which its import resets above them)
     if args.reward == COLUMN and any(v in CONTROL_VARIANTS for v in variants):
         print(f"error: variants {[v for v in variants if v in CONTROL_VARIANTS]} read the static-video control, "
               "which the column annotation lacks; run them with --reward PROFILE", file=sys.stderr)
