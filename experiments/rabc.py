@@ -485,10 +485,17 @@ def report(out: str | Path) -> str:
     parts = []
     for reward, per_task in by_reward.items():
         parts += reward_sections(reward, per_task, out)
-    if len(by_reward) > 1:
-        rows, cells = profile_summary(by_reward)
-        plot = plot_profiles(cells, list(by_reward), out / "success_vs_reward.png")
-        parts += ["## Success per rule and reward", "",
+    # one summary per policy: pooled over the tasks each ran on, which differ (the Diffusion block: push-v3)
+    by_policy: dict[str, dict[str, dict]] = {}
+    for reward, per_task in by_reward.items():
+        policy = reward.split(" (")[1].rstrip(")") if " (" in reward else ""
+        by_policy.setdefault(policy, {})[reward] = per_task
+    for policy, rewards in by_policy.items():
+        if len(rewards) < 2:
+            continue
+        rows, cells = profile_summary(rewards)
+        plot = plot_profiles(cells, list(rewards), out / f"success_vs_reward{'_' + policy if policy else ''}.png")
+        parts += [f"## Success per rule and reward{' — ' + policy if policy else ''}", "",
                   "Pooled over tasks and seeds [95% Wilson]; `column` is the simulator's perfect progress, the "
                   "profiles are SIMULATED VLM reward errors (docs/reward_errors.md), not a real VLM.", "", *rows, "",
                   f"![success vs reward]({plot.name})", ""]

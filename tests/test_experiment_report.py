@@ -105,6 +105,19 @@ def test_report_per_reward_profile(tmp_path):
     # the profile's target check sees the borrowed references: 45% is 53% of expert-only (85%)
     assert "`rule`: 45% [36, 55] = 53% of expert-only BC" in text.split("## All tasks — reward")[1]
 
+    # another policy's runs (TASK/policy_diffusion/...) get their own summary: never pooled or plotted with ACT's
+    (tmp_path / "a-v3" / "policy_diffusion" / "reward_oracle").mkdir(parents=True)
+    (tmp_path / "a-v3" / "policy_diffusion" / "results.json").write_text(json.dumps(res(
+        {"none": ev(5, 50), "expert_only": ev(50, 50)})))
+    (tmp_path / "a-v3" / "policy_diffusion" / "reward_oracle" / "results.json").write_text(json.dumps(res(
+        {"rule": ev(35, 50)})))
+    text = exp.report(tmp_path)
+    act, diffusion = text.split("## Success per rule and reward")[1:]
+    assert "diffusion" not in act and "| rule | 70% [60, 78] | 45% [36, 55] |" in act
+    assert diffusion.startswith(" — diffusion") and "| rule |  | 70% [56, 81] |" in diffusion
+    assert "| none | 10% [4, 21] | 10% [4, 21] |" in diffusion
+    assert (tmp_path / "success_vs_reward_diffusion.png").stat().st_size > 0
+
 
 def test_recommended_is_the_demos_rule_and_profiles_annotate_with_the_control():
     from configs import load_config
