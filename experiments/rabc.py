@@ -72,10 +72,15 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
                                       "weighting.success_from=minus_static"], "all"),
     "episode_quality_shrunk": (["weighting=episode_quality", f"weighting.beta={SHARP_BETA}",
                                 "weighting.shrink=static"], "all"),
+    # the recommended rule after a person's look at the episodes it weighs most (labels=; a SIMULATED person
+    # who labels those REVIEWED episodes with the corpus's own success): not label-free
+    "recommended_reviewed": (["weighting=RECOMMENDED", "labels=REVIEWED"], "all"),
 }
+REVIEWED = 10  # episodes the simulated person labels: the recommended rule's ten heaviest (of 50)
+LABELLED_VARIANTS = ("recommended_reviewed",)
 CONTROL_VARIANTS = ("episode_quality_minus_static", "episode_quality_shrunk")
 # awr: see the single-task table in docs/experiments.md; the control readers need a simulated profile
-DEFAULT_VARIANTS = [v for v in VARIANTS if v != "awr" and v not in CONTROL_VARIANTS]
+DEFAULT_VARIANTS = [v for v in VARIANTS if v != "awr" and v not in (*CONTROL_VARIANTS, *LABELLED_VARIANTS)]
 REFERENCE_VARIANTS = ("none", "expert_only")  # trained on labels (expert_only) or the baseline: not candidates
 COLUMN = "column"  # the simulator's own dense reward, annotated with reward=column (the perfect signal)
 # the simulated VLM-error profiles in the order of the error they carry (configs/reward/vlm_errors_profiles/)
@@ -246,21 +251,32 @@ def annotate(corpus: Path, out: Path, episodes: list[int] | None, horizon: int,
 
 def sample_weights(train_cfg):
     """(fit table, weights) the run's rule gives every training sample, fitted exactly as training fits them."""
-    import torch
-
-    from data.batches import episode_success
     from data.progress_table import fit_progress_table
     from policies.training import build
+    from policies.training import sample_weights as weights_of
 
     module, _, manifest = build(train_cfg)
     table = fit_progress_table(train_cfg.data.shards, module.adapter.needs().future_actions, manifest)
-    level = torch.as_tensor(table.level, dtype=torch.float32)
-    progress = torch.stack([level, level + torch.as_tensor(table.gain, dtype=torch.float32)], dim=1)
-    success = episode_success(manifest)
-    batch = {"progress": progress, "episode_index": torch.as_tensor(table.episode),
-             "frame_index": torch.as_tensor(table.frame),
-             "success_score": torch.tensor([float(success.get(int(e), float("nan"))) for e in table.episode])}
-    return table, module.weights(batch).detach().float().numpy().astype(np.float64)
+    return table, weights_of(module, table, manifest)[1]
+
+
+def reviewed_labels(shards: Path, args, labels_doc: dict, path: Path) -> Path:
+    """The labels file of a SIMULATED person who looks at the REVIEWED episodes the recommended rule weighs most
+    (as training names them) and labels each with the corpus's own success; written once to ``path``."""
+    from data.success_labels import Label, write_labels
+
+    if path.is_file():
+        return path
+    cfg = train_config([f"data.shards={shards}", *policy_overrides(args), f"weighting={recommended_rule()}",
+                        f"out={path.parent / 'review_fit'}"])
+    table, w = sample_weights(cfg)
+    episodes = np.asarray(table.episode)
+    ids = np.unique(episodes)
+    per = np.array([w[episodes == e].sum() for e in ids])
+    heaviest = [int(ids[i]) for i in np.argsort(-per, kind="stable")[:REVIEWED]]
+    success = {int(e["episode_index"]): bool(e["success"]) for e in labels_doc["episodes"]}
+    return write_labels(path, {("", e): Label(success[e], "SIMULATED person: the corpus's own success")
+                               for e in heaviest})
 
 
 def weight_report(train_cfg, labels: dict[int, str]) -> dict:
@@ -328,9 +344,10 @@ def target_check(evals: dict[str, list[dict]]) -> tuple[list[str], dict]:
             continue
         ratio = r["success_rate"] / ref["success_rate"] if ref["success_rate"] > 0 else float("nan")
         beats = r["ci_low"] > base["ci_high"]
-        lines.append(f"- `{name}`: {pct(r)} = {100 * ratio:.0f}% of expert-only BC ({pct(ref)}); "
+        labelled = f" (with {REVIEWED} episodes labelled)" if name in LABELLED_VARIANTS else ""
+        lines.append(f"- `{name}`{labelled}: {pct(r)} = {100 * ratio:.0f}% of expert-only BC ({pct(ref)}); "
                      f"{'beats' if beats else 'does not beat'} plain BC ({pct(base)}) beyond the intervals")
-        if best is None:
+        if best is None and name not in LABELLED_VARIANTS:
             best = {"variant": name, "ratio": ratio, "beats_plain_bc": beats, "meets_target": ratio >= 0.9 and beats}
     return lines, best or {}
 
@@ -567,6 +584,9 @@ def run_task(task: str, args, variants: list[str], reward: str = COLUMN) -> dict
             if seed in {r["seed"] for r in v["runs"]}:
                 continue
             run_dir = out / "runs" / f"{name}_s{seed}"
+            if "labels=REVIEWED" in extra:
+                review = reviewed_labels(shards[which], args, labels_doc, out / "reviewed_labels.csv")
+                extra = [f"labels={review}" if o == "labels=REVIEWED" else o for o in extra]
             cfg = train_config([f"data.shards={shards[which]}", *policy_overrides(args), *extra,
                                 f"seed={seed}", f"out={run_dir}"])
             if "weights" not in v:

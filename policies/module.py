@@ -50,11 +50,13 @@ class BCModule(pl.LightningModule):
     ``policy``: the policy config node (``name`` + lerobot config fields); ``features``/``stats``: the
     manifest's ``features`` and ``stats``; ``weighting``: the weighting node (``name`` + the rule's params,
     checked here, so a misspelt key fails before any data is read); ``max_steps``: for the lerobot LR
-    scheduler; ``seed``: the per-step random streams.
+    scheduler; ``seed``: the per-step random streams; ``left_out``: episodes a person labelled failures
+    (``labels=``), weighted 0 whatever the rule.
     """
 
     def __init__(self, policy: dict, features: dict, stats: dict, weighting: dict | None = None,
-                 max_steps: int = 1000, seed: int = 0, device: str = "cpu", record_samples: str | None = None):
+                 max_steps: int = 1000, seed: int = 0, device: str = "cpu", record_samples: str | None = None,
+                 left_out: list[int] | None = None):
         super().__init__()
         self.save_hyperparameters()
         weighting = dict(weighting or {"name": "none"})
@@ -64,6 +66,8 @@ class BCModule(pl.LightningModule):
         self.adapter = get_adapter_class(policy["name"])(policy, features, device=device)
         self.policy = self.adapter.make_policy()
         self.preprocessor, self.postprocessor = self.adapter.make_processors(stats_arrays(stats))
+        self.left_out = torch.tensor(sorted(int(e) for e in left_out or []), dtype=torch.long)
+        self.weight_notes: list[str] = []  # what training says of the weights before it starts (policies.training)
         self.weighting_stats = None  # what the rule fitted: GainStats, AdvantageStats, None (it reads none)
         self._fit_inputs: tuple | None = None  # (ProgressTable, manifest episodes) the statistics were fitted on
         self.label_names: list[str] = []
@@ -99,8 +103,17 @@ class BCModule(pl.LightningModule):
         self.episode_label = lookup
 
     def weights(self, batch: dict) -> torch.Tensor:
+        """The weight of each sample: the rule's, 0 for the episodes left out (``left_out``)."""
+        return self.leave_out(self.rule_weights(batch), batch["episode_index"])
+
+    def rule_weights(self, batch: dict) -> torch.Tensor:
         return self.weighting_rule.weigh(batch["progress"], self.weighting_stats, **sample_info(batch),
                                          **self.weighting_params)
+
+    def leave_out(self, w: torch.Tensor, episode: torch.Tensor) -> torch.Tensor:
+        if not len(self.left_out):
+            return w
+        return w.masked_fill(torch.isin(episode.to(w.device).long(), self.left_out.to(w.device)), 0.0)
 
     def label_shares(self, w: torch.Tensor, episode: torch.Tensor) -> dict[str, float]:
         """``weight_share/<label>`` and ``sample_share/<label>`` of this batch ({} without labels)."""

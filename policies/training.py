@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -31,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from configs import ConfigError, save_config
 from configs.outputs import claim_output, config_identity
 from configs.types import check_types
-from data.batches import ShardDataModule
+from data.batches import ShardDataModule, episode_success
 from data.manifest import as_root, load_manifest
 from data.progress_table import fit_progress_table
 from policies.module import BCModule, NonFiniteLoss
@@ -170,14 +171,16 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     accelerator = _accelerator(str(cfg.trainer.accelerator))
     record = str(Path(cfg.out) / "samples") if cfg.get("debug", {}).get("record_samples") else None
+    labels = person_labels(cfg, manifest)
     module = BCModule(
         policy=OmegaConf.to_container(cfg.policy, resolve=True),
         features=select_cameras(manifest["features"], cfg.data.get("cameras", "all")), stats=manifest["stats"],
         weighting=OmegaConf.to_container(cfg.weighting, resolve=True),
         max_steps=int(cfg.trainer.max_steps), seed=int(cfg.seed),
         device="cuda" if accelerator in ("gpu", "cuda") else "cpu", record_samples=record,
+        left_out=sorted(e for e, ok in labels.items() if not ok),
     )
-    module.run_info = run_info(cfg, manifest)
+    module.run_info = run_info(cfg, manifest, module.left_out.tolist())
     needs = module.adapter.needs()
     dm = ShardDataModule(cfg.data.shards, needs, batch_size=int(cfg.data.batch_size),
                          num_workers=int(cfg.data.num_workers), shuffle_buffer=int(cfg.data.shuffle_buffer),
@@ -186,17 +189,92 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
         # fitted once, before training, over every sample's progress window (policies/weighting/registry.py)
         table = fit_progress_table(cfg.data.shards, needs.future_actions, manifest)
         module.fit_weighting(table, _episode_fields(manifest))
+        module.weight_notes = weight_notes(table.episode, *sample_weights(module, table, manifest), labels)
+    elif labels:  # a rule without statistics (plain BC): only the failures left out
+        module.weight_notes = [left_out_note(labels)]
     module.set_quality_labels(quality_labels(manifest))
     return module, dm, manifest
 
 
-def run_info(cfg: DictConfig, manifest: dict) -> dict:
+def person_labels(cfg: DictConfig, manifest: dict) -> dict[int, bool]:
+    """Episode → success of the labels file ``labels=`` (:mod:`data.success_labels`; the review page writes
+    one), checked against the shards' episodes; {} without a file."""
+    path = cfg.get("labels")
+    if not path:
+        return {}
+    from data.success_labels import episode_labels
+
+    labels = episode_labels(path)
+    known = {int(e["episode_index"]) for e in manifest.get("episodes", [])}
+    unknown = sorted(set(labels) - known)
+    if unknown:
+        raise ConfigError(f"labels={path} labels episodes {unknown[:10]}{' …' if len(unknown) > 10 else ''} that "
+                          f"data.shards={cfg.data.shards} does not hold (it holds {len(known)} episodes, "
+                          f"{min(known, default=0)}–{max(known, default=0)}); label episodes of these shards")
+    return labels
+
+
+def sample_weights(module: BCModule, table, manifest: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The weight the run's rule gives every sample of ``table`` (data.progress_table.ProgressTable, as fitted):
+    (the rule's, and with the episodes left out at 0 — exactly what training weighs each sample by)."""
+    level = torch.as_tensor(table.level, dtype=torch.float32)
+    progress = torch.stack([level, level + torch.as_tensor(table.gain, dtype=torch.float32)], dim=1)
+    success = episode_success(manifest)
+    episode = torch.as_tensor(table.episode)
+    batch = {"progress": progress, "episode_index": episode, "frame_index": torch.as_tensor(table.frame),
+             "success_score": torch.tensor([float(success.get(int(e), float("nan"))) for e in table.episode])}
+    rule = module.rule_weights(batch).detach()
+    return rule.double().numpy(), module.leave_out(rule, episode).double().numpy()
+
+
+def left_out_note(labels: dict[int, bool]) -> str:
+    failed = sorted(e for e, ok in labels.items() if not ok)
+    return (f"labels: {len(failed)} of {len(labels)} labelled episodes are failures and weigh 0"
+            + (f" ({', '.join(map(str, failed[:10]))}{' …' if len(failed) > 10 else ''})" if failed else ""))
+
+
+def weight_notes(episodes: np.ndarray, rule: np.ndarray, w: np.ndarray, labels: dict[int, bool],
+                 top: int = 5) -> list[str]:
+    """What to look at before training: the episodes the weights ``w`` lean on most and the effective sample
+    size; with ``labels=``, the failures left out and how the rule's own weights ``rule`` rank the labelled
+    episodes (a few labels say whether the reward can be trusted)."""
+    from pipeline.report.metrics import success_detection
+
+    episodes = np.asarray(episodes)
+    ids = np.unique(episodes)
+    per = np.array([w[episodes == e].sum() for e in ids])
+    notes = []
+    if per.sum() <= 0:
+        notes.append("weights: every sample weighs 0, nothing would be learned; check the weighting and labels=")
+    else:
+        order = np.argsort(-per, kind="stable")[:top]
+        ess = float(w.sum() ** 2 / (w * w).sum()) / len(w)
+        lean = ", ".join(f"{int(ids[i])} ({100 * per[i] / per.sum():.0f}%)" for i in order)
+        notes.append(f"weights: effective sample size {100 * ess:.0f}% of {len(w)} samples; the {len(order)} "
+                     f"episodes with the most weight carry {100 * per[order].sum() / per.sum():.0f}% of it: {lean}. "
+                     "Look at those (the annotation's plots/); labels=FILE takes the ones a person marks failed out")
+    if labels:
+        notes.append(left_out_note(labels))
+        mean_rule = {int(e): float(rule[episodes == e].mean()) for e in ids}
+        scored = [e for e in labels if e in mean_rule]
+        auc = success_detection(np.array([mean_rule[e] for e in scored]),
+                                np.array([labels[e] for e in scored]))["auroc"]
+        if auc is not None:
+            notes.append(f"labels: the rule's weights rank the labelled successes above the failures with AUROC "
+                         f"{auc:.2f} (0.5 = chance, 1 = every success above every failure)"
+                         + (" — below 0.6, weighting by this reward may do worse than weighting=none "
+                            "(docs/experiments.md)" if auc < 0.6 else ""))
+    return notes
+
+
+def run_info(cfg: DictConfig, manifest: dict, left_out: list[int] | None = None) -> dict:
     """What a checkpoint and an export remember of the run's data: a resume on other shards or with another
     weighting is refused (:func:`check_resume`), an evaluation on another task too (policies.evaluation)."""
     tasks = sorted({str(e["task"]) for e in manifest.get("episodes", []) if e.get("task")})
     root = as_root(cfg.data.shards)
     return {"data.shards": str(root.resolve()) if isinstance(root, Path) else root,
-            "weighting": OmegaConf.to_container(cfg.weighting, resolve=True), "tasks": tasks}
+            "weighting": OmegaConf.to_container(cfg.weighting, resolve=True), "tasks": tasks,
+            "left_out": list(left_out or [])}  # episodes labels= marks failed
 
 
 def check_resume(cfg: DictConfig, ck: dict, info: dict) -> None:
@@ -204,11 +282,15 @@ def check_resume(cfg: DictConfig, ck: dict, info: dict) -> None:
     saved = (ck.get("topbc") or {}).get("run")
     if not saved or cfg.get("force"):
         return
-    diff = [f"{k}: {saved.get(k)!r} (checkpoint) vs {info[k]!r} (this run)" for k in ("data.shards", "weighting")
-            if saved.get(k) != info[k]]
+    # episodes left out by labels= (a checkpoint from before labels= existed left none out)
+    same = {"left_out": lambda a, b: (a or []) == (b or [])}
+    diff = [f"{k}: {saved.get(k)!r} (checkpoint) vs {info[k]!r} (this run)"
+            for k in ("data.shards", "weighting", "left_out")
+            if not same.get(k, lambda a, b: a == b)(saved.get(k), info.get(k))]
     if diff:
         raise CheckpointError(f"resume={cfg.resume} was trained with other settings: {'; '.join(diff)}. Resume "
-                              "with the same data.shards and weighting, or set force=true to continue anyway")
+                              "with the same data.shards, weighting and labels, or set force=true to continue "
+                              "anyway")
 
 
 def _episode_fields(manifest: dict) -> list[dict]:
@@ -339,6 +421,9 @@ def train(cfg: DictConfig) -> TrainSummary:
     module, dm, _ = build(cfg)
     if ck is not None:
         check_resume(cfg, ck, module.run_info)
+    if _is_rank_zero():
+        for note in module.weight_notes:
+            print(note, flush=True)
     out = Path(cfg.out)
     if _is_rank_zero():
         claim_run_folder(cfg)

@@ -155,3 +155,31 @@ def test_diffusion_block_has_its_own_setup_window_and_folder(tmp_path):
     assert setup["policy"] == "diffusion" and "policy" not in exp.experiment_setup("push-v3", act)
     assert exp.reward_dir(tmp_path, "oracle", "diffusion") == tmp_path / "policy_diffusion" / "reward_oracle"
     assert exp.reward_dir(tmp_path, "column") == tmp_path
+
+
+def test_the_simulated_review_labels_the_heaviest_episodes(tmp_path, monkeypatch):
+    """recommended_reviewed: a SIMULATED person labels the REVIEWED episodes the recommended rule weighs most,
+    with the corpus's own success; training then leaves the failures among them out."""
+    import argparse
+
+    from data.success_labels import episode_labels
+    from tests.fixtures.shards import write_tiny_shards
+
+    shards = write_tiny_shards(tmp_path / "s", episodes=4, length=16, obs_steps=2, horizon=10, images=False)
+    manifest = json.loads((shards / "manifest.json").read_text())
+    for e in manifest["episodes"]:  # the recommended rule reads raw scores (scale=dataset): give it some
+        e["raw_scores"] = list(np.linspace(-5.0, e["success_score"], e["length"]))
+    (shards / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(exp, "REVIEWED", 2)
+    doc = {"episodes": [{"episode_index": e, "success": e != 1} for e in range(4)]}
+    path = exp.reviewed_labels(shards, argparse.Namespace(), doc, tmp_path / "reviewed.csv")
+    cfg = exp.train_config([f"data.shards={shards}", *exp.policy_overrides(argparse.Namespace()),
+                            f"weighting={exp.recommended_rule()}", f"out={tmp_path / 'fit'}"])
+    table, w = exp.sample_weights(cfg)
+    per = {e: w[np.asarray(table.episode) == e].sum() for e in range(4)}
+    heaviest = sorted(per, key=per.get, reverse=True)
+    assert per[heaviest[1]] > per[heaviest[2]]  # a strict order: the two heaviest are well defined
+    assert episode_labels(path) == {e: e != 1 for e in heaviest[:2]}
+    assert exp.variant_overrides("recommended_reviewed") == [f"weighting={exp.recommended_rule()}",
+                                                             "labels=REVIEWED"]
+    assert "recommended_reviewed" not in exp.DEFAULT_VARIANTS
