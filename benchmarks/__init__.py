@@ -8,3 +8,25 @@ def print_report(report: dict, as_json: bool) -> dict:
 
     print(json.dumps(report) if as_json else json.dumps(report, indent=1))
     return report
+
+
+def dataset_arguments(ap, episodes: int, length: int, size: int) -> None:
+    """The synthetic dataset's sizes (tests.fixtures.datasets.make_synthetic_dataset) an annotation benchmark
+    takes, with its defaults."""
+    ap.add_argument("--episodes", type=int, default=episodes)
+    ap.add_argument("--length", type=int, default=length, help="frames per episode")
+    ap.add_argument("--fps", type=int, default=10)
+    ap.add_argument("--size", type=int, default=size, help="image side in pixels")
+
+
+def preload_annotation() -> None:
+    """One-time imports an annotation pays at start-up, kept out of the timed calls; the libraries' noise off
+    (configs.commands.quiet_libraries, as every command)."""
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import torchmetrics.functional  # noqa: F401
+
+    import pipeline.annotate  # noqa: F401
+    import pipeline.plots  # noqa: F401
+    from configs.commands import quiet_libraries
+
+    quiet_libraries()

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import print_report
+from benchmarks import dataset_arguments, preload_annotation, print_report
 from configs import load_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -44,23 +44,17 @@ def run_once(root: Path, out: Path, overrides: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--episodes", type=int, default=20)
-    ap.add_argument("--length", type=int, default=100, help="frames per episode")
-    ap.add_argument("--fps", type=int, default=10)
-    ap.add_argument("--size", type=int, default=96, help="image side in pixels")
+    dataset_arguments(ap, episodes=20, length=100, size=96)
     ap.add_argument("--skip-topreward", action="store_true", help="only the column reward")
     ap.add_argument("--plots", choices=("true", "false"), default="true")
     ap.add_argument("--json", action="store_true", help="print one JSON line only")
     args = ap.parse_args(argv)
 
-    # one-time imports (a CLI run pays them once at start-up) stay out of the timed calls
-    import matplotlib.backends.backend_agg  # noqa: F401
     import torch
-    import torchmetrics.functional  # noqa: F401
 
-    import pipeline.annotate  # noqa: F401
-    import pipeline.plots  # noqa: F401
     from tests.fixtures.datasets import make_synthetic_dataset
+
+    preload_annotation()  # one-time imports (a CLI run pays them once at start-up) stay out of the timed calls
 
     report = {"episodes": args.episodes, "length": args.length, "fps": args.fps,
               "image_size": [args.size, args.size], "plots": args.plots == "true",

@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import print_report
+from benchmarks import dataset_arguments, preload_annotation, print_report
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -118,10 +118,7 @@ def _median(runs: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--episodes", type=int, default=100)
-    ap.add_argument("--length", type=int, default=50, help="frames per episode")
-    ap.add_argument("--fps", type=int, default=10)
-    ap.add_argument("--size", type=int, default=64, help="image side in pixels")
+    dataset_arguments(ap, episodes=100, length=50, size=64)
     ap.add_argument("--prefix-every", type=int, default=5,
                     help="frames per prefix (5 at 10 fps: TOPReward's 2 fps sampling, one prefix per sample)")
     ap.add_argument("--calibrate", type=int, default=10, help="episodes timed to choose the wait")
@@ -137,14 +134,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", action="store_true", help="print one JSON line only")
     args = ap.parse_args(argv)
 
-    # one-time imports (a CLI run pays them once at start-up) stay out of the timed calls
-    import matplotlib.backends.backend_agg  # noqa: F401
     import torch
-    import torchmetrics.functional  # noqa: F401
 
-    import pipeline.annotate  # noqa: F401
-    import pipeline.plots  # noqa: F401
     from tests.fixtures.datasets import make_synthetic_dataset
+
+    preload_annotation()  # one-time imports (a CLI run pays them once at start-up) stay out of the timed calls
 
     report = {"episodes": args.episodes, "length": args.length, "fps": args.fps,
               "image_size": [args.size, args.size], "plots": args.plots == "true", "prefetch": args.prefetch,
