@@ -30,3 +30,17 @@ def preload_annotation() -> None:
     from configs.commands import quiet_libraries
 
     quiet_libraries()
+
+
+def synthetic_dataset(args, folder, report: dict):
+    """The benchmark's synthetic LeRobot dataset (one camera, ``dataset_arguments`` sizes) under ``folder``; the
+    seconds it took go into ``report``."""
+    import time
+
+    from tests.fixtures.datasets import make_synthetic_dataset
+
+    t0 = time.perf_counter()
+    root = make_synthetic_dataset(folder, episodes=args.episodes, length=args.length, fps=args.fps,
+                                  image_size=(args.size, args.size), cameras=("top",), seed=0)
+    report["dataset_seconds"] = round(time.perf_counter() - t0, 2)
+    return root

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import dataset_arguments, preload_annotation, print_report
+from benchmarks import dataset_arguments, preload_annotation, print_report, synthetic_dataset
 from configs import load_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -52,7 +52,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from tests.fixtures.datasets import make_synthetic_dataset
 
     preload_annotation()  # one-time imports (a CLI run pays them once at start-up) stay out of the timed calls
 
@@ -61,10 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
               "torch_threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        t0 = time.perf_counter()
-        root = make_synthetic_dataset(tmp / "ds", episodes=args.episodes, length=args.length, fps=args.fps,
-                                      image_size=(args.size, args.size), cameras=("top",), seed=0)
-        report["dataset_seconds"] = round(time.perf_counter() - t0, 2)
+        root = synthetic_dataset(args, tmp / "ds", report)
         common = [f"plots={args.plots}"]
         report["column"] = run_once(root, tmp / "out_column", ["reward=column", "reward.column=next.reward",
                                                                 *common])

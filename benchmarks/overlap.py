@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import dataset_arguments, preload_annotation, print_report
+from benchmarks import dataset_arguments, preload_annotation, print_report, synthetic_dataset
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -136,7 +136,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from tests.fixtures.datasets import make_synthetic_dataset
 
     preload_annotation()  # one-time imports (a CLI run pays them once at start-up) stay out of the timed calls
 
@@ -147,10 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
     common = [f"plots={args.plots}", f"pipeline.prefetch={args.prefetch}"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        t0 = time.perf_counter()
-        root = make_synthetic_dataset(tmp / "ds", episodes=args.episodes, length=args.length, fps=args.fps,
-                                      image_size=(args.size, args.size), cameras=("top",), seed=0)
-        report["dataset_seconds"] = round(time.perf_counter() - t0, 2)
+        root = synthetic_dataset(args, tmp / "ds", report)
         cal = calibrate(root, tmp, args.calibrate, args.prefix_every, common)
         report["calibration"] = cal
         if args.wait is None:
