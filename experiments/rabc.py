@@ -72,6 +72,11 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
                                       "weighting.success_from=minus_static"], "all"),
     "episode_quality_shrunk": (["weighting=episode_quality", f"weighting.beta={SHARP_BETA}",
                                 "weighting.shrink=static"], "all"),
+    # candidate: the default with the time to the top on the task's raw scale; added after the grid, when the
+    # 32B-like runs' heaviest episodes turned out to be failures whose flat or falling curves reach their own top
+    # at frame 0 (docs/experiments.md)
+    "episode_quality_time_dataset": (["weighting=episode_quality", f"weighting.beta={SHARP_BETA}",
+                                      "weighting.time_scale=dataset"], "all"),
     # the recommended rule after a person's look at the episodes it weighs most (labels=; a SIMULATED person
     # who labels those REVIEWED episodes with the corpus's own success): not label-free
     "recommended_reviewed": (["weighting=RECOMMENDED", "labels=REVIEWED"], "all"),

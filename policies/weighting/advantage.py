@@ -42,7 +42,10 @@ Notation (per sample i of episode e at frame t, H = the policy's chunk):
   of success scores that matters is measured against the task's raw range, so equally good episodes are not
   pulled apart by noise) and 1 for the time fraction; then
   z_e = (w_s·z(success_score) + w_f·z(final raw score) − w_t·z(T*_e / length_e)) / (w_s + w_f + w_t)
-  with w_s, w_f, w_t = ``success_weight``, ``final_weight``, ``time_weight``.
+  with w_s, w_f, w_t = ``success_weight``, ``final_weight``, ``time_weight``. ``time_scale="dataset"`` measures
+  the time fraction on the dataset scale instead: T*_e = the first frame whose p' (below) reaches ``top``, the
+  episode's length if none does. On the episode scale a curve that starts at its maximum (a failure the reward
+  model scores flat or falling) "reaches the top" at frame 0 and earns the largest time bonus of all.
 
 Weights from an advantage A (``transform``): ``"exp"``: w = min(exp(A/β), w_max), AWR's exponentiated
 advantage, clipped; ``"rank"``: w = F(A), the fraction of the dataset's samples whose advantage (the same
@@ -86,10 +89,21 @@ SCALES = ("dataset", "episode")
 SUCCESS_FROM = ("real", "minus_static")
 # "static": shrink z_e toward 0 (uniform weights) by the reliability the static controls estimate
 SHRINK = ("none", "static")
+# where the time to the top is measured: on the episode's own scale (every curve, a flat or falling one included,
+# reaches its own maximum somewhere) or on the task's common raw scale ("dataset": only an episode whose raw
+# score climbs to the top of the task's range reaches it; the rest count as never reaching it)
+TIME_SCALES = ("episode", "dataset")
 TRANSFORMS = ("exp", "rank", "top")
 
 
 # ------------------------------------------------------------------------------------------------ fitting
+
+
+def _first_at(episode: np.ndarray, frame: np.ndarray, reached: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Per episode index, the first frame where ``reached`` holds; the episode's length where it never does."""
+    first = lengths.astype(np.float64).copy()
+    np.minimum.at(first, episode[reached], frame[reached].astype(np.float64))
+    return first
 
 
 def _zscore(x: np.ndarray, groups: np.ndarray, floors: dict) -> np.ndarray:
@@ -156,13 +170,18 @@ class AdvantageStats:
             bins: int = 10, expectile: float = 0.7, smooth: int = 1, top: float = 0.95,
             success_weight: float = 1.0, final_weight: float = 0.0, time_weight: float = 0.5,
             std_floor: float = 0.1, eps: float = 1e-6, success_from: str = "real",
-            shrink: str = "none") -> AdvantageStats:
+            shrink: str = "none", time_scale: str = "episode") -> AdvantageStats:
         """Fit from ``table`` (:class:`data.progress_table.ProgressTable`) and the manifest's ``episodes``."""
         if scale not in SCALES:
             raise WeightingError(f"weighting={rule}: weighting.scale={scale!r} must be one of {SCALES}")
         if success_from not in SUCCESS_FROM or shrink not in SHRINK:
             raise WeightingError(f"weighting={rule}: weighting.success_from={success_from!r} must be one of {SUCCESS_FROM} and "
                                  f"weighting.shrink={shrink!r} one of {SHRINK}")
+        if time_scale not in TIME_SCALES:
+            raise WeightingError(f"weighting={rule}: weighting.time_scale={time_scale!r} must be one of {TIME_SCALES}")
+        if time_scale == "dataset" and scale != "dataset":
+            raise WeightingError(f"weighting={rule}: weighting.time_scale=dataset needs weighting.scale=dataset (the "
+                                 f"task's common raw scale), not {scale!r}")
         if not 0 < top <= 1:
             raise WeightingError(f"weighting={rule}: weighting.top={top} must be in (0, 1] (the shard progress that counts as the top)")
         if min(success_weight, final_weight, time_weight) < 0 or success_weight + final_weight + time_weight <= 0:
@@ -184,7 +203,7 @@ class AdvantageStats:
         known = np.zeros(size, bool)
         known[present] = True
         slope, offset = np.zeros(size), np.zeros(size)
-        top_frame, quality = np.zeros(size), np.full(size, np.nan)
+        quality = np.full(size, np.nan)
         pmin, pmax, last = np.full(size, np.inf), np.full(size, -np.inf), np.zeros(size)
         np.minimum.at(pmin, ep_col, level)
         np.maximum.at(pmax, ep_col, level)
@@ -192,9 +211,7 @@ class AdvantageStats:
         lengths = np.ones(size)
         for e in present:
             lengths[e] = float(by_index[int(e)].get("length") or last[e] + 1)
-        top_frame[present] = lengths[present]  # never at the top: as late as the episode is long
-        at_top = level >= top - 1e-9
-        np.minimum.at(top_frame, ep_col[at_top], frame_col[at_top].astype(np.float64))
+        top_frame = np.where(known, _first_at(ep_col, frame_col, level >= top - 1e-9, lengths), 0.0)
         tasks = np.array([str(by_index[int(e)].get("task", "")) for e in present])
 
         raw_lo, raw_hi, raw_final = {}, {}, {}
@@ -252,7 +269,9 @@ class AdvantageStats:
             if final_weight > 0:
                 f = np.array([raw_final[e] for e in present])
                 z = z + final_weight * _zscore(f, tasks, floors)
-            frac = top_frame[present] / lengths[present]
+            frac = (top_frame if time_scale == "episode" else
+                    _first_at(ep_col, frame_col, offset[ep_col] + slope[ep_col] * level >= top - 1e-9, lengths)
+                    )[present] / lengths[present]
             z = z - time_weight * _zscore(frac, tasks, {t: std_floor for t in floors})
             quality[present] = z / (success_weight + final_weight + time_weight)
             if shrink == "static":
