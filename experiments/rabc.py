@@ -254,31 +254,35 @@ def annotate(corpus: Path, out: Path, episodes: list[int] | None, horizon: int,
     return out
 
 
-def sample_weights(train_cfg):
-    """(fit table, weights) the run's rule gives every training sample, fitted exactly as training fits them."""
+def fitted_weights(train_cfg):
+    """(module, fit table, weights): the run's module with its rule fitted, and the weight that rule gives every
+    training sample, exactly as training fits and weighs them (the statistics: ``module.weighting_stats``)."""
     from data.progress_table import fit_progress_table
     from policies.training import build
     from policies.training import sample_weights as weights_of
 
     module, _, manifest = build(train_cfg)
     table = fit_progress_table(train_cfg.data.shards, module.adapter.needs().future_actions, manifest)
-    return table, weights_of(module, table, manifest)[1]
+    return module, table, weights_of(module, table, manifest)[1]
+
+
+def sample_weights(train_cfg):
+    """(fit table, weights) the run's rule gives every training sample (:func:`fitted_weights`)."""
+    return fitted_weights(train_cfg)[1:]
 
 
 def reviewed_labels(shards: Path, args, labels_doc: dict, path: Path) -> Path:
     """The labels file of a SIMULATED person who looks at the REVIEWED episodes the recommended rule weighs most
     (as training names them) and labels each with the corpus's own success; written once to ``path``."""
     from data.success_labels import Label, write_labels
+    from policies.training import heaviest_episodes
 
     if path.is_file():
         return path
     cfg = train_config([f"data.shards={shards}", *policy_overrides(args), f"weighting={recommended_rule()}",
                         f"out={path.parent / 'review_fit'}"])
     table, w = sample_weights(cfg)
-    episodes = np.asarray(table.episode)
-    ids = np.unique(episodes)
-    per = np.array([w[episodes == e].sum() for e in ids])
-    heaviest = [int(ids[i]) for i in np.argsort(-per, kind="stable")[:REVIEWED]]
+    heaviest = [e for e, _ in heaviest_episodes(table.episode, w, REVIEWED)]
     success = {int(e["episode_index"]): bool(e["success"]) for e in labels_doc["episodes"]}
     return write_labels(path, {("", e): Label(success[e], "SIMULATED person: the corpus's own success")
                                for e in heaviest})

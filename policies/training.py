@@ -233,6 +233,15 @@ def left_out_note(labels: dict[int, bool]) -> str:
             + (f" ({', '.join(map(str, failed[:10]))}{' …' if len(failed) > 10 else ''})" if failed else ""))
 
 
+def heaviest_episodes(episodes: np.ndarray, w: np.ndarray, top: int | None = None) -> list[tuple[int, float]]:
+    """(episode index, its sum of ``w``) of the ``top`` episodes carrying the most weight, heaviest first (ties:
+    the lower index first); every episode when ``top`` is None. ``episodes``: each sample's episode index."""
+    episodes = np.asarray(episodes)
+    ids = np.unique(episodes)
+    per = np.array([w[episodes == e].sum() for e in ids])
+    return [(int(ids[i]), float(per[i])) for i in np.argsort(-per, kind="stable")[:top]]
+
+
 def weight_notes(episodes: np.ndarray, rule: np.ndarray, w: np.ndarray, labels: dict[int, bool],
                  top: int = 5) -> list[str]:
     """What to look at before training: the episodes the weights ``w`` lean on most and the effective sample
@@ -242,16 +251,16 @@ def weight_notes(episodes: np.ndarray, rule: np.ndarray, w: np.ndarray, labels: 
 
     episodes = np.asarray(episodes)
     ids = np.unique(episodes)
-    per = np.array([w[episodes == e].sum() for e in ids])
+    total = float(w.sum())
     notes = []
-    if per.sum() <= 0:
+    if total <= 0:
         notes.append("weights: every sample weighs 0, nothing would be learned; check the weighting and labels=")
     else:
-        order = np.argsort(-per, kind="stable")[:top]
+        heavy = heaviest_episodes(episodes, w, top)
         ess = float(w.sum() ** 2 / (w * w).sum()) / len(w)
-        lean = ", ".join(f"{int(ids[i])} ({100 * per[i] / per.sum():.0f}%)" for i in order)
-        notes.append(f"weights: effective sample size {100 * ess:.0f}% of {len(w)} samples; the {len(order)} "
-                     f"episodes with the most weight carry {100 * per[order].sum() / per.sum():.0f}% of it: {lean}. "
+        lean = ", ".join(f"{e} ({100 * s / total:.0f}%)" for e, s in heavy)
+        notes.append(f"weights: effective sample size {100 * ess:.0f}% of {len(w)} samples; the {len(heavy)} "
+                     f"episodes with the most weight carry {100 * sum(s for _, s in heavy) / total:.0f}% of it: {lean}. "
                      "Look at those (the annotation's plots/); labels=FILE takes the ones a person marks failed out")
     if labels:
         notes.append(left_out_note(labels))

@@ -11,7 +11,7 @@ from configs import ConfigError
 from data.batches import episode_success
 from data.manifest import load_manifest
 from data.progress_table import fit_progress_table
-from policies.training import CheckpointError, build, sample_weights, train, weight_notes
+from policies.training import CheckpointError, build, heaviest_episodes, sample_weights, train, weight_notes
 from tests.fixtures.bc import tiny_cfg
 from tests.fixtures.shards import write_tiny_shards
 
@@ -88,6 +88,14 @@ def test_weight_notes_by_hand():
     assert "AUROC 1.00" in good and "may do worse" not in good  # negative control
     silent = weight_notes(episodes, rule, np.zeros(12), {})
     assert silent == ["weights: every sample weighs 0, nothing would be learned; check the weighting and labels="]
+
+
+def test_heaviest_episodes_by_hand():
+    episodes = np.array([5, 5, 2, 2, 2, 9])
+    w = np.array([1.0, 1.0, 0.5, 0.5, 1.0, 2.0])  # sums: 5 → 2.0, 2 → 2.0, 9 → 2.0 … then one heavier
+    assert heaviest_episodes(episodes, w) == [(2, 2.0), (5, 2.0), (9, 2.0)]  # ties: the lower index first
+    w[5] = 3.0
+    assert heaviest_episodes(episodes, w, 2) == [(9, 3.0), (2, 2.0)]
 
 
 def test_labels_of_episodes_the_shards_lack_are_refused(shards, tmp_path):

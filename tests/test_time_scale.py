@@ -51,6 +51,8 @@ def test_time_to_the_top_on_the_dataset_scale_never_credits_a_falling_curve():
     # the top frame quality_advantage reads after the top stays on the episode's scale either way
     np.testing.assert_array_equal(dataset.top_frame[:3], episode.top_frame[:3])
     np.testing.assert_array_equal(episode.top_frame[:3], [19, 10, 0])
+    np.testing.assert_array_equal(episode.time_frame[:3], [19, 10, 0])
+    np.testing.assert_array_equal(dataset.time_frame[:3], [19, 10, T])
 
 
 def test_time_scale_is_checked():

@@ -158,6 +158,7 @@ class AdvantageStats:
     offset: np.ndarray = field(repr=False)  # (E,) c_e: p' = c_e + a_e·p
     top_frame: np.ndarray = field(repr=False)  # (E,) T*_e
     quality: np.ndarray = field(repr=False)  # (E,) z_e (NaN when the manifest lacks what it needs)
+    time_frame: np.ndarray = field(repr=False)  # (E,) the T*_e z_e's time term read (on ``time_scale``)
     centres: np.ndarray = field(repr=False)  # (bins,)
     baseline: np.ndarray = field(repr=False)  # (bins,) smoothed b at the centres
     adv_std: float = 1.0
@@ -248,6 +249,9 @@ class AdvantageStats:
                 slope[e] = a
                 offset[e] = (raw_lo[e] - lo) / (hi - lo) - a * pmin[e]
 
+        time_frame = top_frame if time_scale == "episode" else np.where(
+            known, _first_at(ep_col, frame_col, offset[ep_col] + slope[ep_col] * level >= top - 1e-9, lengths), 0.0)
+
         # episode quality z_e, per task
         success = np.array([by_index[int(e)].get("success_score") for e in present], dtype=object)
         has_success = np.array([s is not None and np.isfinite(float(s)) for s in success])
@@ -269,9 +273,7 @@ class AdvantageStats:
             if final_weight > 0:
                 f = np.array([raw_final[e] for e in present])
                 z = z + final_weight * _zscore(f, tasks, floors)
-            frac = (top_frame if time_scale == "episode" else
-                    _first_at(ep_col, frame_col, offset[ep_col] + slope[ep_col] * level >= top - 1e-9, lengths)
-                    )[present] / lengths[present]
+            frac = time_frame[present] / lengths[present]
             z = z - time_weight * _zscore(frac, tasks, {t: std_floor for t in floors})
             quality[present] = z / (success_weight + final_weight + time_weight)
             if shrink == "static":
@@ -290,7 +292,7 @@ class AdvantageStats:
         resid = d2 - np.interp(p2, centres, base)
         adv_std = max(float(resid.std()), eps)
         return cls(rule=rule, scale=scale, top=float(top), known=known, slope=slope, offset=offset,
-                   top_frame=top_frame, quality=quality, centres=centres, baseline=base, adv_std=adv_std,
+                   top_frame=top_frame, quality=quality, time_frame=time_frame, centres=centres, baseline=base, adv_std=adv_std,
                    reliability=reliability,
                    table={"episode": ep_col, "frame": frame_col, "level": level, "gain": gain})
 
