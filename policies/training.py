@@ -269,10 +269,11 @@ def weight_notes(episodes: np.ndarray, rule: np.ndarray, w: np.ndarray, labels: 
         auc = success_detection(np.array([mean_rule[e] for e in scored]),
                                 np.array([labels[e] for e in scored]))["auroc"]
         if auc is not None:
-            notes.append(f"labels: the rule's weights rank the labelled successes above the failures with AUROC "
-                         f"{auc:.2f} (0.5 = chance, 1 = every success above every failure)"
-                         + (" — below 0.6, weighting by this reward may do worse than weighting=none "
-                            "(docs/experiments.md)" if auc < 0.6 else ""))
+            notes.append(f"labels: the rule's weights rank the {len(scored)} labelled episodes' successes above their "
+                         f"failures with AUROC {auc:.2f} (0.5 = chance, 1 = every success above every failure)"
+                         + (" — below 0.6: if the labelled episodes are a random sample, weighting by this reward "
+                            "may do worse than weighting=none; if they are the heaviest ones, the failures among "
+                            "them are what labels= takes out (docs/weighting.md)" if auc < 0.6 else ""))
     return notes
 
 
