@@ -44,6 +44,9 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 TASKS = ("push-v3", "pick-place-v3")
 SHARP_BETA = 0.25  # the sharper temperature of the *_sharp variants, fixed before any of them was run
+# the time to the top on the episode's own scale: the default of episode_quality until the simulated-error grid;
+# the variants that ran with it keep it
+EPISODE_TIME = "weighting.time_scale=episode"
 # variant name -> (train overrides, which shards: "all" or "expert")
 VARIANTS: dict[str, tuple[list[str], str]] = {
     "none": (["weighting=none"], "all"),
@@ -54,23 +57,23 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "awr": (["weighting=awr"], "all"),
     "filter": (["weighting=filter"], "all"),
     "progress_awr": (["weighting=progress_awr"], "all"),
-    "episode_quality": (["weighting=episode_quality", "weighting.beta=1.0"], "all"),
+    "episode_quality": (["weighting=episode_quality", EPISODE_TIME, "weighting.beta=1.0"], "all"),
     "quality_advantage": (["weighting=quality_advantage", "weighting.beta=1.0"], "all"),
-    "episode_quality_sharp": (["weighting=episode_quality", f"weighting.beta={SHARP_BETA}"], "all"),
+    "episode_quality_sharp": (["weighting=episode_quality", EPISODE_TIME, f"weighting.beta={SHARP_BETA}"], "all"),
     "quality_advantage_sharp": (["weighting=quality_advantage", f"weighting.beta={SHARP_BETA}"], "all"),
     # filtered BC on the best episodes by z_e ("%BC", Chen et al. 2021); added after the variants above had run
-    "episode_filter": (["weighting=episode_quality", "weighting.transform=top"], "all"),
-    "episode_filter_25": (["weighting=episode_quality", "weighting.transform=top", "weighting.top_fraction=0.25"],
+    "episode_filter": (["weighting=episode_quality", EPISODE_TIME, "weighting.transform=top"], "all"),
+    "episode_filter_25": (["weighting=episode_quality", EPISODE_TIME, "weighting.transform=top", "weighting.top_fraction=0.25"],
                           "all"),
-    "episode_quality_sharper": (["weighting=episode_quality", "weighting.beta=0.1"], "all"),  # added last
+    "episode_quality_sharper": (["weighting=episode_quality", EPISODE_TIME, "weighting.beta=0.1"], "all"),  # added last
     # the rule README recommends and the demo runs (configs/demo.yaml `weighting`, with its YAML's parameters):
     # resolved when the experiment runs, so its runs restart when the recommendation changes
     "recommended": (["weighting=RECOMMENDED"], "all"),
     # candidates against the reward model's errors (docs/weighting.md), read the static-video control: only on a
     # simulated profile's annotation, which carries it
-    "episode_quality_minus_static": (["weighting=episode_quality", f"weighting.beta={SHARP_BETA}",
+    "episode_quality_minus_static": (["weighting=episode_quality", EPISODE_TIME, f"weighting.beta={SHARP_BETA}",
                                       "weighting.success_from=minus_static"], "all"),
-    "episode_quality_shrunk": (["weighting=episode_quality", f"weighting.beta={SHARP_BETA}",
+    "episode_quality_shrunk": (["weighting=episode_quality", EPISODE_TIME, f"weighting.beta={SHARP_BETA}",
                                 "weighting.shrink=static"], "all"),
     # candidate: the default with the time to the top on the task's raw scale; added after the grid, when the
     # 32B-like runs' heaviest episodes turned out to be failures whose flat or falling curves reach their own top
@@ -99,10 +102,22 @@ def recommended_rule() -> str:
     return str(load_config("demo").weighting)
 
 
+def recommended_overrides() -> list[str]:
+    """Today's recommendation as train overrides: the rule and every parameter of its YAML, so that a changed
+    parameter (not only a changed rule) makes the results of ``recommended`` restart."""
+    from omegaconf import OmegaConf
+
+    import configs
+
+    rule = recommended_rule()
+    params = OmegaConf.load(Path(configs.__file__).parent / "weighting" / f"{rule}.yaml")
+    return [f"weighting={rule}", *(f"weighting.{k}={v}" for k, v in params.items())]
+
+
 def variant_overrides(name: str) -> list[str]:
     """The train overrides of variant ``name`` (``recommended`` resolved to today's recommendation)."""
     extra, _ = VARIANTS[name]
-    return [f"weighting={recommended_rule()}" if o == "weighting=RECOMMENDED" else o for o in extra]
+    return [r for o in extra for r in (recommended_overrides() if o == "weighting=RECOMMENDED" else [o])]
 
 
 def reward_overrides(reward: str, column: str) -> list[str]:
@@ -586,6 +601,8 @@ def run_task(task: str, args, variants: list[str], reward: str = COLUMN) -> dict
         v = results["variants"].setdefault(name, {"overrides": extra, "shards": which, "runs": []})
         if v["overrides"] != extra:  # `recommended` now means another rule: its earlier runs no longer count
             results["variants"][name] = {"overrides": extra, "shards": which, "runs": []}
+            if any(o.startswith("labels=") for o in VARIANTS[name][0]):
+                (out / "reviewed_labels.csv").unlink(missing_ok=True)  # the heaviest episodes of the old rule
     for seed in range(args.seeds):
         for name in variants:
             extra, which = variant_overrides(name), VARIANTS[name][1]
