@@ -1,6 +1,7 @@
 """The target check and the configs of experiments/rabc.py, on hand-built evaluation counts."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,9 +121,21 @@ def test_report_per_reward_profile(tmp_path):
 
 
 def test_recommended_is_the_demos_rule_and_profiles_annotate_with_the_control():
+    from omegaconf import OmegaConf
+
+    import configs
     from configs import load_config
 
-    assert exp.variant_overrides("recommended") == [f"weighting={load_config('demo').weighting}"]
+    rule = load_config("demo").weighting
+    recommended = exp.variant_overrides("recommended")
+    # the rule and every parameter of its YAML, so that a changed parameter restarts the recommended runs
+    assert recommended[0] == f"weighting={rule}"
+    yaml = OmegaConf.load(Path(configs.__file__).parent / "weighting" / f"{rule}.yaml")
+    assert recommended[1:] == [f"weighting.{k}={v}" for k, v in yaml.items()] and len(recommended) > 5
+    assert "weighting.time_scale=dataset" in recommended and "weighting.beta=0.25" in recommended
+    assert exp.variant_overrides("recommended_reviewed")[:-1] == recommended
+    # the rules that ran before the default changed keep the episode's scale
+    assert "weighting.time_scale=episode" in exp.variant_overrides("episode_quality_sharp")
     assert exp.variant_overrides("filter") == ["weighting=filter"]
     assert exp.reward_overrides("column", "next.reward") == ["reward=column", "reward.column=next.reward"]
     assert exp.reward_overrides("weak", "next.reward") == ["reward=vlm_errors", "reward.profile=weak",
@@ -180,6 +193,5 @@ def test_the_simulated_review_labels_the_heaviest_episodes(tmp_path, monkeypatch
     heaviest = sorted(per, key=per.get, reverse=True)
     assert per[heaviest[1]] > per[heaviest[2]]  # a strict order: the two heaviest are well defined
     assert episode_labels(path) == {e: e != 1 for e in heaviest[:2]}
-    assert exp.variant_overrides("recommended_reviewed") == [f"weighting={exp.recommended_rule()}",
-                                                             "labels=REVIEWED"]
+    assert exp.variant_overrides("recommended_reviewed") == [*exp.recommended_overrides(), "labels=REVIEWED"]
     assert "recommended_reviewed" not in exp.DEFAULT_VARIANTS
