@@ -59,6 +59,7 @@ def test_time_scale_is_checked():
     table, episodes = _corpus()
     with pytest.raises(WeightingError, match="time_scale='raw'"):
         fit_weighting_stats("episode_quality", table, episodes, **{**PARAMS, "time_scale": "raw"})
-    with pytest.raises(WeightingError, match="time_scale=dataset needs weighting.scale=dataset"):
-        fit_weighting_stats("episode_quality", table, episodes, **{**PARAMS, "scale": "episode",
-                                                                   "time_scale": "dataset"})
+    # scale=episode has no common scale: time_scale=dataset then reads the episode's own, as time_scale=episode does
+    own = fit_weighting_stats("episode_quality", table, episodes, **{**PARAMS, "scale": "episode",
+                                                                     "time_scale": "dataset"})
+    np.testing.assert_array_equal(own.time_frame[:3], [19, 10, 0])

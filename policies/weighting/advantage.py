@@ -43,7 +43,7 @@ Notation (per sample i of episode e at frame t, H = the policy's chunk):
   pulled apart by noise) and 1 for the time fraction; then
   z_e = (w_s·z(success_score) + w_f·z(final raw score) − w_t·z(T*_e / length_e)) / (w_s + w_f + w_t)
   with w_s, w_f, w_t = ``success_weight``, ``final_weight``, ``time_weight``. ``time_scale="dataset"`` measures
-  the time fraction on the dataset scale instead: T*_e = the first frame whose p' (below) reaches ``top``, the
+  the time fraction on the dataset scale instead (with ``scale="episode"``, which has none, on the episode's): T*_e = the first frame whose p' (below) reaches ``top``, the
   episode's length if none does. On the episode scale a curve that starts at its maximum (a failure the reward
   model scores flat or falling) "reaches the top" at frame 0 and earns the largest time bonus of all.
 
@@ -180,9 +180,6 @@ class AdvantageStats:
                                  f"weighting.shrink={shrink!r} one of {SHRINK}")
         if time_scale not in TIME_SCALES:
             raise WeightingError(f"weighting={rule}: weighting.time_scale={time_scale!r} must be one of {TIME_SCALES}")
-        if time_scale == "dataset" and scale != "dataset":
-            raise WeightingError(f"weighting={rule}: weighting.time_scale=dataset needs weighting.scale=dataset (the "
-                                 f"task's common raw scale), not {scale!r}")
         if not 0 < top <= 1:
             raise WeightingError(f"weighting={rule}: weighting.top={top} must be in (0, 1] (the shard progress that counts as the top)")
         if min(success_weight, final_weight, time_weight) < 0 or success_weight + final_weight + time_weight <= 0:
@@ -249,7 +246,8 @@ class AdvantageStats:
                 slope[e] = a
                 offset[e] = (raw_lo[e] - lo) / (hi - lo) - a * pmin[e]
 
-        time_frame = top_frame if time_scale == "episode" else np.where(
+        # with scale=episode there is no common scale (slope 1, offset 0): the time is the episode scale's
+        time_frame = top_frame if time_scale == "episode" or scale == "episode" else np.where(
             known, _first_at(ep_col, frame_col, offset[ep_col] + slope[ep_col] * level >= top - 1e-9, lengths), 0.0)
 
         # episode quality z_e, per task
