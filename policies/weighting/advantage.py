@@ -43,8 +43,8 @@ Notation (per sample i of episode e at frame t, H = the policy's chunk):
   pulled apart by noise) and 1 for the time fraction; then
   z_e = (w_s·z(success_score) + w_f·z(final raw score) − w_t·z(T*_e / length_e)) / (w_s + w_f + w_t)
   with w_s, w_f, w_t = ``success_weight``, ``final_weight``, ``time_weight``. ``time_scale="dataset"`` measures
-  the time fraction on the dataset scale instead (with ``scale="episode"``, which has none, on the episode's): T*_e = the first frame whose p' (below) reaches ``top``, the
-  episode's length if none does. On the episode scale a curve that starts at its maximum (a failure the reward
+  the time fraction on the dataset scale instead: T*_e = the first frame whose p' (below) reaches ``top``, the
+  episode's length if none does (with ``scale="episode"``, which has no common scale, the episode's own). On the episode scale a curve that starts at its maximum (a failure the reward
   model scores flat or falling) "reaches the top" at frame 0 and earns the largest time bonus of all.
 
 Weights from an advantage A (``transform``): ``"exp"``: w = min(exp(A/β), w_max), AWR's exponentiated
