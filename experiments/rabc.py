@@ -294,7 +294,7 @@ def reviewed_labels(shards: Path, args, labels_doc: dict, path: Path) -> Path:
 
     if path.is_file():
         return path
-    cfg = train_config([f"data.shards={shards}", *policy_overrides(args), f"weighting={recommended_rule()}",
+    cfg = train_config([f"data.shards={shards}", *policy_overrides(args), *recommended_overrides(),
                         f"out={path.parent / 'review_fit'}"])
     table, w = sample_weights(cfg)
     heaviest = [e for e, _ in heaviest_episodes(table.episode, w, REVIEWED)]
