@@ -13,15 +13,14 @@
 from __future__ import annotations
 
 import json
-import logging
-import shutil
 import sys
 import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from configs import ConfigError, load_config, parse_cli, save_config
+from configs import ConfigError, UserError, load_config, parse_cli, save_config
+from configs.outputs import claim_output
 from data.quality_labels import LABELS_FILE
 from pipeline.report import fmt
 
@@ -134,7 +133,9 @@ def run(cfg: DictConfig) -> dict:
     from policies.training import train
 
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    # every demo run is the same "run": a demo folder is continued (its stages cache their work), a foreign
+    # folder refused before anything is written
+    claim_output(out, {}, overwrite=False, kind="demo", ours=())
     save_config(cfg, out)
     stages: dict = {}
 
@@ -166,20 +167,20 @@ def run(cfg: DictConfig) -> dict:
     stages["reward_report"] = write_reward_report(c_ann.out, labels="next.success")
 
     print(f"[3/5] train ACT with weighting={cfg.weighting} for {cfg.steps} steps → {c_train.out}", flush=True)
-    if Path(c_train.out).exists():
-        shutil.rmtree(c_train.out)  # the demo's own previous run: start fresh
+    c_train.overwrite = True  # the demo's own previous training run (and nothing else): start fresh
     summary = train(c_train)
     stages["train"] = {"steps": summary.steps, "seconds": summary.seconds, "final_loss": summary.final_loss or float("nan"),
                        "export": str(summary.export)}
     _loss_curve(Path(c_train.out), out / "loss.png")
 
     print(f"[4/5] evaluate the export: {cfg.rollouts} rollouts → {c_eval.out}", flush=True)
+    c_eval.overwrite = True  # the demo's own previous evaluation, if its settings changed
     stages["eval"] = evaluate(c_eval)
     if cfg.references:
         refs = {}
         for name in ("expert", "random"):
             ref_cfg = stage_config("evaluate", [*stage_overrides(cfg, "evaluate"), f"policy={name}", "videos=0",
-                                                f"out={out / ('eval_' + name)}"])
+                                                f"out={out / ('eval_' + name)}", "overwrite=true"])
             refs[name] = evaluate(ref_cfg, progress=False)
         stages["references"] = refs
 
@@ -190,15 +191,8 @@ def run(cfg: DictConfig) -> dict:
     return stages
 
 
-def quiet_video_backend_warning() -> None:
-    """lerobot warns at import time, with a traceback, when torchcodec's FFmpeg libraries are missing; we read
-    videos with PyAV (``dataset.video_backend=pyav``), so that warning is noise."""
-    logging.getLogger("lerobot.utils.import_utils").setLevel(logging.ERROR)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    quiet_video_backend_warning()
     from configs.commands import quiet_libraries
 
     quiet_libraries()
@@ -207,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         OmegaConf.resolve(cfg)
         t0 = time.perf_counter()
         stages = run(cfg)
-    except ConfigError as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     ev, refs = stages["eval"], stages.get("references", {})

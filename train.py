@@ -14,12 +14,12 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     """The command, through the shared runner (configs.commands): one line on stderr and exit 2 for a mistake
-    the message says how to fix (``--debug`` adds the traceback); exit 130 after Ctrl-C with the resume line."""
+    the message says how to fix (any ``configs.UserError``; ``--debug`` adds the traceback) or a full disk;
+    exit 130 after Ctrl-C with the resume line."""
     from configs.commands import DEBUG_FLAG, run_command
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    return run_command(_main, argv, errors=errors(),
-                       interrupted=interrupted([a for a in argv if a != DEBUG_FLAG]))
+    return run_command(_main, argv, interrupted=interrupted([a for a in argv if a != DEBUG_FLAG]))
 
 
 def _main(argv: list[str]) -> int:
@@ -30,20 +30,6 @@ def _main(argv: list[str]) -> int:
     if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
         print(summary.text())
     return 0
-
-
-def errors() -> tuple[type[Exception], ...]:
-    """The exceptions whose message is the whole story (anything else is a bug and keeps its traceback)."""
-    from configs import ConfigError
-    from data.manifest import ManifestError
-    from data.schema import WindowError
-    from data.shards import ShardError
-    from policies.adapters.base import PolicyConfigError
-    from policies.training import TrainingDiverged
-    from policies.weighting import WeightingError
-
-    return (ConfigError, ManifestError, ShardError, WindowError, PolicyConfigError, WeightingError,
-            TrainingDiverged)
 
 
 def interrupted(argv: list[str]) -> str:

@@ -6,7 +6,8 @@ Builds a synthetic LeRobot v3 dataset (``data.synthetic``, AV1 video), annotates
 (``pipeline.annotate``) and then reads the SAME training samples — observation at t, action chunk
 a[t:t+H] with its padding mask, progress window — two ways, with the same batch size and 2 workers:
 
-(a) ``data.batches.ShardDataModule`` over the shards (JPEG decoding in the workers);
+(a) ``data.batches.ShardDataModule`` over the shards (JPEG decoding in the workers), hashing every shard
+    against the manifest's sha256 as it reads (its default), and once more without that check (its cost);
 (b) ``lerobot.datasets.LeRobotDataset`` with ``delta_timestamps`` (video decoding per sample), shuffled.
 
 It prints samples/s of each and their ratio (a)/(b), then ACT and Diffusion training steps/s on CPU at small,
@@ -64,12 +65,13 @@ def rate(loader, batches: int, warmup: int = 2) -> tuple[float, float]:
     return n / (time.perf_counter() - t1), first
 
 
-def shard_rate(shards: Path, horizon: int, batch: int, workers: int, batches: int) -> tuple[float, float]:
+def shard_rate(shards: Path, horizon: int, batch: int, workers: int, batches: int,
+               verify: bool = True) -> tuple[float, float]:
     from data.batches import ShardDataModule, WindowNeeds
 
     needs = WindowNeeds(obs_steps=1, future_actions=horizon, features=("observation.images.top", "observation.state"))
     dm = ShardDataModule(shards, needs, batch_size=batch, num_workers=workers, shuffle_buffer=1000,
-                         steps_per_epoch=batches + 2)
+                         steps_per_epoch=batches + 2, verify=verify)
     return rate(dm.train_dataloader(), batches)
 
 
@@ -149,12 +151,16 @@ def main(argv: list[str] | None = None) -> int:
         src, shards = build_data(work, args.episodes, args.length, args.image, 2, args.horizon)
         prep = time.perf_counter() - t0
         shard_sps, shard_first = shard_rate(shards, args.horizon, args.batch, args.workers, args.batches)
+        # the same loader without hashing each shard against the manifest: the check's cost, side by side
+        unverified_sps, _ = shard_rate(shards, args.horizon, args.batch, args.workers, args.batches, verify=False)
         lr_sps, lr_first = lerobot_rate(src, args.horizon, args.batch, args.workers, args.batches)
         result = {
             "samples": args.episodes * args.length, "image": args.image, "horizon": args.horizon,
             "batch": args.batch, "workers": args.workers, "timed_batches": args.batches,
             "shards_samples_per_s": round(shard_sps, 1), "lerobot_samples_per_s": round(lr_sps, 1),
             "ratio": round(shard_sps / lr_sps, 2),
+            "shards_unverified_samples_per_s": round(unverified_sps, 1),
+            "verified_over_unverified": round(shard_sps / unverified_sps, 3),
             "shards_first_batch_s": round(shard_first, 2), "lerobot_first_batch_s": round(lr_first, 2),
             "prepare_s": round(prep, 1), "torch_threads": torch.get_num_threads(),
         }

@@ -31,7 +31,12 @@ OVERLAY_GROUPS = ("debug", "experiment")
 PROFILE_DIR = CONFIG_DIR / "reward" / "vlm_errors_profiles"
 
 
-class ConfigError(ValueError):
+class UserError(Exception):
+    """Bad input a user can fix: the message names the value, where it came from and what to do. Every error of
+    this kind, whatever stage raises it, is printed by every command as one line (:mod:`configs.commands`)."""
+
+
+class ConfigError(UserError, ValueError):
     """A configuration value or key is wrong; the message says which and what to do."""
 
 

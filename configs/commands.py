@@ -1,10 +1,13 @@
 """How every command (``python -m ...``, ``train.py``) ends: one mapping of failures to messages and exit codes.
 
     def main(argv=None) -> int:
-        return run_command(_main, argv, errors=(SourceError,), interrupted=RESUME_HINT)
+        return run_command(_main, argv, interrupted=RESUME_HINT)
 
-- a known error (:class:`configs.ConfigError` and the ``errors`` a command names: bad input whose message
-  already says what is wrong and what to do) prints ``error: MESSAGE`` on one line and exits 2;
+- a known error (:class:`configs.UserError`, the base of every stage's bad-input errors, and the ``errors`` a
+  command names: bad input whose message already says what is wrong and what to do) prints ``error: MESSAGE``
+  on one line and exits 2;
+- a full disk (``OSError`` ENOSPC) prints one line naming the file, that what was finished is kept, and how to
+  continue (the ``interrupted`` line), and exits 2;
 - Ctrl-C (KeyboardInterrupt) prints the command's ``interrupted`` line (how to resume) and exits 130, the
   shell's code for SIGINT;
 - ``--debug`` anywhere on the command line also prints the traceback of either; it is removed from the
@@ -15,11 +18,12 @@ It lives in ``configs`` (the lowest layer) so that every stage's command can imp
 
 from __future__ import annotations
 
+import errno
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from configs import ConfigError
+from configs import UserError
 
 DEBUG_FLAG = "--debug"
 EXIT_ERROR = 2
@@ -57,6 +61,9 @@ def quiet_libraries() -> None:
         hf_logging.disable_progress_bar()
     except ImportError:  # only the VLM rewards need it
         pass
+    # lerobot logs torchcodec's whole traceback at import where FFmpeg's shared libraries are missing; our
+    # commands read video through PyAV (data.source's default backend), so there it is noise
+    logging.getLogger("lerobot.utils.import_utils").setLevel(logging.ERROR)
     try:  # libav's INFO lines ("Starting second pass: moving the moov atom ...") per encoded episode
         import av.logging
 
@@ -96,8 +103,23 @@ def run_command(fn: Callable[[list[str]], int], argv: Sequence[str] | None = Non
             traceback.print_exc()
         print(interrupted, file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (ConfigError, *errors) as exc:
+    except (UserError, *errors) as exc:
         if debug:
             traceback.print_exc()
         print(f"error: {error_message(exc)}", file=sys.stderr)
         return EXIT_ERROR
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        if debug:
+            traceback.print_exc()
+        print(disk_full_message(exc, interrupted), file=sys.stderr)
+        return EXIT_ERROR
+
+
+def disk_full_message(exc: OSError, interrupted: str = INTERRUPTED) -> str:
+    """One line for a full disk: the file being written, that finished work is kept, and the command's way to
+    continue (its ``interrupted`` line without the word "interrupted")."""
+    where = f" writing {exc.filename}" if exc.filename else ""
+    how = interrupted.removeprefix(INTERRUPTED).lstrip(";: ") or "re-run the same command to continue"
+    return (f"error: no space left on the device{where}; what was finished before is kept. Free some space, then {how}")

@@ -6,39 +6,76 @@
 A folder belongs to a run when it holds ``run.json`` (written first, before anything else) with the run's
 ``kind`` and ``identity`` (what must match for a re-run to continue it) and a fingerprint of the identity. A
 folder that is missing or empty is claimed; one whose ``run.json`` has the same kind and fingerprint is the
-same run (the caller decides whether it may continue); anything else is refused with the keys that differ,
-unless ``overwrite``, which deletes the run's own entries (``ours``) and leaves foreign files alone.
+same run (the caller decides whether it may continue); one of the same kind with another identity is refused
+with the keys that differ, unless ``overwrite``, which deletes the run's own entries (``ours``) and leaves
+foreign files alone. A folder that is not empty and has no ``run.json`` was not made by a topbc command: it is
+always refused, ``overwrite`` or not, and nothing in it is touched.
+
+A claimed folder is locked (``.topbc.lock``, an advisory ``flock`` held until the process ends), so a second
+process writing the same folder is refused at once instead of racing the first for its files.
 It lives in ``configs`` (the first stage) so that every command can import it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from configs import ConfigError
 
 RUN_FILE = "run.json"
-
-
-def atomic_write(path: str | Path, text: str | bytes) -> Path:
-    """Write ``path`` through a temporary file in the same folder and ``os.replace``, so a kill never leaves it
-    half-written and a reader never sees half of it."""
-    path = Path(path)
-    tmp = path.with_name("." + path.name + ".tmp")
-    if isinstance(text, bytes):
-        tmp.write_bytes(text)
-    else:
-        tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+LOCK_FILE = ".topbc.lock"
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once, at import (reading it means setting it)
 
 
 class OutputError(ConfigError):
     """The output folder holds something this run must not mix with."""
+
+
+def atomic_write(path: str | Path, text: str | bytes) -> Path:
+    """Write ``path`` through a temporary file of its own in the same folder and ``os.replace``, so a kill never
+    leaves it half-written, a reader never sees half of it, and two writers never share a temporary file."""
+    path = Path(path)
+    data = text if isinstance(text, bytes) else text.encode("utf-8")
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would make it, not mkstemp's private 0600
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+_LOCKS: dict[Path, int] = {}  # folder -> the open descriptor whose flock this process holds
+
+
+def lock_folder(out: str | Path, what: str = "output folder") -> None:
+    """Hold an exclusive advisory lock on ``out`` (its ``.topbc.lock``) until this process ends; another process
+    holding it is refused with :class:`OutputError`. Taking it again in the same process is a no-op."""
+    out = Path(out).resolve()
+    if out in _LOCKS:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise OutputError(f"{what} {out} is in use by another topbc process (pid {holder}); wait for it to "
+                          "finish, or choose another folder") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    _LOCKS[out] = fd
 
 
 def config_identity(cfg, dropped: tuple[str, ...] = ()) -> dict:
@@ -99,21 +136,19 @@ def check_output(out: str | Path, identity: dict, overwrite: bool, kind: str) ->
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"out={out} is a file, not a folder; choose a folder")
-    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    entries = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE) if out.is_dir() else []
     if not entries:
         return "new"
     previous = read_run(out)
-    if overwrite:
-        if previous is not None and previous.get("kind") != kind:
-            raise OutputError(f"out={out} holds {previous.get('kind') or 'another command'}'s output; overwrite=true only replaces a "
-                              f"{kind} run: choose another folder")
-        return "new"
     if previous is None:
-        raise OutputError(f"out={out} is not empty ({', '.join(entries[:5])}) and holds no {kind} run "
-                          f"({RUN_FILE}); choose another folder, or set overwrite=true to write there anyway")
+        raise OutputError(f"out={out} is not empty ({', '.join(entries[:5])}) and was not written by a topbc "
+                          f"command (it has no {RUN_FILE}); choose another folder (overwrite=true only replaces "
+                          "a folder a topbc command created, and never this one)")
     if previous.get("kind") != kind:
         raise OutputError(f"out={out} holds {previous.get('kind') or 'another command'}'s output, not a {kind} run; "
-                          "choose another folder")
+                          f"choose another folder (overwrite=true only replaces a {kind} run)")
+    if overwrite:
+        return "new"
     if previous.get("fingerprint") != fingerprint(identity):
         # the config's keys as the user types them (reward.name, not config.reward.name)
         diff = [d.removeprefix("config.") for d in differences(previous.get("identity", {}), identity)]
@@ -127,11 +162,13 @@ def check_output(out: str | Path, identity: dict, overwrite: bool, kind: str) ->
 
 
 def claim_output(out: str | Path, identity: dict, overwrite: bool, kind: str, ours: tuple[str, ...]) -> str:
-    """Claim ``out`` for a run of ``kind`` with ``identity``; returns ``"new"`` or ``"same"`` (the folder already
-    holds this run). Raises :class:`OutputError` naming what differs, unless ``overwrite``, which deletes the
-    run's own entries (``ours``) first."""
+    """Claim ``out`` for a run of ``kind`` with ``identity`` and lock it (:func:`lock_folder`); returns ``"new"``
+    or ``"same"`` (the folder already holds this run). Raises :class:`OutputError` naming what differs, unless
+    ``overwrite``, which deletes the run's own entries (``ours``) first, in a folder of a run of this kind only."""
     out = Path(out)
-    state = check_output(out, identity, overwrite, kind)
+    check_output(out, identity, overwrite, kind)  # refuse before creating or locking anything
+    lock_folder(out)
+    state = check_output(out, identity, overwrite, kind)  # again under the lock: another process may have won
     if state == "same":
         return "same"
     if overwrite and out.is_dir():
@@ -143,7 +180,5 @@ def claim_output(out: str | Path, identity: dict, overwrite: bool, kind: str, ou
                 p.unlink()
     run = {"kind": kind, "fingerprint": fingerprint(identity), "identity": identity}
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{RUN_FILE}.tmp"
-    tmp.write_text(json.dumps(run, indent=1, default=str))
-    os.replace(tmp, out / RUN_FILE)  # first, and whole: a folder of ours is never without it
+    atomic_write(out / RUN_FILE, json.dumps(run, indent=1, default=str))  # first, and whole
     return "new"

@@ -44,6 +44,7 @@ from data.manifest import (
     load_manifest,
     locate,
     shard_counts,
+    shard_hashes,
     shard_paths,
 )
 from data.schema import (
@@ -237,7 +238,7 @@ class ShardStream(IterableDataset):
     def __init__(self, paths: list[Path | str], needs: WindowNeeds, batch_size: int, steps_per_epoch: int,
                  shuffle_buffer: int = 1000, seed: int = 0, rank: int = 0, world_size: int = 1,
                  success: dict[int, float] | None = None, handler: Handler = reraise,
-                 counts: dict[str, int] | None = None):
+                 counts: dict[str, int] | None = None, hashes: dict[str, str] | None = None):
         if batch_size < 1 or steps_per_epoch < 1:
             raise ValueError(f"batch_size={batch_size} and steps_per_epoch={steps_per_epoch} must be >= 1")
         self.paths = [as_location(p) for p in paths]  # local paths as Paths; URLs and pipe: commands as given
@@ -245,7 +246,7 @@ class ShardStream(IterableDataset):
         self.shuffle_buffer, self.seed, self.rank, self.world_size = shuffle_buffer, seed, rank, world_size
         self.decoder = SampleDecoder(needs, success)
         self.handler = handler
-        self.counts = counts
+        self.counts, self.hashes = counts, hashes
         self.epoch = 0
         self.start_batch = 0
         self.first_worker: int | None = None  # None: the worker that owns batch start_batch (see worker)
@@ -277,7 +278,7 @@ class ShardStream(IterableDataset):
             while True:
                 order = list(mine)
                 rng.shuffle(order)
-                stream = tar_samples(order, self.handler, self.counts)
+                stream = tar_samples(order, self.handler, self.counts, self.hashes)
                 if self.needs.past_actions:
                     stream = with_past_actions(stream, self.needs.past_actions, self.handler)
                 if not by_shard:
@@ -372,8 +373,9 @@ class ShardDataModule(pl.LightningDataModule):
     ``root``: the annotation output, a local folder or a URL / ``pipe:`` template (:mod:`data.manifest`)."""
 
     def __init__(self, root: str | Path, needs: WindowNeeds, batch_size: int = 32, num_workers: int = 2,
-                 shuffle_buffer: int = 1000, steps_per_epoch: int = 200, seed: int = 0):
+                 shuffle_buffer: int = 1000, steps_per_epoch: int = 200, seed: int = 0, verify: bool = True):
         super().__init__()
+        self.verify = verify  # hash every shard as it is read against the manifest's sha256
         self.root = as_root(root)
         self.needs = needs
         self.batch_size, self.num_workers = batch_size, num_workers
@@ -392,7 +394,8 @@ class ShardDataModule(pl.LightningDataModule):
     def stream(self, rank: int = 0, world_size: int = 1) -> ShardStream:
         return ShardStream(self.paths, self.needs, self.batch_size, self.steps_per_epoch, self.shuffle_buffer,
                            self.seed, rank, world_size, episode_success(self.manifest),
-                           counts=shard_counts(self.root, self.manifest))
+                           counts=shard_counts(self.root, self.manifest),
+                           hashes=shard_hashes(self.root, self.manifest) if self.verify else None)
 
     def train_dataloader(self) -> EpochLoader:
         trainer = getattr(self, "trainer", None)

@@ -80,6 +80,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from configs import UserError
 from data.schema import SCHEMA_VERSION
 
 MANIFEST = "manifest.json"
@@ -93,7 +94,7 @@ SOURCE_KEYS = ("repo_id", "root", "fps", "features", "total_episodes", "episodes
 IMAGE_HIST = "image_hist"
 
 
-class ManifestError(FileNotFoundError):
+class ManifestError(UserError, FileNotFoundError):
     """The annotation output folder or its manifest is missing or unreadable."""
 
 
@@ -293,6 +294,12 @@ def shard_counts(root: str | Path, manifest: dict) -> dict[str, int]:
     """Shard location (as :func:`shard_paths` gives it, as a string) → the sample count the manifest lists for
     it (to detect truncated tars)."""
     return {str(locate(root, s["name"])): int(s["count"]) for s in manifest["shards"] if "count" in s}
+
+
+def shard_hashes(root: str | Path, manifest: dict) -> dict[str, str]:
+    """Shard location (as :func:`shard_paths` gives it) → the sha256 the manifest lists for it (to detect a
+    shard replaced after annotation)."""
+    return {str(locate(root, s["name"])): str(s["sha256"]) for s in manifest["shards"] if s.get("sha256")}
 
 
 def stats_arrays(stats: dict) -> dict[str, dict[str, np.ndarray]]:

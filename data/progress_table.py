@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.manifest import load_manifest, shard_counts, shard_paths
+from data.manifest import load_manifest, shard_counts, shard_hashes, shard_paths
 from data.schema import PROGRESS, WindowError, decode_array, parse_key
 from data.shards import ShardError, tar_samples
 
@@ -52,7 +52,8 @@ def fit_progress_table(root: str | Path, future_actions: int, manifest: dict | N
     """
     manifest = manifest if manifest is not None else load_manifest(root)
     episode, frame, level, gain = [], [], [], []
-    for sample in tar_samples(shard_paths(root, manifest), counts=shard_counts(root, manifest)):
+    for sample in tar_samples(shard_paths(root, manifest), counts=shard_counts(root, manifest),
+                              hashes=shard_hashes(root, manifest)):
         if PROGRESS not in sample:
             raise ShardError(f"sample {sample['__key__']} in {sample.get('__url__')} lacks {PROGRESS}")
         p = decode_array(sample[PROGRESS])

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from configs import UserError
+
 SCHEMA_VERSION = 1
 IMAGE_FORMATS = ("jpg", "png")
 
@@ -161,7 +163,7 @@ class SampleError(KeyError):
     """A shard sample lacks a field the reader needs."""
 
 
-class WindowError(ValueError):
+class WindowError(UserError, ValueError):
     """The shards' windows are shorter than the policy needs."""
 
 

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from configs import UserError
 from data.manifest import SHARDS_DIR, StorageError, open_location
 
 JOURNAL_DIR = "journal"
@@ -52,7 +53,7 @@ CHKSUM_SPACES = 8 * ord(" ")
 Handler = Callable[[Exception], bool]
 
 
-class ShardError(RuntimeError):
+class ShardError(UserError, RuntimeError):
     """A shard cannot be read (corrupt or truncated tar) or a sample lacks what the policy needs."""
 
 
@@ -419,25 +420,60 @@ def group_samples(members: Iterable[tuple[str, bytes]], url: str) -> Iterator[di
         yield current
 
 
+class HashingReader:
+    """A forward-only stream that hashes every byte read through it (sha256)."""
+
+    def __init__(self, fh: BinaryIO):
+        self.fh, self.digest = fh, hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.fh.read(n)
+        self.digest.update(data)
+        return data
+
+    def finish(self) -> str:
+        """Read what is left (a tar's zero padding after its end marker) and return the whole stream's hash."""
+        while self.read(1 << 20):
+            pass
+        return self.digest.hexdigest()
+
+
+class NotTheManifests(Exception):
+    """A shard whose bytes are not those the manifest lists (replaced or changed after annotation)."""
+
+
 def tar_samples(paths: Iterable[Path | str], handler: Handler = reraise,
-                counts: dict[str, int] | None = None) -> Iterator[dict]:
+                counts: dict[str, int] | None = None, hashes: dict[str, str] | None = None) -> Iterator[dict]:
     """Raw webdataset samples (``{"__key__", "__url__", field: bytes}``) of each shard in turn.
 
     ``paths``: local paths, URLs or ``pipe:`` commands (:func:`data.manifest.open_location`), each read as one
     stream. A tar that cannot be read, or (with ``counts``: shard location → the manifest's sample count) one
     that ends early, raises ShardError naming it (passed to ``handler``: True skips the rest of that shard,
-    False stops).
+    False stops). With ``hashes`` (shard location → the manifest's sha256) every byte read is hashed on the way
+    and a shard read to its end whose hash differs raises ShardError too: it is not the shard the manifest
+    describes (a shard read only in part, at the end of a run, is not checked).
     """
     for path in paths:
         n = 0
         try:
             with open_location(path) as fh:
-                for sample in group_samples(read_members(fh), str(path)):
+                expected_hash = (hashes or {}).get(str(path))
+                stream = HashingReader(fh) if expected_hash else fh
+                for sample in group_samples(read_members(stream), str(path)):
                     n += 1
                     yield sample
+                if expected_hash and stream.finish() != expected_hash:
+                    raise NotTheManifests(str(path))
             expected = (counts or {}).get(str(path))
             if expected is not None and n != expected:
                 raise EOFError(f"it holds {n} samples but the manifest lists {expected}")
+        except NotTheManifests:
+            err = ShardError(f"shard {path} is not the shard the manifest lists (its sha256 differs: it was "
+                             "replaced or changed after annotation); point data.shards at the annotation it came "
+                             "from, or re-run pipeline.annotate to rewrite it")
+            if handler(err):
+                continue
+            return
         except StorageError as exc:  # the URL or command fails: nothing to do with the shard's bytes
             err = ShardError(f"shard {path} cannot be read ({exc}); check that the location is reachable "
                              "from here, or re-run pipeline.annotate if the shard is missing")

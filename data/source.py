@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from configs import UserError
 
-class SourceError(ValueError):
+
+class SourceError(UserError, ValueError):
     """The source dataset, a feature of it, or one of its episodes cannot be read; the message says why."""
 
 

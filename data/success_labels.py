@@ -10,25 +10,36 @@ A labels file says, per episode, whether it succeeded:
   ``{"labels": [...]}``, or a mapping ``{episode_index: success}`` for one dataset.
 
 ``success`` reads ``1/0``, ``true/false``, ``yes/no``, ``success/failure`` (any case) or a probability in [0, 1]
-(success above 0.5); an empty value is "not labelled yet" and the row is skipped. Writing is atomic (:func:`configs.outputs.atomic_write`), so a crash never leaves half a file and a reader never sees one.
+(success above 0.5); an empty value is "not labelled yet" and the row is skipped. Files are read as UTF-8 with or
+without a byte-order mark (as spreadsheets save CSV). A file is at most :data:`MAX_FILE_BYTES` and a note at most
+:data:`MAX_NOTE` characters; anything that cannot be read is a :class:`LabelsError` naming the file and the fix.
+Writing is atomic (:func:`configs.outputs.atomic_write`), so a crash never leaves half a file and a reader never
+sees one; :func:`set_label` holds a lock on the file while it reads, changes and writes, so two writers (two
+review pages on one folder) never lose each other's labels.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from configs import UserError
 from configs.outputs import atomic_write
 
 COLUMNS = ("policy", "episode_index", "success", "note")
 TRUE = frozenset({"1", "true", "yes", "y", "success", "succeeded", "s", "pass"})
 FALSE = frozenset({"0", "false", "no", "n", "failure", "failed", "fail", "f"})
+MAX_NOTE = 4000  # characters of one note: a paragraph, not a document
+MAX_FILE_BYTES = 16 * 1024 * 1024  # a labels file of ~100k episodes with notes; anything larger is not labels
 
 
-class LabelsError(ValueError):
+class LabelsError(UserError, ValueError):
     """The labels file cannot be read as labels; the message names the file, the row and what to do."""
 
 
@@ -65,7 +76,15 @@ def parse_success(value, where: str) -> bool | None:
 
 
 def _rows(path: Path) -> list[dict]:
-    text = path.read_text(encoding="utf-8")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise LabelsError(f"labels file {path} is {size / 2**20:.1f} MiB, more than a labels file holds "
+                          f"({MAX_FILE_BYTES // 2**20} MiB at most); give the right file, or split it")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")  # a spreadsheet's CSV starts with a byte-order mark
+    except UnicodeDecodeError as exc:
+        raise LabelsError(f"labels file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV "
+                          "or JSON") from None
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text) if text.strip() else []
@@ -80,13 +99,18 @@ def _rows(path: Path) -> list[dict]:
             raise LabelsError(f"labels file {path}: expected a list of objects with keys {list(COLUMNS[:3])} "
                               "(optionally 'note'), or {\"labels\": [...]}")
         return data
+    csv.field_size_limit(MAX_FILE_BYTES)  # a note may be long; the file's size is bounded above
     reader = csv.DictReader(io.StringIO(text))
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    missing = [c for c in COLUMNS[1:3] if c not in header]
-    if missing:
-        raise LabelsError(f"labels file {path} has columns {header}, lacks {missing}; the header must name "
-                          f"{','.join(COLUMNS[:3])} (and optionally note)")
-    return [{(k or "").strip(): v for k, v in row.items()} for row in reader]
+    try:
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        missing = [c for c in COLUMNS[1:3] if c not in header]
+        if missing:
+            raise LabelsError(f"labels file {path} has columns {header}, lacks {missing}; the header must name "
+                              f"{','.join(COLUMNS[:3])} (and optionally note)")
+        return [{(k or "").strip(): v for k, v in row.items()} for row in reader]
+    except csv.Error as exc:
+        raise LabelsError(f"labels file {path}, line {reader.line_num}: not readable as CSV ({exc}); fix that "
+                          "line (a quote left open?) or remove it") from None
 
 
 def read_labels(path: str | Path) -> dict[Key, Label]:
@@ -144,14 +168,41 @@ def write_labels(path: str | Path, labels: dict[Key, Label]) -> Path:
     return atomic_write(path, text)
 
 
-def set_label(path: str | Path, policy: str, episode_index: int, success: bool | None, note: str = "") -> dict:
+def check_note(note: str) -> str:
+    """``note`` if it fits a labels file (at most :data:`MAX_NOTE` characters), else :class:`LabelsError`."""
+    if len(note) > MAX_NOTE:
+        raise LabelsError(f"a note of {len(note)} characters is longer than {MAX_NOTE}; shorten it (nothing was "
+                          "written)")
+    return note
+
+
+@contextmanager
+def locked(path: Path):
+    """An exclusive lock (``flock`` on ``.NAME.lock`` beside the file) for one read-change-write of ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name("." + path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def set_label(path: str | Path, policy: str, episode_index: int, success: bool | None, note: str | None = "") \
+        -> dict:
     """Set (or, with ``success=None``, clear) one episode's label in the file at ``path``, keeping the others;
-    returns the file's labels afterwards."""
-    labels = read_labels(path)
+    ``note=None`` keeps the note the file has. Returns the file's labels afterwards."""
+    path = Path(path)
     key = (str(policy), int(episode_index))
-    if success is None:
-        labels.pop(key, None)
-    else:
-        labels[key] = Label(bool(success), note)
-    write_labels(path, labels)
+    with locked(path):
+        labels = read_labels(path)
+        if note is None:
+            old = labels.get(key)
+            note = old.note if old is not None else ""
+        note = check_note(note.strip())
+        if success is None:
+            labels.pop(key, None)
+        else:
+            labels[key] = Label(bool(success), note)
+        write_labels(path, labels)
     return labels

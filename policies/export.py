@@ -23,9 +23,8 @@ def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     from configs.commands import run_command
-    from policies.training import CheckpointError
 
-    return run_command(_main, argv, errors=(CheckpointError,),
+    return run_command(_main, argv,
                        interrupted="interrupted; re-run the same command (an export is rewritten whole)")
 
 

@@ -33,10 +33,8 @@ def _main(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from configs.commands import run_command
-    from data.success_labels import LabelsError
-    from policies.evaluation.review import ReviewError
 
-    return run_command(_main, argv, errors=(ReviewError, LabelsError),
+    return run_command(_main, argv,
                        interrupted="stopped; every label given was already written")
 
 

@@ -29,7 +29,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from configs import ConfigError, save_config
+from configs import ConfigError, UserError, save_config
 from configs.outputs import claim_output, config_identity
 from configs.types import check_types
 from data.batches import ShardDataModule, episode_success
@@ -75,7 +75,7 @@ def read_checkpoint(path: str | Path, key: str = "resume") -> dict:
     return ck
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError, RuntimeError):
     """The loss became NaN/inf; training stopped and the last good checkpoint was kept."""
 
 
@@ -189,11 +189,27 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
         # fitted once, before training, over every sample's progress window (policies/weighting/registry.py)
         table = fit_progress_table(cfg.data.shards, needs.future_actions, manifest)
         module.fit_weighting(table, _episode_fields(manifest))
-        module.weight_notes = weight_notes(table.episode, *sample_weights(module, table, manifest), labels)
+        rule, w = sample_weights(module, table, manifest)
+        refuse_weightless(cfg, w.sum() > 0, labels, len(manifest.get("episodes", [])))
+        module.weight_notes = weight_notes(table.episode, rule, w, labels)
     elif labels:  # a rule without statistics (plain BC): only the failures left out
+        episodes = {int(e["episode_index"]) for e in manifest.get("episodes", [])}
+        refuse_weightless(cfg, any(labels.get(e, True) for e in episodes), labels, len(episodes))
         module.weight_notes = [left_out_note(labels)]
     module.set_quality_labels(quality_labels(manifest))
     return module, dm, manifest
+
+
+def refuse_weightless(cfg: DictConfig, anything: bool, labels: dict[int, bool], episodes: int) -> None:
+    """Refuse a run in which no sample weighs anything: it would learn nothing and export an untrained policy."""
+    if anything:
+        return
+    failed = sum(not ok for ok in labels.values())
+    why = (f"labels={cfg.labels} marks {failed} of the {episodes} episodes failed" if labels else
+           f"weighting={cfg.weighting.name} gives every one of the {episodes} episodes weight 0")
+    raise ConfigError(f"every sample weighs 0 ({why}): training would learn nothing and export an untrained "
+                      "policy; label some episodes successes, or choose another weighting (weighting=none is "
+                      "plain BC); nothing was written")
 
 
 def person_labels(cfg: DictConfig, manifest: dict) -> dict[int, bool]:

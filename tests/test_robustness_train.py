@@ -58,7 +58,7 @@ def test_foreign_folder_is_refused(shards, tmp_path):
     out = tmp_path / "notes"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(OutputError, match=r"notes\.txt.*holds no train run"):
+    with pytest.raises(OutputError, match=r"notes\.txt.*not written by a topbc command"):
         train(tiny_cfg(shards, out, "act", "none", steps=2))
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 

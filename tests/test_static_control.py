@@ -235,8 +235,9 @@ def test_control_options_are_fingerprinted_and_checked(column_dataset, tmp_path)
     assert run_annotate(column_dataset, out, "window.horizon=4", "plots=false", "control.static=true",
                         "reward.control_column=static.flat").ok
     with pytest.raises(OutputError, match="control.static"):
-        run_annotate(column_dataset, out, "window.horizon=4", "plots=false",
-                     "reward.control_column=static.flat")
+        run_annotate(column_dataset, out, "window.horizon=4", "plots=false")
+    with pytest.raises(ConfigError, match="reward.control_column=static.flat is read only with control.static=true"):
+        run_annotate(column_dataset, tmp_path / "no_static", "reward.control_column=static.flat")
     with pytest.raises(ConfigError, match="reward.control_column"):
         run_annotate(column_dataset, tmp_path / "a", "control.static=true")
     with pytest.raises(ConfigError, match="control.debias=true needs control.static=true"):

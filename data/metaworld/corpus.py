@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from configs import ConfigError
 from data.metaworld import sim as simlib
 from data.metaworld.behaviours import (
     DETOUR_KINDS,
@@ -39,13 +40,14 @@ from data.metaworld.behaviours import (
     episode_qualities,
     plan_episode,
 )
-from data.quality_labels import has_quality_labels, read_quality_labels, write_quality_labels
+from data.quality_labels import LABELS_FILE, has_quality_labels, read_quality_labels, write_quality_labels
 
 os.environ.setdefault("SVT_LOG", "1")  # the AV1 encoder's per-episode banner: errors only
 
 CONFIG_NAME = "corpus"
 # config keys added after the first corpora were written, with the value that reproduces those corpora
 LATER_KEYS = {"environment_state": False}
+PARTIAL_MARK = "TOPBC_PARTIAL"  # marks the staging folder as this command's, so a re-run may delete it
 
 
 def render_replay(sim: simlib.MetaWorldSim, setup_seed: int, trajectory: Trajectory) -> np.ndarray:
@@ -132,17 +134,28 @@ def generate(cfg: DictConfig, progress: bool = True) -> Path:
     check_config(cfg)
     out = Path(cfg.out)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    if out.exists():
-        if has_quality_labels(out) and same_corpus(read_quality_labels(out).get("config", {}), resolved):
+    ours = out.is_dir() and has_quality_labels(out)  # a corpus this command wrote (its labels document)
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        if ours and same_corpus(read_quality_labels(out).get("config", {}), resolved):
             print(f"{out} already holds this corpus; nothing to do")
             return out
+        if not ours:
+            raise ConfigError(f"out={out} exists and is not a corpus written by python -m data.demo (it has no "
+                              f"{LABELS_FILE}); choose another out= (overwrite=true only replaces a corpus this "
+                              "command wrote, and never this folder)")
         if not cfg.overwrite:
-            raise FileExistsError(f"{out} exists and is not this corpus; choose another out= or pass overwrite=true")
-        shutil.rmtree(out)
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    out.parent.mkdir(parents=True, exist_ok=True)
+            raise ConfigError(f"out={out} holds another corpus; choose another out=, or pass overwrite=true to "
+                              "replace it")
+    # written in a staging folder of ours beside out and moved into place whole
+    staging = out.with_name(f".{out.name}.partial")
+    if staging.exists():
+        if not (staging / PARTIAL_MARK).is_file():
+            raise ConfigError(f"{staging} exists and was not made by python -m data.demo; move it away (the corpus "
+                              "is written there first)")
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    (staging / PARTIAL_MARK).write_text("a corpus being written by python -m data.demo; deleted when it is done\n")
+    tmp = staging / "dataset"
 
     task = simlib.check_task(cfg.task)
     image_size = (int(cfg.image_size[0]), int(cfg.image_size[1]))
@@ -195,7 +208,10 @@ def generate(cfg: DictConfig, progress: bool = True) -> Path:
     write_quality_labels(tmp, task=task, instruction=sim.instruction, qualities=list(QUALITIES),
                          quality_column="quality", seconds=round(time.perf_counter() - t0, 2),
                          config=resolved, episodes=episodes)
+    if out.exists():  # our own previous corpus (overwrite=true), or an empty folder
+        shutil.rmtree(out)
     tmp.rename(out)
+    shutil.rmtree(staging)
     return out
 
 
@@ -220,21 +236,18 @@ def summary(labels: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from configs import ConfigError, parse_cli, save_config
+    from configs.commands import run_command
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        import datasets
+    # ValueError: check_config's messages about a bad value; corpus writing is all or nothing (a staging folder)
+    return run_command(_main, argv, errors=(ValueError,),
+                       interrupted="interrupted; re-run the same command (the corpus is written whole, from the start)")
 
-        datasets.disable_progress_bars()  # one bar per episode is ours; lerobot's per-episode "Map" bars are noise
-    except ImportError:
-        pass
-    try:
-        cfg = parse_cli(CONFIG_NAME, argv)
-        out = generate(cfg)
-    except (ConfigError, ValueError, FileExistsError, simlib.RenderingUnavailable) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+def _main(argv: list[str]) -> int:
+    from configs import parse_cli, save_config
+
+    cfg = parse_cli(CONFIG_NAME, argv)
+    out = generate(cfg)
     save_config(cfg, out / "meta")
     print(summary(read_quality_labels(out)))
     print(f"wrote {out}")

@@ -26,6 +26,8 @@ from functools import cache
 
 import numpy as np
 
+from configs import UserError
+
 # MuJoCo picks its OpenGL backend when it is first imported; headless CPU machines need EGL (or OSMesa).
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -49,7 +51,7 @@ INSTALL_HINT = (
 )
 
 
-class RenderingUnavailable(RuntimeError):
+class RenderingUnavailable(UserError, RuntimeError):
     """MuJoCo could not create an offscreen OpenGL context; the message says what to install."""
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from configs import ConfigError
+from configs import ConfigError, UserError
 from data.manifest import IMAGE_HIST, image_histogram
 from data.schema import episode_samples
 from data.source import SourceDataset, SourceEpisode, SourceError
@@ -24,7 +24,7 @@ from pipeline.progress import PrefixScores, voc
 from pipeline.rewards.registry import EpisodeInput, RewardError, RewardModel
 
 
-class EpisodeError(ValueError):
+class EpisodeError(UserError, ValueError):
     """One episode cannot be annotated; the run records the reason and goes on with the others."""
 
 

@@ -37,9 +37,9 @@ from omegaconf import DictConfig, ListConfig
 from configs import ConfigError, parse_cli, save_config
 from configs.commands import run_command
 from configs.outputs import OutputError
-from data.manifest import PLOTS_DIR, ManifestError
+from data.manifest import PLOTS_DIR
 from data.schema import IMAGE_FORMATS
-from data.shards import ShardError, ShardWriter
+from data.shards import ShardWriter
 from data.source import SourceError, open_dataset
 from pipeline.annotate.episode import (
     EpisodeError,
@@ -124,6 +124,10 @@ def _check_config(cfg: DictConfig) -> None:
     if cfg.control.debias and not cfg.control.static:
         raise ConfigError("control.debias=true needs control.static=true: the debiased progress is the raw "
                           "scores minus the static-video control's, so the control must be scored")
+    if cfg.reward.get("control_column") and not cfg.control.static:
+        raise ConfigError(f"reward.control_column={cfg.reward.control_column} is read only with control.static=true "
+                          "(the static-video control it holds): add control.static=true, or drop "
+                          "reward.control_column")
     instruction_map(cfg.instructions)
 
 
@@ -330,7 +334,7 @@ def _main(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """``python -m pipeline.annotate``: exit 0 (done), 1 (some episodes failed), 2 (bad input: one line saying
     what to do), 130 (interrupted: the finished episodes are kept and the same command resumes)."""
-    return run_command(_main, argv, errors=(SourceError, ShardError, ManifestError), interrupted=RESUME_HINT)
+    return run_command(_main, argv, interrupted=RESUME_HINT)
 
 
 if __name__ == "__main__":

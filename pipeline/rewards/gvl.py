@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from configs import UserError
 from pipeline.progress import PrefixScores
 from pipeline.rewards.schedule import sample_indices
 from pipeline.rewards.vlm import check_frames, frame_resolution, is_random_test_model, load_vlm, resize_frames
@@ -31,7 +32,7 @@ _FRAME = re.compile(r"frame\s*(\d+)\s*:", re.IGNORECASE)
 _PERCENT = re.compile(r"task\s+completion\s+percentages?\s*[:=]?\s*(-?\d+(?:\.\d+)?)\s*%?", re.IGNORECASE)
 
 
-class GVLError(ValueError):
+class GVLError(UserError, ValueError):
     """Bad input to the GVL scorer."""
 
 

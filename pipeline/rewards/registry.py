@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from configs import UserError
 from pipeline.progress import PrefixScores
 
 REWARDS = ("column", "topreward", "gvl", "vlm_errors")
@@ -29,7 +30,7 @@ REWARDS = ("column", "topreward", "gvl", "vlm_errors")
 GENERATED_TEXT_KEPT = 2000
 
 
-class RewardError(ValueError):
+class RewardError(UserError, ValueError):
     """A reward model cannot be built or cannot score an episode; the message says why."""
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from configs import UserError
 from pipeline.progress import PrefixScores
 from pipeline.rewards.schedule import group_ends, prefix_ends, sample_indices, select_groups
 from pipeline.rewards.vlm import check_frames, frame_resolution, is_random_test_model, load_vlm, resize_frames
@@ -43,7 +44,7 @@ def cache_keyword(module) -> str:
 
     return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
 
-class ScoringError(ValueError):
+class ScoringError(UserError, ValueError):
     """Bad input to the scorer; the message names the value and what to do."""
 
 

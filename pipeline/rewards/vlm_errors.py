@@ -53,6 +53,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from configs import UserError
 from pipeline.progress import PrefixScores
 from pipeline.rewards.schedule import group_ends, prefix_ends, sample_indices, select_groups
 
@@ -61,7 +62,7 @@ TEMPORAL_PATCH = 2  # Qwen3-VL merges frames in pairs; TOPReward's prefixes end 
 REAL_STREAM, STATIC_STREAM = 1, 2
 
 
-class SimulationError(ValueError):
+class SimulationError(UserError, ValueError):
     """A profile or an episode the simulator cannot use; the message says why and what to set."""
 
 

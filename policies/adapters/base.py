@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from configs import UserError
 from data.batches import WindowNeeds
 
 POLICIES: dict[str, str] = {
@@ -23,7 +24,7 @@ POLICIES: dict[str, str] = {
 }
 
 
-class PolicyConfigError(ValueError):
+class PolicyConfigError(UserError, ValueError):
     """An unknown policy name or a bad field of its config."""
 
 

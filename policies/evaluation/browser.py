@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import shutil
 
+from configs import UserError
+
 BROWSERS = ("chromium", "chromium-browser")
 DRIVERS = ("chromedriver",)
 INSTALL_HINT = ("run scripts/bootstrap.sh (it installs the Debian packages chromium and chromium-driver, and "
                 "selenium with the dev extras)")
 
 
-class BrowserMissing(RuntimeError):
+class BrowserMissing(UserError, RuntimeError):
     """No Chromium, chromedriver or Selenium here; the message says which and how to install it."""
 
 

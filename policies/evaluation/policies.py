@@ -9,12 +9,13 @@ from typing import Protocol
 import numpy as np
 from omegaconf import DictConfig
 
+from configs import UserError
 from data.metaworld import sim as simlib
 
 SCRIPTED = ("expert", "random")
 
 
-class FeatureMismatch(ValueError):
+class FeatureMismatch(UserError, ValueError):
     """An exported policy expects observation features the simulator does not provide."""
 
 

@@ -143,6 +143,15 @@ def labels_file(out_dir: str | Path, state: dict | None = None, labels: str | Pa
     return path if path.is_absolute() else Path(out_dir) / path
 
 
+def needs_judging(todo: list, labels_at: Path) -> bool:
+    """Whether any episode of ``todo`` ((source, recording, episode, policy, success column)) has neither a
+    person's label in ``labels_at`` nor a success column: only then is the judge (a VLM) loaded."""
+    from data.success_labels import read_labels
+
+    labels = read_labels(labels_at)
+    return any(column is None and (policy, ep.index) not in labels for _, _, ep, policy, column in todo)
+
+
 def evaluate_recordings(cfg, progress: bool = True) -> dict:
     """Read, score and render every episode of ``cfg.recordings`` into ``cfg.out``/episodes.json (continuing
     an interrupted run), then :func:`remake_report`; returns the report."""
@@ -163,29 +172,13 @@ def evaluate_recordings(cfg, progress: bool = True) -> dict:
             raise RecordingError(f"recording {rec} has no camera (no video or image feature; features: "
                                  f"{sorted(src.features)}): a recorded rollout needs its camera, for the review "
                                  "page and the judge. Record with a camera")
-    judge = None
-    if cfg.judge.enabled:
-        try:
-            judge = build_reward(cfg.reward, device=str(cfg.device))
-        except RewardError as exc:
-            raise RecordingError(f"the judge (reward={cfg.reward.name}): {exc}; or set judge.enabled=false") from exc
-    claim_output(out, _identity(cfg), bool(cfg.get("overwrite")), kind=KIND, ours=OURS)
-    state_path = out / EPISODES_FILE
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    done = {(e["policy"], e["episode_index"]): e for e in state.get("episodes", [])}
-    labels_at = labels_file(out, None, cfg.get("labels"))
-    # kept relative to the evaluation folder (labels_file reads it so), so the folder can move with its labels
-    state = {"labels_file": os.path.relpath(labels_at.resolve(), out.resolve()), "recordings": [], "episodes": [],
-             "judge": {"reward": (judge.provenance if judge else None),
-                       "threshold": cfg.judge.threshold, "enabled": bool(cfg.judge.enabled)},
-             "success_column": cfg.get("success_column")}
-    todo = []
+    recordings, todo = [], []
     for rec, name, src in zip(cfg.recordings, names, sources, strict=True):
         column = cfg.get("success_column")
         has_column = bool(column) and column in src.numeric_columns()
-        state["recordings"].append({"recording": str(rec), "root": str(src.root), "policy": name,
-                                    "episodes": src.total_episodes, "fps": src.fps,
-                                    "success_column": column if has_column else None})
+        recordings.append({"recording": str(rec), "root": str(src.root), "policy": name,
+                           "episodes": src.total_episodes, "fps": src.fps,
+                           "success_column": column if has_column else None})
         if column and not has_column and progress:
             print(f"note: recording {rec} has no column {column!r}; its episodes are labelled by a person or the "
                   "judge", file=sys.stderr)
@@ -195,6 +188,26 @@ def evaluate_recordings(cfg, progress: bool = True) -> dict:
                 raise RecordingError(f"episode {ep.index} of {rec} is not in episode_policies="
                                      f"{cfg.episode_policies}; map every episode to its policy")
             todo.append((src, str(rec), ep, policy, column if has_column else None))
+    labels_at = labels_file(out, None, cfg.get("labels"))
+    judge = None
+    if cfg.judge.enabled and needs_judging(todo, labels_at):
+        try:
+            judge = build_reward(cfg.reward, device=str(cfg.device))
+        except RewardError as exc:
+            raise RecordingError(f"the judge (reward={cfg.reward.name}): {exc}; or set judge.enabled=false") from exc
+    elif cfg.judge.enabled and progress:
+        print("note: every episode is labelled (by a person or the success column): the judge is not run",
+              file=sys.stderr)
+    claim_output(out, _identity(cfg), bool(cfg.get("overwrite")), kind=KIND, ours=OURS)
+    state_path = out / EPISODES_FILE
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    done = {(e["policy"], e["episode_index"]): e for e in state.get("episodes", [])}
+    # kept relative to the evaluation folder (labels_file reads it so), so the folder can move with its labels
+    state = {"labels_file": os.path.relpath(labels_at.resolve(), out.resolve()), "recordings": recordings,
+             "episodes": [],
+             "judge": {"reward": (judge.provenance if judge else None),
+                       "threshold": cfg.judge.threshold, "enabled": judge is not None},
+             "success_column": cfg.get("success_column")}
     camera = cfg.get("camera")
     bar = tqdm(todo, desc="recorded episodes", unit="ep", disable=not progress)
     for src, rec, ep, policy, column in bar:

@@ -15,10 +15,17 @@ The server (stdlib ``ThreadingHTTPServer``, 127.0.0.1 by default) answers:
   clears) that episode's label in the file, atomically; an episode ``episodes.json`` does not list is refused;
 - ``POST /api/report``: re-makes the evaluation report from the labels (``recorded.remake_report``) and
   returns its per-policy success rates.
+
+It answers its own page only. Every request must name this server in ``Host`` (an IP address, ``localhost``, or
+this machine's name where it listens on every address; another name is a DNS-rebinding page and gets 421); a
+write must be ``Content-Type: application/json`` (no HTML form or ``no-cors`` fetch can send that) and, when a
+browser sends ``Origin`` or ``Sec-Fetch-Site``, come from this page's own origin (else 403). A body must state
+its length, at most :data:`MAX_BODY` bytes (else 411/413), and be a UTF-8 JSON object (else 400 with the reason).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import mimetypes
 import re
@@ -30,7 +37,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from data.success_labels import LabelsError, read_labels, set_label
+from configs import UserError
+from data.success_labels import LabelsError, check_note, read_labels, set_label
 from policies.evaluation.judging import SOURCES as LABEL_SOURCES
 from policies.evaluation.judging import UNLABELLED
 from policies.evaluation.recorded import EPISODES_FILE, labels_file, remake_report
@@ -45,9 +53,19 @@ CONTENT_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".png": "image/png"
                  ".html": "text/html; charset=utf-8"}
 CHUNK = 1 << 16
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+MAX_BODY = 64 * 1024  # bytes of one request body: a label and a note of MAX_NOTE characters fit many times
+SAME_SITE = ("same-origin", "none")  # Sec-Fetch-Site of a request made by this page, or typed by the user
 
 
-class ReviewError(ValueError):
+class BadRequest(Exception):
+    """A request this server does not take; ``status`` and the reason go back as JSON."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+
+
+class ReviewError(UserError, ValueError):
     """The folder cannot be reviewed (no or malformed ``episodes.json``, a busy port); the message says what
     to do."""
 
@@ -119,6 +137,30 @@ class ReviewServer(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__(address, ReviewHandler)
 
+    def host_allowed(self, header: str | None) -> bool:
+        """Whether a request's ``Host`` names this server: an IP address or ``localhost`` with our port, or
+        this machine's own name when listening on every address. Any other name is a page whose DNS name was
+        pointed at this machine (DNS rebinding), not a person who opened our address."""
+        if not header:
+            return False
+        parsed = urllib.parse.urlsplit("//" + header.strip())
+        try:
+            port = parsed.port
+        except ValueError:
+            return False
+        name = (parsed.hostname or "").rstrip(".").lower()
+        if (port or 80) != self.server_address[1]:
+            return False
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            pass
+        if name == "localhost":
+            return True
+        wildcard = self.server_address[0] in ("0.0.0.0", "::", "")
+        return wildcard and name in {socket.gethostname().lower(), socket.getfqdn().lower()}
+
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
@@ -159,8 +201,17 @@ class ReviewHandler(BaseHTTPRequestHandler):
     def do_HEAD(self):
         self.do_GET()
 
+    def foreign_host(self) -> bool:
+        """Answer 421 (and True) when ``Host`` does not name this server."""
+        if self.server.host_allowed(self.headers.get("Host")):
+            return False
+        self.send_error_json(421, f"Host {self.headers.get('Host')!r} is not this server; open {self.server.url}")
+        return True
+
     def do_GET(self):
         path = urllib.parse.urlsplit(self.path).path
+        if self.foreign_host():
+            return
         try:
             if path in ("/", "/index.html"):
                 self.send_page()
@@ -248,31 +299,68 @@ class ReviewHandler(BaseHTTPRequestHandler):
     # -- POST -----------------------------------------------------------------------------------------------
     def do_POST(self):
         path = urllib.parse.urlsplit(self.path).path
+        if self.foreign_host():
+            return
         try:
+            self.check_origin()
             if path == "/api/label":
                 self.post_label()
             elif path == "/api/report":
+                self.read_json()
                 self.post_report()
             else:
                 self.send_error_json(404, f"no such action {path}")
+        except BadRequest as exc:
+            self.close_connection = True  # the body may be unread: the connection cannot carry another request
+            self.send_error_json(exc.status, str(exc))
         except (ReviewError, LabelsError) as exc:
             self.send_error_json(500, str(exc))
         except (BrokenPipeError, ConnectionResetError):
             pass
 
-    def read_json(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length > 0 else b""
+    def check_origin(self) -> None:
+        """A write comes from this page: JSON (which no form or ``no-cors`` request can send) and, where the
+        browser says where it comes from, from our own origin."""
+        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise BadRequest(415, f"Content-Type {ctype or 'none'!r}: send application/json")
+        origin = self.headers.get("Origin")
+        if origin is not None and origin != f"http://{self.headers.get('Host')}":
+            raise BadRequest(403, f"a request from {origin!r} may not change this page's labels")
+        site = self.headers.get("Sec-Fetch-Site")
+        if site is not None and site not in SAME_SITE:
+            raise BadRequest(403, f"a {site} request may not change this page's labels")
+
+    def read_json(self) -> dict:
+        """The request's body: a JSON object of at most :data:`MAX_BODY` bytes (else :class:`BadRequest`)."""
+        if self.headers.get("Transfer-Encoding"):
+            raise BadRequest(411, "send the body with a Content-Length, not chunked")
+        text = self.headers.get("Content-Length")
+        if text is None:
+            raise BadRequest(411, "send a Content-Length")
         try:
-            return json.loads(raw or b"{}")
-        except json.JSONDecodeError:
-            return None
+            length = int(text)
+        except ValueError:
+            raise BadRequest(400, f"Content-Length {text!r} is not a number of bytes") from None
+        if length < 0:
+            raise BadRequest(400, f"Content-Length {length} is negative")
+        if length > MAX_BODY:
+            raise BadRequest(413, f"a body of {length} bytes is more than {MAX_BODY}; a label is a few hundred")
+        raw = self.rfile.read(length) if length else b""
+        if len(raw) < length:
+            raise BadRequest(400, f"the body ended after {len(raw)} of {length} bytes")
+        try:
+            body = json.loads(raw.decode("utf-8") or "{}")
+        except UnicodeDecodeError:
+            raise BadRequest(400, "the body is not UTF-8 text") from None
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise BadRequest(400, f"the body is not JSON ({type(exc).__name__})") from None
+        if not isinstance(body, dict):
+            raise BadRequest(400, 'send a JSON object {"policy", "episode_index", "success", "note"?}')
+        return body
 
     def post_label(self) -> None:
         body = self.read_json()
-        if not isinstance(body, dict):
-            self.send_error_json(400, 'send a JSON object {"policy", "episode_index", "success", "note"?}')
-            return
         policy, episode, success, note = (body.get("policy"), body.get("episode_index"), body.get("success"),
                                           body.get("note"))
         if not isinstance(policy, str) or not isinstance(episode, int) or isinstance(episode, bool):
@@ -282,6 +370,11 @@ class ReviewHandler(BaseHTTPRequestHandler):
         if success not in (True, False, None) or (note is not None and not isinstance(note, str)):
             self.send_error_json(400, f"success={success!r}: give true, false or null (clear); note is text")
             return
+        try:
+            note = None if note is None else check_note(note.strip())
+        except LabelsError as exc:
+            self.send_error_json(400, str(exc))
+            return
         with self.server.lock:
             data = load_episodes(self.server.out_dir)
             known = {(e["policy"], e["episode_index"]) for e in data["episodes"]}
@@ -289,10 +382,7 @@ class ReviewHandler(BaseHTTPRequestHandler):
                 self.send_error_json(400, f"unknown episode: episode {episode} of policy {policy!r} is not in "
                                           f"{self.server.root / EPISODES_FILE}; nothing was written")
                 return
-            if note is None:  # a label without a note keeps the note the file has
-                old = read_labels(self.server.labels).get((policy, episode))
-                note = old.note if old is not None else ""
-            labels = set_label(self.server.labels, policy, episode, success, note.strip())
+            labels = set_label(self.server.labels, policy, episode, success, note)  # None keeps the file's note
         ep = next(e for e in merge_labels(data["episodes"], labels)
                   if (e["policy"], e["episode_index"]) == (policy, episode))
         self.send_json(200, {"episode": ep, "labels_file": str(self.server.labels)})

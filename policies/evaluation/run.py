@@ -23,17 +23,21 @@ simulator's 80 fps. The policy's name (``record_name``; by default the export fo
 ``random``) and the rollouts' provenance go to ``recording/meta/topbc_recording.json`` (read it with
 :func:`~policies.evaluation.recording.recording_info`). A ``DIR/recording`` of another configuration is
 refused unless ``overwrite=true``; episodes are written as they end.
+
+``DIR`` is claimed as every command claims its output (:func:`configs.outputs.claim_output`): a folder that is
+not empty and was not written by an evaluation is refused whatever ``overwrite`` says; an evaluation of another
+configuration there is refused unless ``overwrite=true``, which replaces only what an evaluation writes.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from configs.outputs import claim_output, config_identity
 from data.metaworld import sim as simlib
 from policies.evaluation.policies import LeRobotPolicy, make_policy, provided_features
 from policies.evaluation.recording import RECORDING_DIR, RolloutRecorder, recording_provenance
@@ -41,6 +45,11 @@ from policies.evaluation.rollouts import evaluate_policy
 from policies.evaluation.video import write_video
 
 CONFIG_NAME = "evaluate"
+KIND = "evaluate"
+OURS = ("eval.json", "videos", "config.yaml", RECORDING_DIR)  # what an evaluation writes into its folder
+# keys that change nothing in the rollouts (or belong to recorded evaluation): a re-run may differ in them
+NOT_IDENTITY = ("out", "overwrite", "force", "videos", "video_format", "video_fps", "device", "reward",
+                "recordings", "names", "episode_policies", "labels", "success_column", "camera", "judge")
 
 
 def check_trained_task(policy, task: str, instruction: str, force: bool) -> None:
@@ -81,9 +90,10 @@ def evaluate(cfg: DictConfig, progress: bool = True) -> dict:
         size = (policy.image_size() if isinstance(policy, LeRobotPolicy) else None) or (96, 96)
     if len(size) != 2:
         raise ValueError(f"env.image_size={list(size)}: give [height, width] or null")
+    out = Path(cfg.out)  # claimed once the inputs are known good, before any rollout
+    claim_output(out, {"config": config_identity(cfg, NOT_IDENTITY)}, bool(cfg.overwrite), kind=KIND, ours=OURS)
     sim = simlib.MetaWorldSim(task, image_size=(int(size[0]), int(size[1])), camera=str(cfg.env.camera),
                               shadows=bool(cfg.env.shadows))
-    out = Path(cfg.out)
     recorder = None
     try:
         if isinstance(policy, LeRobotPolicy):
@@ -126,21 +136,21 @@ def evaluate(cfg: DictConfig, progress: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from configs import ConfigError, parse_cli, save_config
-    from configs.commands import quiet_libraries
+    from configs.commands import run_command
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    quiet_libraries()  # lerobot's dataset writer opens a progress bar per recorded episode
-    try:
-        cfg = parse_cli(CONFIG_NAME, argv)
-        if cfg.get("recordings"):
-            return _main_recordings(cfg)
-        if cfg.video_format not in ("mp4", "gif"):
-            raise ConfigError(f"video_format={cfg.video_format!r}: choose mp4 or gif")
-        report = evaluate(cfg)
-    except (ConfigError, ValueError, FileNotFoundError, simlib.RenderingUnavailable) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    # ValueError/FileNotFoundError: the simulator's and lerobot's own messages about a bad task or folder
+    return run_command(_main, argv, errors=(ValueError, FileNotFoundError))
+
+
+def _main(argv: list[str]) -> int:
+    from configs import ConfigError, parse_cli, save_config
+
+    cfg = parse_cli(CONFIG_NAME, argv)
+    if cfg.get("recordings"):
+        return _main_recordings(cfg)
+    if cfg.video_format not in ("mp4", "gif"):
+        raise ConfigError(f"video_format={cfg.video_format!r}: choose mp4 or gif")
+    report = evaluate(cfg)
     save_config(cfg, cfg.out)
     print(f"{report['policy']} on {report['task']}: success {report['successes']}/{report['episodes']} = "
           f"{report['success_rate']:.1%} (95% CI {report['ci_low']:.1%}-{report['ci_high']:.1%}), "

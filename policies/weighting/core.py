@@ -20,8 +20,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from configs import UserError
 
-class WeightingError(ValueError):
+
+class WeightingError(UserError, ValueError):
     """An unknown rule, a bad parameter, or statistics the rule needs are missing."""
 
 
