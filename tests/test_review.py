@@ -365,3 +365,62 @@ def test_labels_file_is_chosen(review_dir, tmp_path):
         assert srv.labels == tmp_path / "mine.csv"
     finally:
         srv.server_close()
+
+
+EVIL_PAGE = """<!doctype html><html><body>
+<form id="f" method="POST" action="{target}/api/label" enctype="text/plain" target="sink">
+<input name='{{"policy": "act_a", "episode_index": 0, "success": false, "x": "' value='"}}'></form>
+<iframe name="sink"></iframe>
+<script>
+async function attack() {{
+  const body = JSON.stringify({{policy: "act_a", episode_index: 1, success: false}});
+  const results = [];
+  for (const init of [{{mode: "no-cors", method: "POST", headers: {{"Content-Type": "text/plain"}}, body}},
+                      {{method: "POST", headers: {{"Content-Type": "application/json"}}, body}}]) {{
+    try {{ const r = await fetch("{target}/api/label", init); results.push(r.type + ":" + r.status); }}
+    catch (e) {{ results.push("blocked"); }}
+  }}
+  document.getElementById("f").submit();
+  document.body.dataset.done = results.join(",");
+}}
+attack();
+</script></body></html>"""
+
+
+def test_a_page_of_another_origin_cannot_write_a_label(chromium, server, review_dir):
+    """A page served from another origin (another port) tries a no-cors fetch, a CORS fetch with JSON, and an
+    HTML form post: none changes the labels file. The page's own writes are covered above (negative control)."""
+    import http.server
+
+    driver = started(chromium)
+    target = server.url.rstrip("/")
+    page = EVIL_PAGE.format(target=target).encode()
+
+    class Evil(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args):
+            pass
+
+    evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Evil)
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    try:
+        before = review_dir.joinpath("labels.csv").read_bytes() if review_dir.joinpath("labels.csv").exists() else None
+        driver.get(f"http://localhost:{evil.server_address[1]}/")
+        wait(driver, lambda: driver.execute_script("return document.body.dataset.done !== undefined"))
+        import time
+
+        time.sleep(1.0)  # the form's post, sent last, answered
+        after = review_dir.joinpath("labels.csv").read_bytes() if review_dir.joinpath("labels.csv").exists() else None
+        assert after == before and read_labels(review_dir / "labels.csv") == {}
+        # the CORS fetch was refused by the browser or answered with an error; the no-cors one is opaque
+        done = driver.execute_script("return document.body.dataset.done").split(",")
+        assert done[0] == "opaque:0" and done[1] in ("blocked", "cors:403")
+    finally:
+        evil.shutdown()
+        evil.server_close()
