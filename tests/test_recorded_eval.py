@@ -371,3 +371,30 @@ def test_review_server_labels_and_remakes_the_real_report(recordings, tmp_path):
     assert summary["policies"]["weak"]["successes"] == 2  # the column said failure; the person's label wins
     report = json.loads((out / "report.json").read_text())
     assert report["policies"]["weak"]["sources"] == {"human": 1, "column": 5, "judge": 0, "none": 0}
+
+
+def test_simulator_recording_follows_the_plan(tmp_path):
+    import policies.evaluation as ev
+    from policies.evaluation.plan import PlanError, make_plan, write_plan
+    from policies.evaluation.recording import recording_info
+
+    plan = write_plan(tmp_path / "plan.csv", make_plan(["a", "b"], 2, 3))
+    recs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        assert ev.main(["policy=random", f"out={out}", "episodes=9", "max_steps=8", "videos=0",
+                        "env.image_size=[32,32]", "record=true", f"record_name={name}", f"plan={plan}"]) == 0
+        assert json.loads((out / "eval.json").read_text())["episodes"] == 2  # the plan's, not episodes=9
+        assert recording_info(out / "recording")["plan"] == {"file": "plan.csv", "seed": 3}
+        recs.append(str(out / "recording"))
+    judge = ["reward=column", "reward.column=next.reward"]
+    report = evaluate_recordings(load_config("evaluate", [*judge, f"recordings=[{','.join(recs)}]", f"plan={plan}",
+                                                          "pairs=matched", f"out={tmp_path / 'ev'}"]),
+                                 progress=False)
+    assert report["pairs"][0]["paired"]["pairs"] == 2 and report["pairs"][0]["analysis"].endswith(
+        "(two-sided binomial test of the discordant pairs at 1/2)")  # matched by the recordings' seeds
+    other = write_plan(tmp_path / "other.csv", make_plan(["a", "b"], 2, 4))
+    with pytest.raises(PlanError, match="followed a plan of seed 3"):
+        evaluate_recordings(load_config("evaluate", [*judge, f"recordings=[{','.join(recs)}]", f"plan={other}",
+                                                     f"out={tmp_path / 'ev2'}"]), progress=False)
+    assert ev.main(["policy=random", f"out={tmp_path / 'c'}", "record=true", "record_name=c", f"plan={plan}"]) == 2
