@@ -1,12 +1,13 @@
 """Label recorded rollouts in a local page: watch each video beside its progress curve and the judge's call,
 and mark it a success or a failure.
 
-    python -m policies.review DIR [labels=FILE] [port=8765] [host=127.0.0.1] [open_browser=true]
+    python -m policies.review DIR [labels=FILE] [port=8765] [host=127.0.0.1] [open_browser=true] [blind=true]
 
 ``DIR`` is the output folder of ``python -m policies.evaluate recordings=[...] out=DIR`` (its
 ``episodes.json``). Labels are written to the labels file at once (``labels=``; by default the one
 ``episodes.json`` names, else ``DIR/labels.csv``); the page's "Re-make report" button recomputes the success
-rates from them. The server is :mod:`policies.evaluation.review`; the keys are in ``configs/review.yaml``.
+rates from them. ``blind=true`` hides the policies' names and shuffles the trials across policies with a recorded
+seed (:mod:`policies.evaluation.blind`); the labels still go to the file under the real names. The server is :mod:`policies.evaluation.review`; the keys are in ``configs/review.yaml``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,15 @@ def _main(argv: list[str]) -> int:
                           "python -m policies.review DIR [labels=FILE] [port=N] [host=H] [open_browser=true]")
     cfg = parse_cli(CONFIG_NAME, [a for a in argv if "=" in a])
     check_types(cfg, CONFIG_NAME)
-    return serve(dirs[0], labels=cfg.labels, host=str(cfg.host), port=cfg.port, open_browser=cfg.open_browser)
+    blind = handler = None
+    if cfg.blind:
+        from policies.evaluation.blind import BlindMap, BlindReviewHandler, blind_seed
+        from policies.evaluation.review import load_episodes
+
+        episodes = load_episodes(dirs[0])["episodes"]
+        blind, handler = BlindMap(episodes, blind_seed(dirs[0], cfg.blind_seed)), BlindReviewHandler
+    return serve(dirs[0], labels=cfg.labels, host=str(cfg.host), port=cfg.port, open_browser=cfg.open_browser,
+                 blind=blind, handler=handler)
 
 
 def main(argv: list[str] | None = None) -> int:

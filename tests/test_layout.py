@@ -23,7 +23,7 @@ STAGES = (
     ("policies.weighting", "policies.adapters"),
     ("policies.module",),
     ("policies.training", "policies.export"),
-    ("policies.evaluation", "policies.evaluate", "policies.review"),
+    ("policies.evaluation", "policies.evaluate", "policies.review", "policies.plan"),
     TOP,
 )
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from configs import load_config
+from configs import ConfigError, load_config
 from data.success_labels import Label, LabelsError, read_labels, set_label, write_labels
 from policies.evaluation import judging
 from policies.evaluation.recorded import RecordingError, evaluate_recordings, remake_report
@@ -234,6 +234,63 @@ def test_bad_recordings_are_refused_clearly(recordings, tmp_path):
         evaluate_recordings(cfg, progress=False)
 
 
+def test_matched_pairs_sequential_verdict_and_partial_credit(recordings, tmp_path):
+    from scipy.stats import ttest_rel
+
+    from policies.evaluation.recorded_report import credit
+    from policies.evaluation.stats import CONTINUE, mcnemar_exact
+
+    out = tmp_path / "ev"
+    report = evaluate_recordings(_cfg(recordings, out, "pairs=matched", "match_by=episode_index"), progress=False)
+    pair = report["pairs"][0]
+    # good [1,1,1,1,1,0] beside weak [1,0,0,0,0,0], episode by episode: 1 both, 4 good only, 0 weak only, 1 neither
+    q = pair["paired"]
+    assert (q["pairs"], q["both"], q["a_only"], q["b_only"], q["neither"]) == (6, 1, 4, 0, 1)
+    assert q["p_value"] == pytest.approx(2 / 16) == pytest.approx(mcnemar_exact(4, 0))
+    assert pair["analysis"].startswith("matched pairs (matched by episode_index)")
+    assert pair["p_value"] == pytest.approx(fisher_exact(5, 6, 1, 6))  # the fixed-sample report stays
+    # 4 discordant pairs are too few for the sequential test (9 are needed at these settings)
+    seq = pair["sequential"]
+    assert seq["decision"] == CONTINUE and seq["verdict"].startswith("continue: about")
+    assert 0 < seq["more_trials_per_policy"] <= 100 - 6
+    # partial credit: successes count 1.0, a failure its final progress; the paired t-interval beside
+    eps = json.loads((out / "episodes.json").read_text())["episodes"]
+    by = {(e["policy"], e["episode_index"]): e for e in eps}
+    ca = [credit(by[("good", i)], "final") for i in range(6)]
+    cb = [credit(by[("weak", i)], "final") for i in range(6)]
+    assert ca[0] == 1.0 and cb[1] == pytest.approx(max(0.0, min(1.0, by[("weak", 1)]["progress"][-1])))
+    pc = pair["partial_credit"]
+    ci = ttest_rel(ca, cb).confidence_interval(0.95)
+    assert (pc["difference"], pc["ci_low"], pc["ci_high"]) == pytest.approx((np.mean(ca) - np.mean(cb), ci.low,
+                                                                              ci.high))
+    md = (out / "report.md").read_text()
+    assert "## Sequential decision" in md and "## Matched pairs" in md and "## Partial credit" in md
+    # unpaired (the default): no McNemar row, Welch's interval
+    report = evaluate_recordings(_cfg(recordings, out), progress=False)
+    assert "paired" not in report["pairs"][0] and report["pairs"][0]["partial_credit"]["test"] == "Welch t"
+    assert report["pairs"][0]["analysis"].startswith("unpaired")
+    with pytest.raises(RecordingError, match="pairs='twice'"):
+        evaluate_recordings(_cfg(recordings, out, "pairs=twice"), progress=False)
+    # these recordings carry no seeds: matching by seed is refused, naming the way out
+    with pytest.raises(ConfigError, match="match_by=episode_index"):
+        evaluate_recordings(_cfg(recordings, out, "pairs=matched"), progress=False)
+
+
+def test_recordings_checked_against_the_plan(recordings, tmp_path):
+    from policies.evaluation.plan import PlanError, make_plan, write_plan
+
+    ok = write_plan(tmp_path / "plan.csv", make_plan(["good", "weak"], 6, 1))
+    report = evaluate_recordings(_cfg(recordings, tmp_path / "ev", f"plan={ok}"), progress=False)
+    assert report["plan"] == {"file": str(ok), "seed": 1, "runs": 12}
+    short = write_plan(tmp_path / "short.csv", make_plan(["good", "weak"], 5, 1))
+    with pytest.raises(PlanError, match=r"recording of 'good' holds 6 trials; plan=.*short.csv plans 5"):
+        evaluate_recordings(_cfg(recordings, tmp_path / "ev2", f"plan={short}"), progress=False)
+    other = write_plan(tmp_path / "other.csv", make_plan(["good", "plain"], 6, 1))
+    with pytest.raises(PlanError, match=r"not planned: \['weak'\]"):
+        evaluate_recordings(_cfg(recordings, tmp_path / "ev3", f"plan={other}"), progress=False)
+    assert not (tmp_path / "ev2").exists() and not (tmp_path / "ev3").exists()
+
+
 # ------------------------------------------------------------------ simulator recordings, evaluated as if real
 
 
@@ -314,3 +371,30 @@ def test_review_server_labels_and_remakes_the_real_report(recordings, tmp_path):
     assert summary["policies"]["weak"]["successes"] == 2  # the column said failure; the person's label wins
     report = json.loads((out / "report.json").read_text())
     assert report["policies"]["weak"]["sources"] == {"human": 1, "column": 5, "judge": 0, "none": 0}
+
+
+def test_simulator_recording_follows_the_plan(tmp_path):
+    import policies.evaluation as ev
+    from policies.evaluation.plan import PlanError, make_plan, write_plan
+    from policies.evaluation.recording import recording_info
+
+    plan = write_plan(tmp_path / "plan.csv", make_plan(["a", "b"], 2, 3))
+    recs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        assert ev.main(["policy=random", f"out={out}", "episodes=9", "max_steps=8", "videos=0",
+                        "env.image_size=[32,32]", "record=true", f"record_name={name}", f"plan={plan}"]) == 0
+        assert json.loads((out / "eval.json").read_text())["episodes"] == 2  # the plan's, not episodes=9
+        assert recording_info(out / "recording")["plan"] == {"file": "plan.csv", "seed": 3}
+        recs.append(str(out / "recording"))
+    judge = ["reward=column", "reward.column=next.reward"]
+    report = evaluate_recordings(load_config("evaluate", [*judge, f"recordings=[{','.join(recs)}]", f"plan={plan}",
+                                                          "pairs=matched", f"out={tmp_path / 'ev'}"]),
+                                 progress=False)
+    assert report["pairs"][0]["paired"]["pairs"] == 2 and report["pairs"][0]["analysis"].endswith(
+        "(two-sided binomial test of the discordant pairs at 1/2)")  # matched by the recordings' seeds
+    other = write_plan(tmp_path / "other.csv", make_plan(["a", "b"], 2, 4))
+    with pytest.raises(PlanError, match="followed a plan of seed 3"):
+        evaluate_recordings(load_config("evaluate", [*judge, f"recordings=[{','.join(recs)}]", f"plan={other}",
+                                                     f"out={tmp_path / 'ev2'}"]), progress=False)
+    assert ev.main(["policy=random", f"out={tmp_path / 'c'}", "record=true", "record_name=c", f"plan={plan}"]) == 2

@@ -424,3 +424,88 @@ def test_a_page_of_another_origin_cannot_write_a_label(chromium, server, review_
     finally:
         evil.shutdown()
         evil.server_close()
+
+
+# ---- blind review ---------------------------------------------------------------------------------------------
+def blind_map(review_dir, seed=11):
+    from policies.evaluation.blind import BlindMap, blind_seed
+
+    return BlindMap(review.load_episodes(review_dir)["episodes"], blind_seed(review_dir, seed))
+
+
+@pytest.fixture
+def blind_server(review_dir):
+    from policies.evaluation.blind import BlindReviewHandler
+
+    srv = make_server(review_dir, port=0, blind=blind_map(review_dir), handler=BlindReviewHandler)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(5)
+
+
+def test_blind_order_is_seeded_and_recorded(review_dir):
+    from policies.evaluation.blind import BLIND_FILE, blind_seed
+
+    keys = blind_map(review_dir, 11).keys
+    assert sorted(keys) == [(p, e) for p in POLICIES for e in range(2)]
+    assert blind_map(review_dir, 11).keys == keys  # reproducible
+    assert any(blind_map(review_dir, s).keys != keys for s in range(5))  # the seed shuffles
+    blind_map(review_dir, 4)
+    assert json.loads((review_dir / BLIND_FILE).read_text())["blind_seed"] == 4  # the last seed given, recorded
+    assert blind_seed(review_dir, None) == 4  # reused when none is given: trial numbers survive a restart
+    (review_dir / BLIND_FILE).write_text("[]")
+    with pytest.raises(ReviewError, match="not a blind review's record"):
+        blind_seed(review_dir, None)
+
+
+def test_blind_server_hides_policies_and_maps_labels_back(blind_server, review_dir):
+    keys = blind_server.blind.keys
+    status, _, body = request(blind_server, "GET", "/api/episodes")
+    assert status == 200 and not any(p.encode() in body for p in POLICIES)
+    eps = json.loads(body)["episodes"]
+    assert {e["policy"] for e in eps} == {"blind"} and sorted(e["episode_index"] for e in eps) == [0, 1, 2, 3]
+    # control: the same request to a plain server names them
+    plain = make_server(review_dir, port=0)
+    assert json.dumps(plain.episodes()).count("act_a") > 0
+    plain.server_close()
+    t = next(e["episode_index"] for e in eps if e.get("video"))
+    status, _, body = request(blind_server, "POST", "/api/label", {"policy": "blind", "episode_index": t,
+                                                                   "success": True, "note": "ok"})
+    assert status == 200 and not any(p.encode() in body for p in POLICIES)
+    assert read_labels(review_dir / "labels.csv") == {keys[t]: Label(True, "ok")}  # the real policy and episode
+    video = next(e["video"] for e in eps if e["episode_index"] == t)
+    status, _, data = request(blind_server, "GET", f"/files/{video}")
+    real = review.load_episodes(review_dir)["episodes"]
+    real_video = next(e["video"] for e in real if (e["policy"], e["episode_index"]) == keys[t])
+    assert status == 200 and data == (review_dir / real_video).read_bytes()
+    for path in ("/files/episodes.json", "/files/labels.csv", f"/files/{real_video}", "/files/blind/trial_0099.mp4"):
+        assert request(blind_server, "GET", path)[0] == 403, path
+    status, _, body = request(blind_server, "POST", "/api/report", {})
+    assert status == 403 and b"act_" not in body
+    status, _, _ = request(blind_server, "POST", "/api/label", {"policy": "blind", "episode_index": 9,
+                                                                 "success": True})
+    assert status == 400 and set(read_labels(review_dir / "labels.csv")) == {keys[t]}
+
+
+def test_blind_page_shows_no_policy_and_labels_map_back(chromium, blind_server, review_dir):
+    browser = started(chromium)
+    from selenium.webdriver.common.by import By
+
+    real = blind_server.blind.keys
+    open_page(browser, blind_server)
+    html = browser.page_source
+    assert not any(p in html for p in POLICIES) and "Rollout review (blind)" in html
+    titles = [c.find_element(By.CSS_SELECTOR, "h3").text for c in browser.find_elements(By.CSS_SELECTOR, ".rollout")]
+    assert titles == [f"trial {i}" for i in range(4)]
+    assert not browser.find_element(By.ID, "report-button").is_displayed()
+    wait(browser, lambda: browser.execute_script(
+        "const v = document.querySelector('.rollout video'); return v.readyState >= 1 && v.duration > 0"))
+    card(browser, "blind", 2).find_element(By.CSS_SELECTOR, "button.failure").click()
+    wait(browser, lambda: card(browser, "blind", 2).get_attribute("data-label") == "failure")
+    keys(browser, "js")  # the next trial, success
+    wait(browser, lambda: card(browser, "blind", 3).get_attribute("data-label") == "success")
+    assert read_labels(review_dir / "labels.csv") == {real[2]: Label(False, ""), real[3]: Label(True, "")}
+    assert not any(p in browser.page_source for p in POLICIES)  # still nothing after labelling

@@ -266,7 +266,7 @@ def test_train_reports_a_bad_labels_file_in_one_line(shards, tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
-    assert "labelled both success and failure" in proc.stderr
+    assert "labelled twice, differently" in proc.stderr
 
 
 def test_unreadable_csv_is_a_labels_error(tmp_path):
@@ -359,20 +359,25 @@ def test_every_trial_labelled_needs_no_judge(tmp_path, monkeypatch):
     monkeypatch.setattr(registry, "build_reward", lambda *a, **k: built.append(a) or real(*a, **k))
     # the default judge (topreward) has no checkpoint here: building it would fail
     args = [f"recordings=[{recs['good']},{recs['weak']}]"]
-    report = evaluate_recordings(load_config("evaluate", [*args, f"out={tmp_path / 'col'}"]), progress=False)
+    report = evaluate_recordings(load_config("evaluate", [*args, "partial_credit=null", f"out={tmp_path / 'col'}"]),
+                                 progress=False)
     assert built == [] and report["policies"]["good"]["successes"] == 5  # the success column labels all
     labels = tmp_path / "labels.csv"
     labels.write_text("policy,episode_index,success\n" + "".join(
         f"{p},{e},{ok}\n" for p, v in SUCCESS.items() for e, ok in enumerate(v)))
     report = evaluate_recordings(load_config("evaluate", [*args, "success_column=null", f"labels={labels}",
-                                                          f"out={tmp_path / 'lab'}"]), progress=False)
+                                                          "partial_credit=null", f"out={tmp_path / 'lab'}"]),
+                                 progress=False)
     assert built == [] and report["policies"]["weak"]["successes"] == 1
+    # partial credit (the default) would like the judge's curves: it is tried, and its absence is no failure
+    report = evaluate_recordings(load_config("evaluate", [*args, f"out={tmp_path / 'pc'}"]), progress=False)
+    assert len(built) == 1 and report["policies"]["good"]["successes"] == 5
     # negative control: an unlabelled trial needs the judge, and the missing checkpoint is reported
     labels.write_text("policy,episode_index,success\ngood,0,1\n")
     with pytest.raises(UserError, match="judge"):
         evaluate_recordings(load_config("evaluate", [*args, "success_column=null", f"labels={labels}",
                                                      f"out={tmp_path / 'some'}"]), progress=False)
-    assert len(built) == 1
+    assert len(built) == 2
 
 
 # ------------------------------------------------------------------ 10. one line, one process, no traceback

@@ -134,6 +134,61 @@ def _identity(cfg) -> dict:
             "success_column": cfg.get("success_column"), "reward": reward}
 
 
+def analysis_settings(cfg) -> dict:
+    """The analyses beside the fixed-sample report (``pairs``, ``match_by``, ``partial_credit``,
+    ``sequential``), checked; kept in ``episodes.json`` so that re-making the report (the review page) uses them."""
+    from omegaconf import OmegaConf
+
+    pairs, by, measure = cfg.get("pairs") or "unpaired", cfg.get("match_by") or "seed", cfg.get("partial_credit")
+    if pairs not in ("unpaired", "matched"):
+        raise RecordingError(f"pairs={pairs!r}: choose unpaired (independent trials) or matched (trial i of each "
+                             "policy shares its set-up)")
+    if by not in ("seed", "episode_index"):
+        raise RecordingError(f"match_by={by!r}: choose seed (the recordings' per-episode seeds) or episode_index")
+    if measure not in (None, "final", "max"):
+        raise RecordingError(f"partial_credit={measure!r}: choose final, max or null (none)")
+    seq = OmegaConf.to_container(cfg.sequential, resolve=True) if cfg.get("sequential") is not None else \
+        {"enabled": False}
+    if seq.get("enabled"):
+        for key in ("alpha", "beta", "min_difference"):
+            if not 0 < float(seq[key]) < 1:
+                raise RecordingError(f"sequential.{key}={seq[key]} must lie strictly between 0 and 1")
+        if int(seq["max_trials"]) < 1:
+            raise RecordingError(f"sequential.max_trials={seq['max_trials']} must be at least 1 (trials per policy)")
+    return {"pairs": pairs, "match_by": by, "partial_credit": measure, "sequential": seq}
+
+
+def check_plan(cfg, names: list[str], sources, by_episode: dict[int, str] | None) -> dict | None:
+    """``plan=FILE``: refuse recordings that did not follow the run plan (their policies, their counts, a plan
+    of another seed named in a simulator recording's provenance); the plan's file and seed, or None."""
+    from collections import Counter
+
+    from policies.evaluation.plan import PlanError, check_counts, read_plan
+
+    if not cfg.get("plan"):
+        return None
+    rows = read_plan(str(cfg.plan))
+    seed = rows[0]["plan_seed"]
+    if by_episode is not None:
+        counts = dict(Counter(by_episode.values()))
+    else:
+        counts = {name: src.total_episodes for name, src in zip(names, sources, strict=True)}
+    check_counts(rows, counts, cfg.plan)
+    for rec, name in zip(cfg.recordings, names, strict=True):
+        info = _recording_info(str(rec)) or {}
+        followed = info.get("plan")
+        if followed is not None and int(followed.get("seed", seed)) != seed:
+            raise PlanError(f"recording {rec} ({name}) followed a plan of seed {followed.get('seed')}, not "
+                            f"plan={cfg.plan}'s seed {seed}; evaluate it with the plan it followed")
+    return {"file": str(cfg.plan), "seed": seed, "runs": len(rows)}
+
+
+def _seeds(rec: str) -> list | None:
+    info = _recording_info(rec) or {}
+    seeds = info.get("seeds")
+    return list(seeds) if isinstance(seeds, list) else None
+
+
 def labels_file(out_dir: str | Path, state: dict | None = None, labels: str | Path | None = None) -> Path:
     """The labels file of an evaluation folder: ``labels`` if given (a path from the working folder), else
     ``episodes.json``'s ``labels_file`` (relative to the folder), else ``DIR/labels.csv``."""
@@ -144,12 +199,12 @@ def labels_file(out_dir: str | Path, state: dict | None = None, labels: str | Pa
 
 
 def needs_judging(todo: list, labels_at: Path) -> bool:
-    """Whether any episode of ``todo`` ((source, recording, episode, policy, success column)) has neither a
+    """Whether any episode of ``todo`` ((source, recording, episode, policy, success column, seed)) has neither a
     person's label in ``labels_at`` nor a success column: only then is the judge (a VLM) loaded."""
     from data.success_labels import read_labels
 
     labels = read_labels(labels_at)
-    return any(column is None and (policy, ep.index) not in labels for _, _, ep, policy, column in todo)
+    return any(column is None and (policy, ep.index) not in labels for _, _, ep, policy, column, _ in todo)
 
 
 def evaluate_recordings(cfg, progress: bool = True) -> dict:
@@ -172,6 +227,8 @@ def evaluate_recordings(cfg, progress: bool = True) -> dict:
             raise RecordingError(f"recording {rec} has no camera (no video or image feature; features: "
                                  f"{sorted(src.features)}): a recorded rollout needs its camera, for the review "
                                  "page and the judge. Record with a camera")
+    analysis = analysis_settings(cfg)
+    plan = check_plan(cfg, names, sources, by_episode)
     recordings, todo = [], []
     for rec, name, src in zip(cfg.recordings, names, sources, strict=True):
         column = cfg.get("success_column")
@@ -182,19 +239,27 @@ def evaluate_recordings(cfg, progress: bool = True) -> dict:
         if column and not has_column and progress:
             print(f"note: recording {rec} has no column {column!r}; its episodes are labelled by a person or the "
                   "judge", file=sys.stderr)
+        seeds = _seeds(str(rec))
         for ep in src.episodes():
             policy = name if by_episode is None else by_episode.get(ep.index)
             if policy is None:
                 raise RecordingError(f"episode {ep.index} of {rec} is not in episode_policies="
                                      f"{cfg.episode_policies}; map every episode to its policy")
-            todo.append((src, str(rec), ep, policy, column if has_column else None))
+            seed = seeds[ep.index] if seeds is not None and ep.index < len(seeds) else None
+            todo.append((src, str(rec), ep, policy, column if has_column else None, seed))
     labels_at = labels_file(out, None, cfg.get("labels"))
     judge = None
-    if cfg.judge.enabled and needs_judging(todo, labels_at):
+    unlabelled = needs_judging(todo, labels_at)
+    if cfg.judge.enabled and (unlabelled or analysis["partial_credit"]):
         try:
             judge = build_reward(cfg.reward, device=str(cfg.device))
         except RewardError as exc:
-            raise RecordingError(f"the judge (reward={cfg.reward.name}): {exc}; or set judge.enabled=false") from exc
+            if unlabelled:
+                raise RecordingError(f"the judge (reward={cfg.reward.name}): {exc}; or set judge.enabled=false"
+                                     ) from exc
+            # every trial is labelled: the judge would only draw the progress curves partial credit reads
+            print(f"note: every episode is labelled, and the judge (reward={cfg.reward.name}) cannot be loaded "
+                  f"({exc}); evaluating without progress curves, so without partial credit", file=sys.stderr)
     elif cfg.judge.enabled and progress:
         print("note: every episode is labelled (by a person or the success column): the judge is not run",
               file=sys.stderr)
@@ -207,13 +272,13 @@ def evaluate_recordings(cfg, progress: bool = True) -> dict:
              "episodes": [],
              "judge": {"reward": (judge.provenance if judge else None),
                        "threshold": cfg.judge.threshold, "enabled": judge is not None},
-             "success_column": cfg.get("success_column")}
+             "success_column": cfg.get("success_column"), "analysis": analysis, "plan": plan}
     camera = cfg.get("camera")
     bar = tqdm(todo, desc="recorded episodes", unit="ep", disable=not progress)
-    for src, rec, ep, policy, column in bar:
+    for src, rec, ep, policy, column, seed in bar:
         key = (policy, ep.index)
         if key in done:
-            state["episodes"].append(done[key])
+            state["episodes"].append(done[key] | {"seed": seed})
             continue
         cam = src.camera(camera)
         try:
@@ -223,7 +288,7 @@ def evaluate_recordings(cfg, progress: bool = True) -> dict:
         except SourceError as exc:
             raise RecordingError(f"recording {src.root}, episode {ep.index}: {exc}") from exc
         entry = {"policy": policy, "episode_index": ep.index, "dataset": rec, "length": ep.length,
-                 "fps": src.fps, "task": ep.task, "camera": cam}
+                 "fps": src.fps, "task": ep.task, "camera": cam, "seed": seed}
         if column:
             hit = np.flatnonzero(cols[column][:, 0] > 0.5)
             entry["column_success"] = bool(hit.size)

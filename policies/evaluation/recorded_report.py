@@ -16,11 +16,33 @@ from pathlib import Path
 
 import numpy as np
 
+from configs import ConfigError
 from configs.outputs import atomic_write
 from policies.evaluation.judging import SOURCES, UNLABELLED, Judge, agreement
-from policies.evaluation.stats import fisher_exact, newcombe_interval, trials_to_separate, wilson_interval
+from policies.evaluation.stats import (
+    A_BETTER,
+    B_BETTER,
+    BUDGET_SPENT,
+    CONTINUE,
+    NO_DIFFERENCE,
+    SEQUENTIAL_TEST_NAME,
+    discordant_alternative,
+    fisher_exact,
+    mcnemar_exact,
+    mean_difference_interval,
+    more_pairs_needed,
+    newcombe_interval,
+    sequential_path,
+    trials_to_separate,
+    wilson_interval,
+)
 
 TEST_NAME = "Fisher's exact test (two-sided)"
+PAIRED_TEST_NAME = "exact McNemar test (two-sided binomial test of the discordant pairs at 1/2)"
+# the analyses' settings when episodes.json has none (an evaluation made before they existed)
+DEFAULT_ANALYSIS = {"pairs": "unpaired", "match_by": "seed", "partial_credit": "final",
+                    "sequential": {"enabled": True, "alpha": 0.05, "beta": 0.2, "min_difference": 0.3,
+                                   "max_trials": 100}}
 INTERVAL_NAME = "Newcombe hybrid score interval (95%)"
 ALPHA = 0.05
 POWER = 0.8
@@ -72,7 +94,12 @@ def statistics(episodes: list[dict], judge: Judge, human: list, state: dict) -> 
     """report.json's content (without warnings) from the labelled ``episodes``."""
     order = list(dict.fromkeys(e["policy"] for e in episodes))
     policies = {p: _policy_stats([e for e in episodes if e["policy"] == p]) for p in order}
+    analysis = state.get("analysis") or DEFAULT_ANALYSIS
     pairs = [_pair(a, b, policies[a], policies[b]) for a, b in itertools.combinations(order, 2)]
+    for row in pairs:
+        ea = [e for e in episodes if e["policy"] == row["a"]]
+        eb = [e for e in episodes if e["policy"] == row["b"]]
+        compare_more(row, ea, eb, analysis)
     calls = [e["judge"]["call"] for e in episodes]
     scores = [e["judge"]["score"] for e in episodes]
     agree = agreement(calls, scores, human)
@@ -83,7 +110,122 @@ def statistics(episodes: list[dict], judge: Judge, human: list, state: dict) -> 
                  "agreement_note": ("in-sample: the threshold was fitted on these labels; cv_accuracy is the "
                                     "held-out figure") if agree and "human" in judge.fitted_on else None}
     return {"policies": policies, "pairs": pairs, "judge": judge_row, "episodes": len(episodes),
-            "recordings": state.get("recordings", []), "confidence": 0.95}
+            "recordings": state.get("recordings", []), "confidence": 0.95, "analysis": analysis,
+            "plan": state.get("plan")}
+
+
+# ------------------------------------------------------------------- matched pairs, sequential, partial credit
+
+
+def trial_pairs(ea: list[dict], eb: list[dict], analysis: dict) -> tuple[list[tuple[dict, dict]], str]:
+    """The trials of A and B taken as pairs, in the order they were run, and how they were paired. Matched
+    (``pairs=matched``): the trials with the same ``match_by`` value (the recordings' per-episode seed, or the
+    episode index); unpaired: A's i-th trial beside B's i-th (by episode index), which is how the sequential test
+    takes independent trials. A pair counts once both trials are labelled."""
+    if analysis["pairs"] == "matched":
+        by = analysis["match_by"]
+        missing = [f"{e['policy']}/{e['episode_index']}" for e in (*ea, *eb) if e.get(by) is None]
+        if missing:
+            raise ConfigError(f"pairs=matched match_by={by}: trials {', '.join(missing[:5])} have no {by} (only "
+                             "recordings made by policies.evaluate record=true carry seeds); set "
+                             "match_by=episode_index, or pairs=unpaired")
+        b_of = {e[by]: e for e in eb}
+        pairs = [(e, b_of[e[by]]) for e in sorted(ea, key=lambda e: e["episode_index"]) if e[by] in b_of]
+        how = f"matched by {by}"
+    else:
+        sa, sb = (sorted(x, key=lambda e: e["episode_index"]) for x in (ea, eb))
+        pairs = list(zip(sa, sb, strict=False))
+        how = "A's i-th trial beside B's i-th"
+    return [(a, b) for a, b in pairs if a["label"] is not None and b["label"] is not None], how
+
+
+def credit(e: dict, measure: str) -> float | None:
+    """A trial's partial credit: 1.0 for a success, else its progress curve's final (or max) value in [0, 1];
+    None when unlabelled, or a failure without a progress curve."""
+    if e["label"] is None:
+        return None
+    if e["label"]:
+        return 1.0
+    curve = [v for v in e.get("progress") or [] if v is not None]
+    if not curve:
+        return None
+    return float(np.clip(curve[-1] if measure == "final" else max(curve), 0.0, 1.0))
+
+
+def _sequential(pairs: list[tuple[dict, dict]], a: str, b: str, cfg: dict, paired: bool) -> dict:
+    alpha, beta, d, budget = cfg["alpha"], cfg["beta"], cfg["min_difference"], int(cfg["max_trials"])
+    used = pairs[:budget]
+    outcomes = [(bool(x["label"]), bool(y["label"])) for x, y in used]
+    where = [i for i, (x, y) in enumerate(outcomes) if x != y]  # the pair index of each discordant pair
+    path = sequential_path([outcomes[i][0] for i in where], alpha, beta, d, paired)
+    n_pairs = where[path["at"] - 1] + 1 if path["decision"] != CONTINUE else len(used)
+    row = {"test": SEQUENTIAL_TEST_NAME, "alpha": alpha, "beta": beta, "min_difference": d, "max_trials": budget,
+           "theta1": discordant_alternative(d, paired), "pairs": len(used), "discordant": len(where),
+           "decision": path["decision"], "decided_at_pair": n_pairs if path["decision"] != CONTINUE else None,
+           "log_lr_a": path["log_lr_a"], "log_lr_b": path["log_lr_b"],
+           "guarantee": (f"P(a 'better' verdict | equal success rates) <= {alpha:g}, P('{a} better' | {a} no "
+                         f"better) <= {alpha / 2:g}; P('no difference' | the rates differ by >= {d:.0%}) <= "
+                         f"{beta:g}; exact at any count and however often the report is re-made (Ville's "
+                         "inequality)")}
+    if path["decision"] == A_BETTER:
+        row["verdict"] = f"stop: {a} better (decided at pair {n_pairs})"
+    elif path["decision"] == B_BETTER:
+        row["verdict"] = f"stop: {b} better (decided at pair {n_pairs})"
+    elif path["decision"] == NO_DIFFERENCE:
+        row["verdict"] = f"stop: no difference of {d:.0%} or more (decided at pair {n_pairs})"
+    elif len(used) >= budget:
+        row["decision"] = BUDGET_SPENT
+        row["verdict"] = (f"stop: the budget of {budget} trials per policy is spent without a verdict; the "
+                          "fixed-sample comparison is the answer")
+    else:
+        table = (sum(x and y for x, y in outcomes), sum(x and not y for x, y in outcomes),
+                 sum(y and not x for x, y in outcomes), sum(not x and not y for x, y in outcomes))
+        more = more_pairs_needed(table, (path["log_lr_a"], path["log_lr_b"]), alpha, beta, d, paired,
+                                 budget - len(used))
+        row["more_trials_per_policy"] = more["median"]
+        row["more_budget_spent"] = more["budget_spent"]
+        row["verdict"] = (f"continue: about {more['median']} more trials of each policy (median of simulated "
+                          f"continuations; {more['budget_spent']:.0%} of them reach the budget of {budget})")
+    return row
+
+
+def compare_more(row: dict, ea: list[dict], eb: list[dict], analysis: dict) -> None:
+    """Add to a pair's ``row`` what applies besides the fixed-sample comparison: the matched-pairs test, the
+    sequential decision and the partial-credit comparison."""
+    pairs, how = trial_pairs(ea, eb, analysis)
+    paired = analysis["pairs"] == "matched"
+    row["analysis"] = f"matched pairs ({how}): {PAIRED_TEST_NAME}" if paired else \
+        f"unpaired: {TEST_NAME} and {INTERVAL_NAME}"
+    if paired:
+        x = [(bool(p["label"]), bool(q["label"])) for p, q in pairs]
+        a_only, b_only = sum(u and not v for u, v in x), sum(v and not u for u, v in x)
+        row["paired"] = {"test": PAIRED_TEST_NAME, "match_by": analysis["match_by"], "pairs": len(x),
+                         "both": sum(u and v for u, v in x), "a_only": a_only, "b_only": b_only,
+                         "neither": sum(not u and not v for u, v in x),
+                         "difference": (a_only - b_only) / len(x) if x else None,
+                         "p_value": mcnemar_exact(a_only, b_only) if x else None,
+                         "unmatched": sum(e["label"] is not None for e in (*ea, *eb)) - 2 * len(x)}
+    seq = analysis.get("sequential") or {}
+    if seq.get("enabled"):
+        row["sequential"] = _sequential(pairs, row["a"], row["b"], seq, paired)
+    measure = analysis.get("partial_credit")
+    if measure:
+        if paired:
+            cp = [(credit(p, measure), credit(q, measure)) for p, q in pairs]
+            cp = [(u, v) for u, v in cp if u is not None and v is not None]
+            ca, cb = [u for u, _ in cp], [v for _, v in cp]
+        else:
+            ca = [c for e in ea if (c := credit(e, measure)) is not None]
+            cb = [c for e in eb if (c := credit(e, measure)) is not None]
+        lacking = sum(e["label"] is False and credit(e, measure) is None for e in (*ea, *eb))
+        ci = mean_difference_interval(ca, cb, paired=paired)
+        row["partial_credit"] = {
+            "measure": f"{measure} progress of a failed trial, 1.0 for a success", "trials_a": len(ca),
+            "trials_b": len(cb), "mean_a": float(np.mean(ca)) if ca else None,
+            "mean_b": float(np.mean(cb)) if cb else None, **(ci or {"difference": None, "ci_low": None,
+                                                                     "ci_high": None, "p_value": None}),
+            "note": (f"{lacking} failed trial(s) have no progress curve (judge disabled?) and are left out"
+                     if lacking else "") + ("" if ci else " no interval: too few trials or no spread")}
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -120,6 +262,7 @@ def _markdown(report: dict) -> str:
             lines.append(f"| {r['a']} − {r['b']} | {'—' if d is None else f'{d:+.0%}'} | "
                          f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}] | "
                          f"{'—' if r['p_value'] is None else f'{r['p_value']:.3g}'} | {r.get('note', '')} |")
+    lines += _more_markdown(report)
     j = report["judge"]
     lines += ["", "## The judge (the reward model's success detection)", ""]
     reward = j.get("reward") or {}
@@ -146,6 +289,54 @@ def _markdown(report: dict) -> str:
     for name in report.get("figures", {}).get("episodes", []):
         lines.append(f"![episodes]({name})")
     return "\n".join(lines) + "\n"
+
+
+def _signed(x) -> str:
+    return "—" if x is None else f"{x:+.0%}"
+
+
+def _more_markdown(report: dict) -> list[str]:
+    """The sequential decision, the matched-pairs test and the partial-credit comparison of each pair."""
+    lines = []
+    seq = [r for r in report["pairs"] if r.get("sequential")]
+    if seq:
+        s0 = seq[0]["sequential"]
+        lines += ["", f"## Sequential decision ({s0['test']})", "",
+                  f"Re-make the report after each batch of labelled trials and follow its verdict. Error rates: "
+                  f"{s0['guarantee']}. Trials are taken in pairs in the order they were run; only pairs where "
+                  f"one policy succeeded and the other failed move the test.", "",
+                  "| a − b | verdict | pairs (discordant) | log LR a / b |", "|---|---|---:|---|"]
+        for r in seq:
+            s = r["sequential"]
+            lines.append(f"| {r['a']} − {r['b']} | **{s['verdict']}** | {s['pairs']} ({s['discordant']}) | "
+                         f"{s['log_lr_a']:+.2f} / {s['log_lr_b']:+.2f} |")
+    paired = [r for r in report["pairs"] if r.get("paired")]
+    lines += ["", "Analysis applied: " + "; ".join(f"{r['a']} − {r['b']}: {r['analysis']}"
+                                                    for r in report["pairs"] if r.get("analysis"))]
+    if paired:
+        lines += ["", f"## Matched pairs ({PAIRED_TEST_NAME})", "",
+                  "| a − b | pairs | both | a only | b only | neither | difference | p-value | unmatched trials |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in paired:
+            q = r["paired"]
+            pv = "—" if q["p_value"] is None else f"{q['p_value']:.3g}"
+            lines.append(f"| {r['a']} − {r['b']} | {q['pairs']} | {q['both']} | {q['a_only']} | {q['b_only']} | "
+                         f"{q['neither']} | {_signed(q['difference'])} | {pv} | {q['unmatched']} |")
+    credit_rows = [r for r in report["pairs"] if r.get("partial_credit")]
+    if credit_rows:
+        m = credit_rows[0]["partial_credit"]["measure"]
+        lines += ["", f"## Partial credit ({m}; beside the success rates, never instead of them)", "",
+                  "| a − b | mean a | mean b | difference | 95% CI | test | note |", "|---|---:|---:|---:|---|---|---|"]
+        def mean(v):
+            return "—" if v is None else f"{v:.2f}"
+
+        for r in credit_rows:
+            c = r["partial_credit"]
+            ci = "—" if c["ci_low"] is None else f"[{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]"
+            diff = "—" if c["difference"] is None else f"{c['difference']:+.2f}"
+            lines.append(f"| {r['a']} − {r['b']} | {mean(c['mean_a'])} ({c['trials_a']}) | {mean(c['mean_b'])} "
+                         f"({c['trials_b']}) | {diff} | {ci} | {c.get('test', '—')} | {c['note'].strip()} |")
+    return lines
 
 
 def _success_figure(report: dict, path: Path) -> None:

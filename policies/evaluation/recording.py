@@ -59,7 +59,12 @@ def recording_provenance(cfg: DictConfig, sim: simlib.MetaWorldSim) -> dict:
     same folder must match to replace it."""
     policy = str(cfg.policy)
     name = cfg.get("record_name")
-    return {
+    plan = {}
+    if cfg.get("plan"):  # the run plan followed (policies.evaluation.plan), checked when evaluated
+        from policies.evaluation.plan import read_plan
+
+        plan = {"plan": {"file": Path(str(cfg.plan)).name, "seed": read_plan(str(cfg.plan))[0]["plan_seed"]}}
+    return plan | {
         "policy": str(name) if name not in (None, "") else default_name(policy),
         "policy_path": policy if policy in SCRIPTED else str(Path(policy).resolve()),
         "task": sim.task, "instruction": sim.instruction,

@@ -128,14 +128,15 @@ class ReviewServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], out_dir: Path, labels: Path):
+    def __init__(self, address: tuple[str, int], out_dir: Path, labels: Path, blind=None, handler=None):
         self.out_dir = out_dir
         self.root = out_dir.resolve()
         self.labels = labels
         self.lock = threading.Lock()
+        self.blind = blind  # a policies.evaluation.blind.BlindMap in blind review (with its handler), else None
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        super().__init__(address, ReviewHandler)
+        super().__init__(address, handler or ReviewHandler)
 
     def host_allowed(self, header: str | None) -> bool:
         """Whether a request's ``Host`` names this server: an IP address or ``localhost`` with our port, or
@@ -169,8 +170,9 @@ class ReviewServer(ThreadingHTTPServer):
 
     def episodes(self) -> dict:
         data = load_episodes(self.out_dir)
-        return {"dir": str(self.out_dir), "labels_file": str(self.labels),
-                "episodes": merge_labels(data["episodes"], read_labels(self.labels))}
+        out = {"dir": str(self.out_dir), "labels_file": str(self.labels),
+               "episodes": merge_labels(data["episodes"], read_labels(self.labels))}
+        return out if self.blind is None else self.blind.page_data(out)
 
 
 class ReviewHandler(BaseHTTPRequestHandler):
@@ -425,8 +427,9 @@ def report_summary(report: dict) -> dict:
 
 
 def make_server(out_dir: str | Path, labels: str | Path | None = None, host: str = "127.0.0.1",
-                port: int = 8765) -> ReviewServer:
-    """The server of ``out_dir`` (not yet serving: call ``serve_forever``); ``port=0`` picks a free port.
+                port: int = 8765, blind=None, handler=None) -> ReviewServer:
+    """The server of ``out_dir`` (not yet serving: call ``serve_forever``); ``port=0`` picks a free port; ``blind``
+    and ``handler``: blind review (:mod:`policies.evaluation.blind`).
     Raises :class:`ReviewError` for a folder without ``episodes.json`` or a busy port, and
     :class:`~data.success_labels.LabelsError` for a labels file that cannot be read."""
     out_dir = Path(out_dir)
@@ -436,18 +439,20 @@ def make_server(out_dir: str | Path, labels: str | Path | None = None, host: str
     if not PAGE.is_file():
         raise ReviewError(f"the page {PAGE} is missing from this installation; reinstall topbc")
     try:
-        return ReviewServer((host, int(port)), out_dir, path)
+        return ReviewServer((host, int(port)), out_dir, path, blind=blind, handler=handler)
     except OSError as exc:
         raise ReviewError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another with "
                           "port=N (port=0 picks a free one) or host=H") from exc
 
 
 def serve(out_dir: str | Path, labels: str | Path | None = None, host: str = "127.0.0.1", port: int = 8765,
-          open_browser: bool = False) -> int:
+          open_browser: bool = False, blind=None, handler=None) -> int:
     """Serve the review page of ``out_dir`` until Ctrl-C."""
-    server = make_server(out_dir, labels, host, port)
+    server = make_server(out_dir, labels, host, port, blind=blind, handler=handler)
     data = load_episodes(out_dir)
     print(f"reviewing {len(data['episodes'])} episodes of {server.root}; labels in {server.labels}")
+    if blind is not None:
+        print(f"blind: policy names hidden, trials shuffled with seed {blind.seed}")
     usual = labels_path(out_dir, data)
     if usual.resolve() != server.labels.resolve():
         print(f"warning: {EPISODES_FILE} names the labels file {usual}; \"Re-make report\" reads that one, not "

@@ -72,6 +72,26 @@ def check_trained_task(policy, task: str, instruction: str, force: bool) -> None
                          f"({instruction!r}); evaluate on its task, or set force=true to roll it out here anyway")
 
 
+def follow_plan(cfg: DictConfig) -> None:
+    """``plan=FILE`` with ``record=true``: record this policy's trials of the run plan (``python -m
+    policies.plan``): as many episodes as it plans for the recorded name, trial k as episode k (seed + k, so
+    the trials of one block share the task setup)."""
+    from policies.evaluation.plan import PlanError, plan_policies, read_plan
+    from policies.evaluation.recording import default_name
+
+    if not cfg.get("plan"):
+        return
+    if not cfg.record:
+        raise PlanError(f"plan={cfg.plan} is followed when recording: add record=true (and record_name=NAME as "
+                        "the plan names the policy)")
+    name = str(cfg.record_name) if cfg.get("record_name") else default_name(str(cfg.policy))
+    planned = plan_policies(read_plan(str(cfg.plan)))
+    if name not in planned:
+        raise PlanError(f"the recording's name {name!r} is not a policy of plan={cfg.plan} ({list(planned)}); "
+                        "set record_name= to the plan's name of this policy")
+    cfg.episodes = planned[name]
+
+
 def evaluate(cfg: DictConfig, progress: bool = True) -> dict:
     """Evaluate ``cfg.policy`` as configured; writes ``cfg.out``/eval.json and videos; returns the report."""
     from configs import ConfigError
@@ -83,6 +103,7 @@ def evaluate(cfg: DictConfig, progress: bool = True) -> dict:
     task = simlib.check_task(cfg.env.task)
     instruction = simlib.task_descriptions()[task]
     check_trained_task(cfg.policy, task, instruction, bool(cfg.get("force")))
+    follow_plan(cfg)
     t0 = time.perf_counter()
     policy = make_policy(cfg, task, instruction)
     size = cfg.env.image_size
@@ -182,6 +203,13 @@ def _main_recordings(cfg) -> int:
         if p["p_value"] is not None:
             print(f"{p['a']} - {p['b']}: {p['difference']:+.1%} [{p['ci_low']:+.1%}, {p['ci_high']:+.1%}], "
                   f"p = {p['p_value']:.3g} ({p['test']})")
+        if p.get("paired") and p["paired"]["p_value"] is not None:
+            q = p["paired"]
+            print(f"{p['a']} - {p['b']}, {q['pairs']} matched pairs ({q['a_only']} {p['a']} only, {q['b_only']} "
+                  f"{p['b']} only): p = {q['p_value']:.3g} ({q['test']})")
+        if p.get("sequential"):
+            print(f"{p['a']} vs {p['b']}: {p['sequential']['verdict']} ({p['sequential']['test']}, "
+                  f"alpha {p['sequential']['alpha']:g}, beta {p['sequential']['beta']:g})")
     print(f"wrote {Path(cfg.out) / 'report.md'}; label or relabel: python -m policies.review {cfg.out}")
     return 0
 
