@@ -82,7 +82,7 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
                                       "weighting.time_scale=dataset"], "all"),
     # the recommended rule after a person's look at the episodes it weighs most (labels=; a SIMULATED person
     # who labels those REVIEWED episodes with the corpus's own success): not label-free
-    "recommended_reviewed": (["weighting=RECOMMENDED", "labels=REVIEWED"], "all"),
+    "recommended_reviewed": (["weighting=RECOMMENDED", "labels=REVIEWED", "calibrate=false"], "all"),
 }
 REVIEWED = 10  # episodes the simulated person labels: the recommended rule's ten heaviest (of 50)
 LABELLED_VARIANTS = ("recommended_reviewed",)

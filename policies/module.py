@@ -51,12 +51,13 @@ class BCModule(pl.LightningModule):
     manifest's ``features`` and ``stats``; ``weighting``: the weighting node (``name`` + the rule's params,
     checked here, so a misspelt key fails before any data is read); ``max_steps``: for the lerobot LR
     scheduler; ``seed``: the per-step random streams; ``left_out``: episodes a person labelled failures
-    (``labels=``), weighted 0 whatever the rule.
+    (``labels=``), weighted 0 whatever the rule; ``episode_weights``: episode → weight calibrated on a person's
+    labels (:mod:`policies.weighting.calibrated`), which replaces the rule's weight for those episodes.
     """
 
     def __init__(self, policy: dict, features: dict, stats: dict, weighting: dict | None = None,
                  max_steps: int = 1000, seed: int = 0, device: str = "cpu", record_samples: str | None = None,
-                 left_out: list[int] | None = None):
+                 left_out: list[int] | None = None, episode_weights: dict[int, float] | None = None):
         super().__init__()
         self.save_hyperparameters()
         weighting = dict(weighting or {"name": "none"})
@@ -67,6 +68,9 @@ class BCModule(pl.LightningModule):
         self.policy = self.adapter.make_policy()
         self.preprocessor, self.postprocessor = self.adapter.make_processors(stats_arrays(stats))
         self.left_out = torch.tensor(sorted(int(e) for e in left_out or []), dtype=torch.long)
+        calibrated = {int(e): float(w) for e, w in (episode_weights or {}).items()}
+        self.calibrated_ids = torch.tensor(sorted(calibrated), dtype=torch.long)
+        self.calibrated_w = torch.tensor([calibrated[e] for e in sorted(calibrated)], dtype=torch.float32)
         self.weight_notes: list[str] = []  # what training says of the weights before it starts (policies.training)
         self.weighting_stats = None  # what the rule fitted: GainStats, AdvantageStats, None (it reads none)
         self._fit_inputs: tuple | None = None  # (ProgressTable, manifest episodes) the statistics were fitted on
@@ -103,8 +107,18 @@ class BCModule(pl.LightningModule):
         self.episode_label = lookup
 
     def weights(self, batch: dict) -> torch.Tensor:
-        """The weight of each sample: the rule's, 0 for the episodes left out (``left_out``)."""
-        return self.leave_out(self.rule_weights(batch), batch["episode_index"])
+        """The weight of each sample: the calibrated one of its episode where there is one, else the rule's;
+        0 for the episodes left out (``left_out``)."""
+        return self.leave_out(self.calibrate(self.rule_weights(batch), batch["episode_index"]),
+                              batch["episode_index"])
+
+    def calibrate(self, w: torch.Tensor, episode: torch.Tensor) -> torch.Tensor:
+        if not len(self.calibrated_ids):
+            return w
+        e = episode.to(w.device).long()
+        ids, vals = self.calibrated_ids.to(w.device), self.calibrated_w.to(device=w.device, dtype=w.dtype)
+        pos = torch.searchsorted(ids, e).clamp(max=len(ids) - 1)
+        return torch.where(ids[pos] == e, vals[pos], w)
 
     def rule_weights(self, batch: dict) -> torch.Tensor:
         return self.weighting_rule.weigh(batch["progress"], self.weighting_stats, **sample_info(batch),

@@ -37,6 +37,7 @@ from data.manifest import as_root, load_manifest
 from data.progress_table import fit_progress_table
 from policies.module import BCModule, NonFiniteLoss
 from policies.weighting import get_rule
+from policies.weighting.calibrated import calibrate
 
 CHECKPOINTS = "checkpoints"
 EXPORT = "export"
@@ -172,6 +173,7 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
     accelerator = _accelerator(str(cfg.trainer.accelerator))
     record = str(Path(cfg.out) / "samples") if cfg.get("debug", {}).get("record_samples") else None
     labels = person_labels(cfg, manifest)
+    calibration = calibrate(manifest.get("episodes", []), labels) if labels and cfg.get("calibrate", True) else None
     module = BCModule(
         policy=OmegaConf.to_container(cfg.policy, resolve=True),
         features=select_cameras(manifest["features"], cfg.data.get("cameras", "all")), stats=manifest["stats"],
@@ -179,8 +181,9 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
         max_steps=int(cfg.trainer.max_steps), seed=int(cfg.seed),
         device="cuda" if accelerator in ("gpu", "cuda") else "cpu", record_samples=record,
         left_out=sorted(e for e, ok in labels.items() if not ok),
+        episode_weights=calibration.weights if calibration else None,
     )
-    module.run_info = run_info(cfg, manifest, module.left_out.tolist())
+    module.run_info = run_info(cfg, manifest, module.left_out.tolist(), calibration)
     needs = module.adapter.needs()
     dm = ShardDataModule(cfg.data.shards, needs, batch_size=int(cfg.data.batch_size),
                          num_workers=int(cfg.data.num_workers), shuffle_buffer=int(cfg.data.shuffle_buffer),
@@ -194,8 +197,12 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
         module.weight_notes = weight_notes(table.episode, rule, w, labels)
     elif labels:  # a rule without statistics (plain BC): only the failures left out
         episodes = {int(e["episode_index"]) for e in manifest.get("episodes", [])}
-        refuse_weightless(cfg, any(labels.get(e, True) for e in episodes), labels, len(episodes))
+        weight = calibration.weights if calibration else {}
+        refuse_weightless(cfg, any(labels.get(e, True) and weight.get(e, 1.0) > 0 for e in episodes), labels,
+                          len(episodes))
         module.weight_notes = [left_out_note(labels)]
+    if calibration is not None:
+        module.weight_notes += calibration.notes
     module.set_quality_labels(quality_labels(manifest))
     return module, dm, manifest
 
@@ -218,9 +225,9 @@ def person_labels(cfg: DictConfig, manifest: dict) -> dict[int, bool]:
     path = cfg.get("labels")
     if not path:
         return {}
-    from data.success_labels import episode_labels
+    from data.success_labels import episode_judgements
 
-    labels = episode_labels(path)
+    labels = episode_judgements(path)
     known = {int(e["episode_index"]) for e in manifest.get("episodes", [])}
     unknown = sorted(set(labels) - known)
     if unknown:
@@ -240,7 +247,7 @@ def sample_weights(module: BCModule, table, manifest: dict) -> tuple[np.ndarray,
     batch = {"progress": progress, "episode_index": episode, "frame_index": torch.as_tensor(table.frame),
              "success_score": torch.tensor([float(success.get(int(e), float("nan"))) for e in table.episode])}
     rule = module.rule_weights(batch).detach()
-    return rule.double().numpy(), module.leave_out(rule, episode).double().numpy()
+    return rule.double().numpy(), module.leave_out(module.calibrate(rule, episode), episode).double().numpy()
 
 
 def left_out_note(labels: dict[int, bool]) -> str:
@@ -293,14 +300,16 @@ def weight_notes(episodes: np.ndarray, rule: np.ndarray, w: np.ndarray, labels: 
     return notes
 
 
-def run_info(cfg: DictConfig, manifest: dict, left_out: list[int] | None = None) -> dict:
+def run_info(cfg: DictConfig, manifest: dict, left_out: list[int] | None = None, calibration=None) -> dict:
     """What a checkpoint and an export remember of the run's data: a resume on other shards or with another
     weighting is refused (:func:`check_resume`), an evaluation on another task too (policies.evaluation)."""
     tasks = sorted({str(e["task"]) for e in manifest.get("episodes", []) if e.get("task")})
     root = as_root(cfg.data.shards)
     return {"data.shards": str(root.resolve()) if isinstance(root, Path) else root,
             "weighting": OmegaConf.to_container(cfg.weighting, resolve=True), "tasks": tasks,
-            "left_out": list(left_out or [])}  # episodes labels= marks failed
+            "left_out": list(left_out or []),  # episodes labels= marks failed (or bad)
+            **({"calibrated": {str(e): round(w, 6) for e, w in sorted(calibration.weights.items())}}
+               if calibration is not None and calibration.weights else {})}
 
 
 def check_resume(cfg: DictConfig, ck: dict, info: dict) -> None:
@@ -309,9 +318,9 @@ def check_resume(cfg: DictConfig, ck: dict, info: dict) -> None:
     if not saved or cfg.get("force"):
         return
     # episodes left out by labels= (a checkpoint from before labels= existed left none out)
-    same = {"left_out": lambda a, b: (a or []) == (b or [])}
+    same = {"left_out": lambda a, b: (a or []) == (b or []), "calibrated": lambda a, b: (a or {}) == (b or {})}
     diff = [f"{k}: {saved.get(k)!r} (checkpoint) vs {info[k]!r} (this run)"
-            for k in ("data.shards", "weighting", "left_out")
+            for k in ("data.shards", "weighting", "left_out", "calibrated")
             if not same.get(k, lambda a, b: a == b)(saved.get(k), info.get(k))]
     if diff:
         raise CheckpointError(f"resume={cfg.resume} was trained with other settings: {'; '.join(diff)}. Resume "

@@ -61,7 +61,8 @@ def test_training_names_the_episodes_the_weights_lean_on(shards, tmp_path):
     episodes = np.asarray(table.episode)
     per = {e: w[episodes == e].sum() / w.sum() for e in range(4)}
     top = sorted(per, key=per.get, reverse=True)
-    lean, left, rank = module.weight_notes
+    lean, left, rank, calibrated = module.weight_notes
+    assert "3 labelled (2 good) cannot support a fit" in calibrated  # fewer than MIN_LABELS: the rule weighs
     assert f": {top[0]} ({100 * per[top[0]]:.0f}%), {top[1]} ({100 * per[top[1]]:.0f}%)" in lean
     ess = w.sum() ** 2 / (w * w).sum() / len(w)
     assert f"effective sample size {100 * ess:.0f}% of {len(w)} samples" in lean

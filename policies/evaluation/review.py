@@ -113,7 +113,7 @@ def merge_labels(episodes: list[dict], labels: dict) -> list[dict]:
     for ep in episodes:
         ep = dict(ep)
         lab = labels.get((ep["policy"], ep["episode_index"]))
-        if lab is not None:
+        if lab is not None and lab.success is not None:
             ep.update(label=lab.success, source="human", note=lab.note)
         elif ep.get("source") == "human" or ep.get("label") is None:
             ep.update(label=None, source="none", note="")
