@@ -250,6 +250,26 @@ def sample_weights(module: BCModule, table, manifest: dict) -> tuple[np.ndarray,
     return rule.double().numpy(), module.leave_out(module.calibrate(rule, episode), episode).double().numpy()
 
 
+def episode_weights(cfg: DictConfig) -> tuple[dict[int, float], dict[int, float], BCModule]:
+    """Per episode, the total weight of its samples under the run's rule alone and as training weighs them
+    (labels and calibration applied), and the module they were fitted with; for the corpus review page and the
+    order of episodes worth labelling. Plain BC (a rule without statistics) weighs every sample 1."""
+    module, _, manifest = build(cfg)
+    if module.needs_weighting_stats():
+        table = fit_progress_table(cfg.data.shards, module.adapter.needs().future_actions, manifest)
+        rule, w = sample_weights(module, table, manifest)
+        episodes = np.asarray(table.episode)
+    else:
+        episodes = np.concatenate([np.full(int(e.get("count") or e["length"]), int(e["episode_index"]))
+                                   for e in manifest.get("episodes", [])])
+        rule = np.ones(len(episodes))
+        w = module.leave_out(module.calibrate(torch.as_tensor(rule), torch.as_tensor(episodes)),
+                             torch.as_tensor(episodes)).double().numpy()
+    by_rule = dict(heaviest_episodes(episodes, rule))
+    by_training = dict(heaviest_episodes(episodes, w))
+    return by_rule, by_training, module
+
+
 def left_out_note(labels: dict[int, bool]) -> str:
     failed = sorted(e for e, ok in labels.items() if not ok)
     return (f"labels: {len(failed)} of {len(labels)} labelled episodes are failures and weigh 0"
