@@ -63,3 +63,21 @@ def test_time_scale_is_checked():
     own = fit_weighting_stats("episode_quality", table, episodes, **{**PARAMS, "scale": "episode",
                                                                      "time_scale": "dataset"})
     np.testing.assert_array_equal(own.time_frame[:3], [19, 10, 0])
+
+
+def test_time_to_the_top_of_a_curve_that_rose_ignores_offsets_and_flat_curves():
+    """``time_scale=rise``: the episode's own top, but only for a curve that rose (its raw rise at least half its
+    task's median rise). A high-offset episode that climbs keeps its own time (unlike the dataset scale)."""
+    table, episodes = _corpus()
+    # episode 1 climbs only half a nat, near the task's top (an offset): on the task's raw scale it is at the top
+    # from halfway up its own climb
+    level = np.clip(np.arange(T) / 10, 0.0, 1.0)
+    episodes[1] = episodes[1] | {"raw_scores": (-0.5 + 0.5 * level).tolist()}
+    rise = fit_weighting_stats("episode_quality", table, episodes, time_scale="rise", **PARAMS)
+    dataset = fit_weighting_stats("episode_quality", table, episodes, time_scale="dataset", **PARAMS)
+    # rises: 5, 0.5, 0 (the falling curve's maximum is its first score); median 0.5: episodes 0 and 1 rose
+    np.testing.assert_array_equal(rise.time_frame[:3], [19, 10, T])
+    np.testing.assert_allclose(rise.quality[:3], -_z([19 / T, 10 / T, T / T]), atol=1e-12)
+    # negative control: on the dataset scale the offset episode is "at the top" from an earlier frame
+    assert dataset.time_frame[1] == 5  # -0.25 (0.95 of the task's range) reached at level 0.5
+    assert int(np.argmin(rise.quality[:3])) == 2  # the falling failure last, as on the dataset scale

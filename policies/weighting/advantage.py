@@ -45,7 +45,12 @@ Notation (per sample i of episode e at frame t, H = the policy's chunk):
   with w_s, w_f, w_t = ``success_weight``, ``final_weight``, ``time_weight``. ``time_scale="dataset"`` measures
   the time fraction on the dataset scale instead: T*_e = the first frame whose p' (below) reaches ``top``, the
   episode's length if none does (with ``scale="episode"``, which has no common scale, the episode's own). On the episode scale a curve that starts at its maximum (a failure the reward
-  model scores flat or falling) "reaches the top" at frame 0 and earns the largest time bonus of all.
+  model scores flat or falling) "reaches the top" at frame 0 and earns the largest time bonus of all; the
+  dataset scale avoids that but counts an episode whose whole curve sits high (a per-episode offset) as at the
+  top from its first frame. ``time_scale="rise"`` keeps the episode scale (immune to offsets) but lets only a
+  curve that rose reach its top: T*_e is the episode scale's when the episode's raw rise (maximum minus first
+  score) is at least ``RISE_SHARE`` of its task's median rise, else the episode's length (a flat or falling
+  curve never reaches the top).
 
 Weights from an advantage A (``transform``): ``"exp"``: w = min(exp(A/β), w_max), AWR's exponentiated
 advantage, clipped; ``"rank"``: w = F(A), the fraction of the dataset's samples whose advantage (the same
@@ -92,7 +97,8 @@ SHRINK = ("none", "static")
 # where the time to the top is measured: on the episode's own scale (every curve, a flat or falling one included,
 # reaches its own maximum somewhere) or on the task's common raw scale ("dataset": only an episode whose raw
 # score climbs to the top of the task's range reaches it; the rest count as never reaching it)
-TIME_SCALES = ("episode", "dataset")
+TIME_SCALES = ("episode", "dataset", "rise")
+RISE_SHARE = 0.5  # time_scale="rise": an episode "rose" when its raw rise is at least this share of its task's median
 TRANSFORMS = ("exp", "rank", "top")
 
 
@@ -212,13 +218,14 @@ class AdvantageStats:
         top_frame = np.where(known, _first_at(ep_col, frame_col, level >= top - 1e-9, lengths), 0.0)
         tasks = np.array([str(by_index[int(e)].get("task", "")) for e in present])
 
-        raw_lo, raw_hi, raw_final = {}, {}, {}
-        need_raw = scale == "dataset" or final_weight > 0
+        raw_lo, raw_hi, raw_final, raw_first = {}, {}, {}, {}
+        need_raw = scale == "dataset" or final_weight > 0 or time_scale == "rise"
         for e in present:
             raw = by_index[int(e)].get("raw_scores")
             if raw is None or not np.isfinite(np.asarray(raw, dtype=np.float64)).any():
                 if need_raw:
-                    what = "scale=dataset" if scale == "dataset" else "final_weight > 0"
+                    what = ("scale=dataset" if scale == "dataset" else "time_scale=rise" if time_scale == "rise"
+                            else "final_weight > 0")
                     raise WeightingError(f"{rule} with {what} needs the manifest's raw_scores, but episode {int(e)} "
                                          "has none; re-run pipeline.annotate, or set weighting.scale=episode "
                                          "and weighting.final_weight=0")
@@ -226,6 +233,7 @@ class AdvantageStats:
             r = np.asarray(raw, dtype=np.float64)
             r = r[np.isfinite(r)]
             raw_lo[e], raw_hi[e], raw_final[e] = float(r.min()), float(r.max()), float(r[-1])
+            raw_first[e] = float(r[0])
         ranges = {}
         for task in np.unique(tasks):
             eps_t = present[tasks == task]
@@ -247,8 +255,19 @@ class AdvantageStats:
                 offset[e] = (raw_lo[e] - lo) / (hi - lo) - a * pmin[e]
 
         # with scale=episode there is no common scale (slope 1, offset 0): the time is the episode scale's
-        time_frame = top_frame if time_scale == "episode" or scale == "episode" else np.where(
-            known, _first_at(ep_col, frame_col, offset[ep_col] + slope[ep_col] * level >= top - 1e-9, lengths), 0.0)
+        if time_scale == "rise":
+            rose = np.zeros(size, bool)
+            for task in np.unique(tasks):
+                eps_t = present[tasks == task]
+                rise = np.array([raw_hi[e] - raw_first[e] for e in eps_t])
+                rose[eps_t] = rise >= RISE_SHARE * float(np.median(rise)) if np.median(rise) > 0 else False
+            time_frame = np.where(rose, top_frame, lengths)
+        elif time_scale == "episode" or scale == "episode":
+            time_frame = top_frame
+        else:
+            time_frame = np.where(
+                known, _first_at(ep_col, frame_col, offset[ep_col] + slope[ep_col] * level >= top - 1e-9, lengths),
+                0.0)
 
         # episode quality z_e, per task
         success = np.array([by_index[int(e)].get("success_score") for e in present], dtype=object)
