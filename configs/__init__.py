@@ -14,7 +14,9 @@ only set keys that exist; it says which base configs it applies to in ``applies_
 The simulated reward's error profiles (``reward=vlm_errors reward.profile=NAME``) are files of their own,
 ``reward/vlm_errors_profiles/NAME.yaml`` (parameters beside their calibration targets), read by
 :func:`reward_profile` when the model is built; they sit one folder down, so they are not options of the
-``reward`` group.
+``reward`` group. The second simulator (``reward.simulator=rank``) has its own parameter files,
+``reward/vlm_errors_rank_profiles/NAME.yaml``, one per profile of the first, and the first's targets:
+:func:`simulator_profile` reads either.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ CONFIG_DIR = Path(__file__).resolve().parent
 CONFIG_FILENAME = "config.yaml"
 OVERLAY_GROUPS = ("debug", "experiment")
 PROFILE_DIR = CONFIG_DIR / "reward" / "vlm_errors_profiles"
+# reward=vlm_errors reward.simulator=NAME: where each simulator's profile parameters are. The first is the
+# default, left out of a run's identity (outputs made before the key existed keep their fingerprints)
+SIMULATOR_PROFILE_DIRS = {"additive": PROFILE_DIR, "rank": CONFIG_DIR / "reward" / "vlm_errors_rank_profiles"}
+DEFAULT_SIMULATOR = "additive"
 
 
 class UserError(Exception):
@@ -147,6 +153,21 @@ def reward_profile(name: str, profile_dir: Path = PROFILE_DIR) -> dict:
     if not isinstance(node.get("parameters"), dict):
         raise ConfigError(f"{profile_dir / name}.yaml has no `parameters` mapping")
     return node
+
+
+def simulator_profile(name: str, simulator: str = DEFAULT_SIMULATOR) -> dict:
+    """Profile ``name`` of simulator ``simulator`` (``description``, ``targets``, ``parameters``). Every
+    simulator is calibrated to the same targets, written once, in the first simulator's profile file."""
+    if simulator not in SIMULATOR_PROFILE_DIRS:
+        raise ConfigError(f"unknown reward.simulator {simulator!r}; valid: {', '.join(SIMULATOR_PROFILE_DIRS)} "
+                          f"(set reward.simulator=NAME)")
+    if simulator == DEFAULT_SIMULATOR:
+        return reward_profile(name)
+    own = reward_profile(name, SIMULATOR_PROFILE_DIRS[simulator])
+    if "targets" in own:
+        raise ConfigError(f"{SIMULATOR_PROFILE_DIRS[simulator] / name}.yaml sets `targets`: they are defined once, "
+                          f"in {PROFILE_DIR / name}.yaml")
+    return {**own, "targets": reward_profile(name)["targets"]}
 
 
 def save_config(cfg: DictConfig, out_dir: str | Path) -> Path:

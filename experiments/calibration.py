@@ -1,10 +1,13 @@
 """Calibration of the simulated reward-error profiles against their published targets (docs/reward_errors.md).
 
-    python -m experiments.calibration [--task push-v3] [--episodes 60] [--profiles a,b] [--json]
+    python -m experiments.calibration [--task push-v3] [--episodes 60] [--profiles a,b] [--simulator rank]
+                                      [--corpus-overlay rabc_corpus] [--json]
 
 Generates (or reuses) a state-only MetaWorld corpus under ``outputs/calibration/`` (data.metaworld.corpus with
-``configs/experiment/calibration_corpus.yaml``: successes and failures), then for every profile of
-``reward=vlm_errors``: annotates it through :func:`pipeline.annotate.annotate`, scores every episode's static
+``configs/experiment/calibration_corpus.yaml``, or ``--corpus-overlay rabc_corpus``: the corpus
+``python -m benchmarks.rabc_experiment`` trains on; successes and failures), then for every profile of
+``reward=vlm_errors`` with simulator ``--simulator`` (``additive``, the default, or ``rank``: the second
+simulator, :mod:`pipeline.rewards.vlm_errors_rank`, calibrated to the same targets): annotates it through :func:`pipeline.annotate.annotate`, scores every episode's static
 control (``model.score_static``), runs :func:`pipeline.report.write_report` with the corpus's ``next.success``
 as labels, and prints target vs measured with pass/fail per target:
 
@@ -32,14 +35,16 @@ import numpy as np
 
 METRICS = ("real_voc", "static_voc", "auroc", "static_gap")
 LABEL_COLUMN = "next.success"
+DEFAULT_OVERLAY = "calibration_corpus"
 
 
-def corpus(task: str, episodes: int, out: Path) -> Path:
+def corpus(task: str, episodes: int, out: Path, overlay: str = DEFAULT_OVERLAY) -> Path:
     from configs import load_config
     from data.metaworld.corpus import generate
 
-    cfg = load_config("corpus", ["experiment=calibration_corpus", f"task={task}", f"episodes={episodes}",
-                                 f"out={out / 'corpus' / f'{task}-{episodes}x150'}"])
+    name = f"{task}-{episodes}x150" + ("" if overlay == DEFAULT_OVERLAY else f"-{overlay}")
+    cfg = load_config("corpus", [f"experiment={overlay}", f"task={task}", f"episodes={episodes}",
+                                 f"out={out / 'corpus' / name}"])
     return generate(cfg, progress=False)
 
 
@@ -96,17 +101,18 @@ def check(target: dict, measured: float | None, truth: dict, metric: str) -> dic
     return {"target": value, "low": low, "high": high, "pass": bool(ok)}
 
 
-def calibrate(profile: str, root: Path, out: Path) -> dict:
-    """Annotate ``root`` with one profile, score the static controls, report; figures and pass/fail."""
-    from configs import load_config, reward_profile
+def calibrate(profile: str, root: Path, out: Path, simulator: str = "additive") -> dict:
+    """Annotate ``root`` with one profile of ``simulator``, score the static controls, report; figures and
+    pass/fail."""
+    from configs import DEFAULT_SIMULATOR, load_config, simulator_profile
     from pipeline.annotate import annotate
     from pipeline.progress import voc
     from pipeline.report import write_report
     from pipeline.rewards.registry import build_reward
 
-    ann = out / f"annotation_{profile}"
+    ann = out / (f"annotation_{profile}" if simulator == DEFAULT_SIMULATOR else f"annotation_{simulator}_{profile}")
     cfg = load_config("annotate", [f"dataset.root={root}", "reward=vlm_errors", f"reward.profile={profile}",
-                                   "dataset.cameras=[]", "plots=false", "progress_bar=false", f"out={ann}",
+                                   f"reward.simulator={simulator}", "dataset.cameras=[]", "plots=false", "progress_bar=false", f"out={ann}",
                                    "overwrite=true"])  # a resumed run would keep scores of an edited profile
     result = annotate(cfg)
     if not result.ok:
@@ -124,10 +130,10 @@ def calibrate(profile: str, root: Path, out: Path) -> dict:
         "static_gap": float(np.mean([r["success_score"] - static[r["episode_index"]].success_score for r in wins])),
     }
     truth = ground_truth_figures(episodes, model)
-    targets = reward_profile(profile)["targets"]
+    targets = simulator_profile(profile, simulator)["targets"]
     checks = {m: {**check(targets[m], measured[m], truth, m), "measured": measured[m],
                   "source": targets[m].get("source")} for m in METRICS}
-    return {"profile": profile, "episodes": len(rows), "successes": len(wins), "checks": checks,
+    return {"profile": profile, "simulator": simulator, "episodes": len(rows), "successes": len(wins), "checks": checks,
             "ground_truth": truth, "annotation": str(ann)}
 
 
@@ -148,25 +154,33 @@ def table(results: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from configs import reward_profiles
+    from configs import DEFAULT_SIMULATOR, SIMULATOR_PROFILE_DIRS, reward_profiles
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--task", default="push-v3")
     ap.add_argument("--episodes", type=int, default=60)
-    ap.add_argument("--profiles", default=",".join(reward_profiles()), help="comma-separated profile names")
+    ap.add_argument("--simulator", default=DEFAULT_SIMULATOR, choices=list(SIMULATOR_PROFILE_DIRS),
+                    help="which simulator of VLM reward errors (reward.simulator)")
+    ap.add_argument("--corpus-overlay", default=DEFAULT_OVERLAY, choices=[DEFAULT_OVERLAY, "rabc_corpus"],
+                    help="the corpus's sizes and mix: configs/experiment/<overlay>.yaml (rabc_corpus: the experiment's)")
+    ap.add_argument("--profiles", default=None, help="comma-separated profile names (default: all of the simulator's)")
     ap.add_argument("--out", default="outputs/calibration")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
     args = ap.parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
     out = Path(args.out)
     t0 = time.perf_counter()
-    root = corpus(args.task, args.episodes, out)
-    results = [calibrate(p, root, out / f"{args.task}-{args.episodes}") for p in args.profiles.split(",")]
+    profiles = args.profiles.split(",") if args.profiles else reward_profiles(SIMULATOR_PROFILE_DIRS[args.simulator])
+    root = corpus(args.task, args.episodes, out, args.corpus_overlay)
+    runs = out / (f"{args.task}-{args.episodes}"
+                  + ("" if args.corpus_overlay == DEFAULT_OVERLAY else f"-{args.corpus_overlay}"))
+    results = [calibrate(p, root, runs, args.simulator) for p in profiles]
     if args.json:
-        print(json.dumps({"task": args.task, "corpus": str(root), "results": results}, indent=1))
+        print(json.dumps({"task": args.task, "corpus": str(root), "simulator": args.simulator, "results": results},
+                         indent=1))
     else:
         print(f"corpus {root}: {results[0]['episodes']} episodes, {results[0]['successes']} successful "
-              f"({time.perf_counter() - t0:.0f} s); simulated reward errors, not a VLM")
+              f"({time.perf_counter() - t0:.0f} s); SIMULATED reward errors ({args.simulator} simulator), not a VLM")
         print(table(results))
     failed = [f"{r['profile']}.{m}" for r in results for m in METRICS if r["checks"][m]["pass"] is False]
     if failed:

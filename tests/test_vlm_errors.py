@@ -7,105 +7,21 @@ import numpy as np
 import pytest
 
 from configs import ConfigError, load_config, reward_profile, reward_profiles
-from pipeline.progress import success_score, voc
-from pipeline.report.metrics import success_detection
+from pipeline.progress import voc
 from pipeline.rewards.registry import REWARDS, EpisodeInput, build_reward
 from pipeline.rewards.schedule import group_ends, prefix_ends, sample_indices, select_groups
 from pipeline.rewards.vlm_errors import VLMErrorSimulator
-
-PROFILES = ("oracle", "qwen3vl_32b_like", "qwen3vl_8b_like", "weak")
-T, FPS = 150, 80.0  # MetaWorld's episode: 150 steps at 80 fps
-ENV = "observation.environment_state"
-
-
-def model(profile: str, **options):
-    return build_reward({"name": "vlm_errors", **load_config("annotate", ["reward=vlm_errors"]).reward,
-                         "profile": profile, **options})
-
-
-def episode(index: int, progress: np.ndarray, obj: np.ndarray | None = None, fps: float = FPS) -> EpisodeInput:
-    cols = {"next.reward": progress.astype(np.float32)[:, None]}
-    if obj is not None:
-        env = np.zeros((len(progress), 39), np.float32)
-        env[:, 4:7] = obj
-        cols[ENV] = env
-    return EpisodeInput(fps=fps, instruction="push the puck to the goal", num_frames=len(progress),
-                        episode_index=index, columns=cols)
-
-
-def synthetic_corpus(n: int = 60, seed: int = 0) -> list[tuple[EpisodeInput, int]]:
-    """Episodes shaped like the MetaWorld push corpus: 60% successes (progress rises to 1 between steps 45 and
-    100 and wavers there, the puck moves 0.15-0.3 m), failures that stall (nothing moves), push the puck away (it moves, progress
-    stays low), push it to a wrong goal (progress ends 0.4-0.8) or act at random (hardly moves)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(T)
-    out = []
-    for i in range(n):
-        kind = ["success"] * 6 + ["stall", "push_away", "wrong_goal", "random"]
-        kind = kind[i % len(kind)]
-        start, done = rng.integers(20, 45), rng.integers(45, 100)
-        ramp = np.clip((t - start) / max(done - start, 1), 0, 1)
-        direction = rng.normal(size=3) * [1, 1, 0]
-        direction /= np.linalg.norm(direction)
-        dist = rng.uniform(0.15, 0.3)
-        if kind == "success":  # the dense reward wavers a little once the puck is in (as MetaWorld's does)
-            progress = np.clip(0.01 + 0.99 * ramp**1.5 - np.abs(rng.normal(0, 0.03, T)) * (ramp == 1), 0, 1)
-            moved = dist * ramp
-        elif kind == "stall":
-            progress, moved = np.full(T, 0.01), np.zeros(T)
-        elif kind == "push_away":
-            progress, moved = 0.01 + 0.07 * ramp, dist * ramp
-        elif kind == "wrong_goal":
-            progress, moved = 0.01 + rng.uniform(0.4, 0.8) * ramp, dist * ramp
-        else:
-            progress, moved = 0.01 + 0.03 * rng.random(T), rng.uniform(0, 0.01) * ramp
-        obj = np.array([0.0, 0.6, 0.02]) + moved[:, None] * direction
-        out.append((episode(i, progress, obj), int(kind == "success")))
-    return out
-
-
-def measure(m, corpus) -> dict:
-    """The calibration figures (as experiments.calibration defines them) on in-memory episodes."""
-    def order(x):
-        return 0.0 if not np.isfinite(x) else x
-
-    real, static, scores, labels, gaps = [], [], [], [], []
-    for ep, label in corpus:
-        a, b = m.score(ep), m.score_static(ep)
-        static.append(order(voc(b.frame_progress())))
-        scores.append(a.success_score)
-        labels.append(label)
-        if label:
-            real.append(order(voc(a.frame_progress())))
-            gaps.append(a.success_score - b.success_score)
-    return {"real_voc": float(np.mean(real)), "static_voc": float(np.mean(static)), "static_gap": float(np.mean(gaps)),
-            "auroc": success_detection(np.array(scores), np.array(labels))["auroc"]}
-
-
-def ground_truth(m, corpus) -> dict:
-    real, scores, labels = [], [], []
-    for ep, label in corpus:
-        gt = m.simulator.ground_truth(ep)
-        scores.append(success_score(gt[m.score(ep).prefix_ends - 1]))
-        labels.append(label)
-        if label:
-            real.append(voc(gt))
-    return {"real_voc": float(np.mean(real)), "auroc": success_detection(np.array(scores), np.array(labels))["auroc"]}
-
-
-def missed(profile: str, figures: dict, truth: dict) -> list[str]:
-    """The targets of ``profile`` that ``figures`` miss (its YAML's pass intervals)."""
-    out = []
-    for metric, t in reward_profile(profile)["targets"].items():
-        if t.get("value") is None:
-            continue
-        if t["value"] == "ground_truth":
-            low, high = truth[metric] - t["tolerance"], truth[metric] + t["tolerance"]
-        else:
-            low, high = t["low"], t["high"]
-        if not low <= figures[metric] <= high:
-            out.append(f"{metric}={figures[metric]:.3f} not in [{low:.3f}, {high:.3f}]")
-    return out
+from tests.fixtures.vlm_errors import (
+    FPS,
+    PROFILES,
+    T,
+    episode,
+    ground_truth,
+    measure,
+    missed,
+    model,
+    synthetic_corpus,
+)
 
 
 @pytest.fixture(scope="module")

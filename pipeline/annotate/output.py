@@ -17,6 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from configs import DEFAULT_SIMULATOR
 from configs.outputs import atomic_write, check_output, claim_output, config_identity
 from configs.outputs import fingerprint as identity_hash
 from data.manifest import MANIFEST, PLOTS_DIR, PROGRESS_PARQUET, SHARDS_DIR
@@ -40,6 +41,8 @@ OUR_ENTRIES = (SHARDS_DIR, JOURNAL_DIR, PLOTS_DIR, MANIFEST, PROGRESS_PARQUET, "
 def fingerprint(cfg: DictConfig, src: SourceDataset, world_size: int) -> dict:
     """The run's identity (``run.json``): what must match for a re-run to continue this output."""
     resolved = config_identity(cfg, NOT_FINGERPRINTED)
+    if (resolved.get("reward") or {}).get("simulator") == DEFAULT_SIMULATOR:
+        resolved["reward"].pop("simulator")  # the default: outputs made before the key existed keep their identity
     identity = {
         "config": resolved,
         "source": {"root": str(src.root.resolve()), "repo_id": src.repo_id, "total_episodes": src.total_episodes,

@@ -224,16 +224,22 @@ class GVLReward(VLMReward):
 
 
 class VLMErrorsReward(RewardModel):
-    """Simulated VLM reward errors (:class:`pipeline.rewards.vlm_errors.VLMErrorSimulator`): a calibrated
-    stand-in for corpora with ground-truth progress, not a VLM; its provenance says ``simulated``."""
+    """Simulated VLM reward errors (:class:`pipeline.rewards.vlm_errors.VLMErrorSimulator`, or with
+    ``simulator="rank"`` :class:`pipeline.rewards.vlm_errors_rank.RankErrorSimulator`): a calibrated stand-in
+    for corpora with ground-truth progress, not a VLM; its provenance says ``simulated``."""
 
     name = "vlm_errors"
 
-    def __init__(self, profile: str, parameters: dict, **options) -> None:
+    def __init__(self, profile: str, parameters: dict, simulator: str = "additive", **options) -> None:
         from pipeline.rewards.vlm_errors import VLMErrorSimulator
+        from pipeline.rewards.vlm_errors_rank import RankErrorSimulator
 
         super().__init__()
-        self.simulator = VLMErrorSimulator(profile, parameters, **options)
+        classes = {"additive": VLMErrorSimulator, "rank": RankErrorSimulator}
+        if simulator not in classes:
+            raise RewardError(f"unknown reward.simulator {simulator!r}; valid: {', '.join(classes)} "
+                              f"(set reward.simulator=NAME)")
+        self.simulator = classes[simulator](profile, parameters, **options)
         # the displacement column is optional (absent: no wrong credit), so only the progress column is required
         self.columns = (self.simulator.column,)
 
@@ -263,9 +269,10 @@ def reward_files(reward_cfg) -> dict:
     simulated reward's profile parameters; {} for the others."""
     if reward_cfg.get("name") != "vlm_errors":
         return {}
-    from configs import reward_profile
+    from configs import DEFAULT_SIMULATOR, simulator_profile
 
-    return {"profile_parameters": reward_profile(str(reward_cfg.get("profile")))["parameters"]}
+    simulator = str(reward_cfg.get("simulator") or DEFAULT_SIMULATOR)
+    return {"profile_parameters": simulator_profile(str(reward_cfg.get("profile")), simulator)["parameters"]}
 
 
 def build_reward(reward_cfg, device: str = "cpu") -> RewardModel:
@@ -275,10 +282,12 @@ def build_reward(reward_cfg, device: str = "cpu") -> RewardModel:
     if name == "column":
         return ColumnReward(cfg.get("column"), cfg.get("control_column"))
     if name == "vlm_errors":  # the simulated stand-in; its profile file is composed by the config loader
-        from configs import reward_profile
+        from configs import DEFAULT_SIMULATOR, simulator_profile
 
         profile = cfg.pop("profile", None)
-        return VLMErrorsReward(profile, reward_profile(str(profile))["parameters"], **cfg)
+        simulator = str(cfg.pop("simulator", None) or DEFAULT_SIMULATOR)
+        return VLMErrorsReward(profile, simulator_profile(str(profile), simulator)["parameters"],
+                               simulator=simulator, **cfg)
     if name in VLM_REWARDS:
         dev = cfg.pop("device", "auto")
         return VLM_REWARDS[name](cfg.pop("model", None), device=device if dev in (None, "auto") else dev, **cfg)

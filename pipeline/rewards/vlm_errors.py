@@ -66,8 +66,24 @@ class SimulationError(UserError, ValueError):
     """A profile or an episode the simulator cannot use; the message says why and what to set."""
 
 
+class SimulatorProfile:
+    """What every simulator's profile shares: built from one profile YAML's ``parameters`` mapping, every value a
+    float (or null), unknown or missing names refused with the valid ones."""
+
+    @classmethod
+    def from_dict(cls, params: dict, profile: str = "?"):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise SimulationError(f"profile {profile!r} sets unknown parameters {unknown}; valid: {sorted(known)}")
+        try:
+            return cls(**{k: (None if v is None else float(v)) for k, v in params.items()})
+        except TypeError as exc:
+            raise SimulationError(f"profile {profile!r} lacks a parameter: {exc}") from exc
+
+
 @dataclass(frozen=True)
-class ErrorProfile:
+class ErrorProfile(SimulatorProfile):
     """Every parameter of a simulated reward model (one profile YAML's ``parameters``)."""
 
     assumed_duration_s: float | None  # real duration the episode is mapped onto; None: the dataset's fps
@@ -99,17 +115,6 @@ class ErrorProfile:
         if not 0 <= self.credit <= 1:
             raise SimulationError(f"credit={self.credit} must lie in [0, 1] (a share of the remaining progress)")
 
-    @classmethod
-    def from_dict(cls, params: dict, profile: str = "?") -> ErrorProfile:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise SimulationError(f"profile {profile!r} sets unknown parameters {unknown}; valid: {sorted(known)}")
-        try:
-            return cls(**{k: (None if v is None else float(v)) for k, v in params.items()})
-        except TypeError as exc:
-            raise SimulationError(f"profile {profile!r} lacks a parameter: {exc}") from exc
-
 
 def schedule(num_frames: int, fps: float, sample_fps: float, assumed_duration_s: float | None,
              prefixes: int | str = "all") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -140,7 +145,11 @@ def log_sigmoid(z: np.ndarray) -> np.ndarray:
 class VLMErrorSimulator:
     """The simulator behind ``reward=vlm_errors`` (see the module docstring); the registry's
     ``VLMErrorsReward`` puts it behind the reward-model interface. Episodes are
-    :class:`pipeline.rewards.registry.EpisodeInput`."""
+    :class:`pipeline.rewards.registry.EpisodeInput`. The ground truth, the object's displacement and the
+    prefix schedule are read here for every simulator (:mod:`pipeline.rewards.vlm_errors_rank` is the other);
+    a simulator is the profile it reads (``profile_class``) and its :meth:`simulate`."""
+
+    profile_class = ErrorProfile
 
     def __init__(self, profile_name: str, parameters: dict, column: str = "next.reward",
                  progress_range=(0.0, 1.0), displacement_column: str | None = "observation.environment_state",
@@ -162,7 +171,7 @@ class VLMErrorSimulator:
             raise SimulationError(f"displacement_dims={list(displacement_dims)}: give [start, stop) of the object's "
                               f"position in {displacement_column} (e.g. [4, 7])")
         self.profile_name = str(profile_name)
-        self.profile = ErrorProfile.from_dict(dict(parameters), self.profile_name)
+        self.profile = self.profile_class.from_dict(dict(parameters), self.profile_name)
         self.column = str(column)
         self.progress_range = (lo, hi)
         self.displacement_column = displacement_column or None
