@@ -13,7 +13,7 @@ score of prefix k is ``log sigmoid(z_k)`` (the log-probability of " True" from a
 - ``n_k``, the **image count** of prefix k: the sampled frames it shows. The length bias of Qwen3-VL-8B rises
   with it (steepest up to about 8 images, ``ramp_saturation_images``; ``ramp_drift`` keeps it rising slowly
   beyond, which a static VOC of 0.99 over episodes of 20+ prefixes requires) and is there even when nothing
-  moves, so a static video climbs (../shared/docs/REWARD_ERRORS.md, the static-frame sweep).
+  moves, so a static video climbs (docs/reward_errors.md: the TOPReward authors' static-frame sweep).
 - ``p_k``, the **ground-truth progress** at the prefix's last frame: the per-frame column ``column`` (default
   ``next.reward``) mapped linearly from ``progress_range`` [lo, hi] onto [0, 1] and clipped. The range is fixed
   per task, not per episode: a per-episode min-max would make every failure end "done". The MetaWorld corpus

@@ -1,7 +1,7 @@
 """Advantage estimators for reward-aligned behaviour cloning (rules of :mod:`policies.weighting.registry`).
 
-Why: on mixed data the gain-only rules barely separate good from bad demonstrations (../shared/docs/
-EXPERIMENTS.md): an expert's frames after success have flat progress and get a low weight, degraded episodes
+Why: on mixed data the gain-only rules barely separate good from bad demonstrations (docs/experiments.md,
+the first probe): an expert's frames after success have flat progress and get a low weight, degraded episodes
 still make *some* progress and get a full weight, and per-episode min-max normalisation makes every episode,
 failures included, climb from 0 to 1. The estimators here compare a chunk with what a typical chunk does from
 the same point of the task, and add what only the episode as a whole can tell (did it succeed, how fast).

@@ -5,7 +5,7 @@ reads the per-sample ``success`` keyword (:func:`policies.weighting.core.sample_
 keyword-only with their defaults; the registry (:mod:`policies.weighting.registry`) reads the accepted
 names from these signatures, so a rule takes no catch-all ``**kwargs``.
 
-Rules (../shared/docs/TOPREWARD.md, "Reward-aligned behaviour cloning"):
+Rules (TOPReward, arXiv 2602.19313, "Reward-aligned behaviour cloning"; docs/topreward.md):
 
 - ``none``: w = 1 (plain behaviour cloning; Σwℓ/Σw is the batch mean).
 - ``top_awr`` (TOPReward Eq. 3): w = clip(τ · exp(Δ), 0, δ_max), τ = 2, δ_max = 2. Read literally this
