@@ -83,13 +83,27 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     # the recommended rule after a person's look at the episodes it weighs most (labels=; a SIMULATED person
     # who labels those REVIEWED episodes with the corpus's own success): not label-free
     "recommended_reviewed": (["weighting=RECOMMENDED", "labels=REVIEWED", "calibrate=false"], "all"),
+    # pre-registered in docs/experiments.md ("A person's few labels, on two simulators of the errors"):
+    # a label-free candidate: the time to the top on the episode's own scale, for curves that rose
+    "episode_quality_rise": (["weighting=RECOMMENDED", "weighting.time_scale=rise"], "all"),
+    # a SIMULATED person labels K of the 50 episodes good (expert, noisy) or bad (detour, failure), one at a time
+    # in the acquisition order; labels= then calibrates the weights (policies/weighting/calibrated.py)
+    "labels_k5": (["weighting=RECOMMENDED", "labels=PERSON:5:heaviest"], "all"),
+    "labels_k10": (["weighting=RECOMMENDED", "labels=PERSON:10:heaviest"], "all"),
+    "labels_k10_uncertain": (["weighting=RECOMMENDED", "labels=PERSON:10:uncertain"], "all"),
+    "labels_k10_mix": (["weighting=RECOMMENDED", "labels=PERSON:10:mix"], "all"),
+    # the ceiling of labelling: every episode labelled, plain BC on the good ones
+    "good_only": (["weighting=none"], "good"),
 }
+PERSON = "labels=PERSON:"  # the simulated person's labels: labels=PERSON:K:ORDER
+GOOD_QUALITIES = ("expert", "noisy")  # the simulated person's rule: action noise may not be visible; a detour is
 REVIEWED = 10  # episodes the simulated person labels: the recommended rule's ten heaviest (of 50)
-LABELLED_VARIANTS = ("recommended_reviewed",)
+LABELLED_VARIANTS = ("recommended_reviewed", "labels_k5", "labels_k10", "labels_k10_uncertain", "labels_k10_mix")
 CONTROL_VARIANTS = ("episode_quality_minus_static", "episode_quality_shrunk")
 # awr: see the single-task table in docs/experiments.md; the control readers need a simulated profile
 DEFAULT_VARIANTS = [v for v in VARIANTS if v != "awr" and v not in (*CONTROL_VARIANTS, *LABELLED_VARIANTS)]
-REFERENCE_VARIANTS = ("none", "expert_only")  # trained on labels (expert_only) or the baseline: not candidates
+# trained on labels (expert_only, good_only) or the baseline: not candidates
+REFERENCE_VARIANTS = ("none", "expert_only", "good_only")
 COLUMN = "column"  # the simulator's own dense reward, annotated with reward=column (the perfect signal)
 # the simulated VLM-error profiles in the order of the error they carry (configs/reward/vlm_errors_profiles/)
 PROFILE_ORDER = ("oracle", "qwen3vl_32b_like", "qwen3vl_8b_like", "weak")
@@ -120,11 +134,25 @@ def variant_overrides(name: str) -> list[str]:
     return [r for o in extra for r in (recommended_overrides() if o == "weighting=RECOMMENDED" else [o])]
 
 
+SIMULATORS = ("additive", "rank")  # the two simulators of VLM errors (reward.simulator; docs/reward_errors.md)
+RANK = "rank_"  # a reward named rank_<profile> is <profile> on the second simulator
+
+
+def reward_key(profile: str, simulator: str = "additive") -> str:
+    """The reward's name in the results (and its folder ``reward_<name>``): the profile on the first simulator,
+    ``rank_<profile>`` on the second; ``column`` is no simulator's."""
+    return profile if simulator == "additive" or profile == COLUMN else RANK + profile
+
+
 def reward_overrides(reward: str, column: str) -> list[str]:
     """How the corpus is annotated for reward ``reward``: ``column`` (the dataset column ``column``) or a
-    simulated VLM-error profile (reward=vlm_errors; with its static-video control, which costs nothing here)."""
+    simulated VLM-error profile (reward=vlm_errors; with its static-video control, which costs nothing here),
+    ``rank_<profile>`` on the second simulator."""
     if reward == COLUMN:
         return ["reward=column", f"reward.column={column}"]
+    if reward.startswith(RANK):
+        return ["reward=vlm_errors", f"reward.profile={reward.removeprefix(RANK)}", "reward.simulator=rank",
+                "control.static=true"]
     return ["reward=vlm_errors", f"reward.profile={reward}", "control.static=true"]
 
 
@@ -225,6 +253,9 @@ def experiment_setup(task: str, args, reward: str = COLUMN) -> dict:
 def reward_description(args, reward: str) -> str:
     if reward == COLUMN:
         return f"column ({getattr(args, 'reward_column', 'next.reward')}: the simulator's dense reward / 10)"
+    if reward.startswith(RANK):
+        return (f"vlm_errors profile {reward.removeprefix(RANK)}, simulator rank (SIMULATED VLM reward errors of a "
+                "second form, docs/reward_errors.md)")
     return f"vlm_errors profile {reward} (SIMULATED VLM reward errors, docs/reward_errors.md)"
 
 
@@ -303,6 +334,40 @@ def reviewed_labels(shards: Path, args, labels_doc: dict, path: Path) -> Path:
                                for e in heaviest})
 
 
+def labels_given(name: str) -> int:
+    """How many episodes a person labels in variant ``name`` (0: label-free)."""
+    extra = VARIANTS[name][0]
+    if "labels=REVIEWED" in extra:
+        return REVIEWED
+    return next((int(o.removeprefix(PERSON).split(":")[0]) for o in extra if o.startswith(PERSON)), 0)
+
+
+def person_labels(shards: Path, args, labels_doc: dict, path: Path, k: int, order: str) -> Path:
+    """The labels file of a SIMULATED person who labels ``k`` episodes one at a time, each the first of the
+    acquisition ``order`` given the labels so far (policies.weighting.calibrated.acquisition_order; heaviness:
+    the recommended rule's), good for the GOOD_QUALITIES and bad otherwise; written once to ``path``."""
+    from data.manifest import load_manifest
+    from data.success_labels import Label, write_labels
+    from policies.training import episode_weights
+    from policies.weighting.calibrated import acquisition_order
+
+    if path.is_file():
+        return path
+    cfg = train_config([f"data.shards={shards}", *policy_overrides(args), *recommended_overrides(),
+                        f"out={path.parent / 'review_fit'}"])
+    heavy, _, _ = episode_weights(cfg)
+    episodes = load_manifest(shards)["episodes"]
+    good = {int(e["episode_index"]): e["quality"] in GOOD_QUALITIES for e in labels_doc["episodes"]}
+    labels: dict[int, bool] = {}
+    for _ in range(k):
+        todo = acquisition_order(order, heavy, labels, episodes)
+        if not todo:
+            break
+        labels[todo[0]] = good[todo[0]]
+    note = f"SIMULATED person ({order} order): good = {' or '.join(GOOD_QUALITIES)}"
+    return write_labels(path, {("", e): Label(None, note, ok) for e, ok in labels.items()})
+
+
 def weight_report(train_cfg, labels: dict[int, str]) -> dict:
     """Weight statistics over every training sample and the share of Σw per demonstration-quality label."""
     import torch
@@ -368,7 +433,7 @@ def target_check(evals: dict[str, list[dict]]) -> tuple[list[str], dict]:
             continue
         ratio = r["success_rate"] / ref["success_rate"] if ref["success_rate"] > 0 else float("nan")
         beats = r["ci_low"] > base["ci_high"]
-        labelled = f" (with {REVIEWED} episodes labelled)" if name in LABELLED_VARIANTS else ""
+        labelled = f" (with {labels_given(name)} episodes labelled)" if name in LABELLED_VARIANTS else ""
         lines.append(f"- `{name}`{labelled}: {pct(r)} = {100 * ratio:.0f}% of expert-only BC ({pct(ref)}); "
                      f"{'beats' if beats else 'does not beat'} plain BC ({pct(base)}) beyond the intervals")
         if best is None and name not in LABELLED_VARIANTS:
@@ -428,7 +493,7 @@ def load_results(out: Path) -> dict[str, dict[str, dict]]:
         refs = {n: base[n] for n in REFERENCE_VARIANTS if n in base and n not in res["variants"]}
         res["variants"] = {**refs, **res["variants"]}
         by_reward.setdefault(reward, {})[task] = res
-    order = [COLUMN, *PROFILE_ORDER]
+    order = [COLUMN, *PROFILE_ORDER, *(RANK + p for p in PROFILE_ORDER)]
     return dict(sorted(by_reward.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
 
 
@@ -574,6 +639,7 @@ def run_task(task: str, args, variants: list[str], reward: str = COLUMN) -> dict
     labels_doc = read_quality_labels(corpus)
     labels = quality_by_episode(labels_doc)
     expert_eps = sorted(e for e, q in labels.items() if q == "expert")
+    good_eps = sorted(e for e, q in labels.items() if q in GOOD_QUALITIES)
     results["corpus"] = {q: sum(1 for v in labels.values() if v == q) for q in sorted(set(labels.values()))}
     results["corpus_successes"] = sum(bool(e["success"]) for e in labels_doc["episodes"])
     # the annotation's window is what the policy trains on (ACT: one observation and its action chunk)
@@ -583,6 +649,8 @@ def run_task(task: str, args, variants: list[str], reward: str = COLUMN) -> dict
     shards = {"all": annotate(corpus, out / "annotation_all", None, horizon,
                               [*reward_overrides(reward, args.reward_column), *window]),
               "expert": annotate(corpus, policy_root / "annotation_expert", expert_eps, horizon, window)}
+    if any(VARIANTS[n][1] == "good" for n in variants):
+        shards["good"] = annotate(corpus, policy_root / "annotation_good", good_eps, horizon, window)
     print(f"{task}: corpus + annotation {time.perf_counter() - t0:.0f} s; {results['corpus']}", flush=True)
 
     if "references" not in results:
@@ -603,6 +671,9 @@ def run_task(task: str, args, variants: list[str], reward: str = COLUMN) -> dict
             results["variants"][name] = {"overrides": extra, "shards": which, "runs": []}
             if any(o.startswith("labels=") for o in VARIANTS[name][0]):
                 (out / "reviewed_labels.csv").unlink(missing_ok=True)  # the heaviest episodes of the old rule
+                for o in [o for o in VARIANTS[name][0] if o.startswith(PERSON)]:
+                    k, order = o.removeprefix(PERSON).split(":")
+                    (out / f"person_k{k}_{order}.csv").unlink(missing_ok=True)
     for seed in range(args.seeds):
         for name in variants:
             extra, which = variant_overrides(name), VARIANTS[name][1]
@@ -613,6 +684,11 @@ def run_task(task: str, args, variants: list[str], reward: str = COLUMN) -> dict
             if "labels=REVIEWED" in extra:
                 review = reviewed_labels(shards[which], args, labels_doc, out / "reviewed_labels.csv")
                 extra = [f"labels={review}" if o == "labels=REVIEWED" else o for o in extra]
+            for o in [o for o in extra if o.startswith(PERSON)]:
+                k, order = o.removeprefix(PERSON).split(":")
+                person = person_labels(shards[which], args, labels_doc, out / f"person_k{k}_{order}.csv", int(k),
+                                       order)
+                extra = [f"labels={person}" if x == o else x for x in extra]
             cfg = train_config([f"data.shards={shards[which]}", *policy_overrides(args), *extra,
                                 f"seed={seed}", f"out={run_dir}"])
             if "weights" not in v:
@@ -665,6 +741,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="what progress comes from: `column` (the dense-reward column, a perfect signal) or a "
                     "SIMULATED VLM-error profile (reward=vlm_errors: oracle, qwen3vl_32b_like, qwen3vl_8b_like, "
                     "weak); plain and expert-only BC read no reward and run once per task")
+    ap.add_argument("--simulator", choices=SIMULATORS, default="additive",
+                    help="with a profile: which simulator of the errors (additive: the first; rank: the second, of "
+                    "another form; docs/reward_errors.md); its runs live under TASK/reward_rank_PROFILE")
     ap.add_argument("--reward-column", default="next.reward",
                     help="with --reward column: the per-frame column annotated as progress")
     ap.add_argument("--policy", choices=POLICIES, default="act",
@@ -725,11 +804,12 @@ def main(argv: list[str] | None = None) -> int:
     # the references read no reward: they run once per task, on the column annotation's folder
     refs = [v for v in variants if v in REFERENCE_VARIANTS]
     rules = [v for v in variants if v not in REFERENCE_VARIANTS or args.reward == COLUMN]
+    reward = reward_key(args.reward, args.simulator)
     results = {}
     for t in tasks:
         if args.reward != COLUMN and refs:
             run_task(t, args, refs, COLUMN)
-        results[t] = run_task(t, args, rules, args.reward)
+        results[t] = run_task(t, args, rules, reward)
     print(report(args.out))
     if args.json:
         print(json.dumps(results, indent=1))

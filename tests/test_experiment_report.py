@@ -133,7 +133,7 @@ def test_recommended_is_the_demos_rule_and_profiles_annotate_with_the_control():
     yaml = OmegaConf.load(Path(configs.__file__).parent / "weighting" / f"{rule}.yaml")
     assert recommended[1:] == [f"weighting.{k}={v}" for k, v in yaml.items()] and len(recommended) > 5
     assert "weighting.time_scale=dataset" in recommended and "weighting.beta=0.25" in recommended
-    assert exp.variant_overrides("recommended_reviewed")[:-1] == recommended
+    assert exp.variant_overrides("recommended_reviewed")[:-2] == recommended
     # the rules that ran before the default changed keep the episode's scale
     assert "weighting.time_scale=episode" in exp.variant_overrides("episode_quality_sharp")
     assert exp.variant_overrides("filter") == ["weighting=filter"]
@@ -141,6 +141,11 @@ def test_recommended_is_the_demos_rule_and_profiles_annotate_with_the_control():
     assert exp.reward_overrides("weak", "next.reward") == ["reward=vlm_errors", "reward.profile=weak",
                                                             "control.static=true"]
     assert exp.main(["--reward", "nonsense", "--tasks", "push-v3"]) == 2
+    # the second simulator: its own folder name and the simulator key
+    assert exp.reward_key("weak", "rank") == "rank_weak" and exp.reward_key("weak") == "weak"
+    assert exp.reward_key("column", "rank") == "column"
+    assert exp.reward_overrides("rank_weak", "next.reward") == ["reward=vlm_errors", "reward.profile=weak",
+                                                                 "reward.simulator=rank", "control.static=true"]
 
 
 def test_episode_scores_auroc_is_mann_whitney():
@@ -193,5 +198,36 @@ def test_the_simulated_review_labels_the_heaviest_episodes(tmp_path, monkeypatch
     heaviest = sorted(per, key=per.get, reverse=True)
     assert per[heaviest[1]] > per[heaviest[2]]  # a strict order: the two heaviest are well defined
     assert episode_labels(path) == {e: e != 1 for e in heaviest[:2]}
-    assert exp.variant_overrides("recommended_reviewed") == [*exp.recommended_overrides(), "labels=REVIEWED"]
+    assert exp.variant_overrides("recommended_reviewed") == [*exp.recommended_overrides(), "labels=REVIEWED",
+                                                             "calibrate=false"]
     assert "recommended_reviewed" not in exp.DEFAULT_VARIANTS
+
+
+def test_the_simulated_person_labels_in_the_acquisition_order(tmp_path):
+    """labels_k*: a SIMULATED person labels K episodes good (expert, noisy) or bad, each the first of the
+    acquisition order given the labels so far; heaviest = the recommended rule's heaviest episodes."""
+    import argparse
+
+    from data.success_labels import episode_judgements
+    from policies.training import episode_weights
+    from tests.fixtures.shards import write_tiny_shards
+
+    shards = write_tiny_shards(tmp_path / "s", episodes=6, length=16, obs_steps=2, horizon=10, images=False)
+    manifest = json.loads((shards / "manifest.json").read_text())
+    for i, e in enumerate(manifest["episodes"]):  # distinct raw curves, so the rule's weights differ
+        e["success_score"] = -1.0 - 0.5 * i
+        e["raw_scores"] = list(np.linspace(-5.0, e["success_score"], e["length"]))
+    (shards / "manifest.json").write_text(json.dumps(manifest))
+    qualities = ["expert", "failure", "noisy", "detour", "expert", "failure"]
+    doc = {"episodes": [{"episode_index": e, "quality": q} for e, q in enumerate(qualities)]}
+    args = argparse.Namespace()
+    path = exp.person_labels(shards, args, doc, tmp_path / "p.csv", 3, "heaviest")
+    cfg = exp.train_config([f"data.shards={shards}", *exp.policy_overrides(args), *exp.recommended_overrides(),
+                            f"out={tmp_path / 'fit'}"])
+    heavy, _, _ = episode_weights(cfg)
+    top3 = sorted(heavy, key=lambda e: (-heavy[e], e))[:3]
+    assert len(set(heavy.values())) == 6  # a strict order
+    assert episode_judgements(path) == {e: qualities[e] in ("expert", "noisy") for e in top3}
+    assert "SIMULATED person" in path.read_text()
+    assert exp.labels_given("labels_k10_mix") == 10 and exp.labels_given("recommended") == 0
+    assert exp.variant_overrides("labels_k5")[-1] == "labels=PERSON:5:heaviest"
