@@ -246,7 +246,8 @@ class ShardStream(IterableDataset):
         self.shuffle_buffer, self.seed, self.rank, self.world_size = shuffle_buffer, seed, rank, world_size
         self.decoder = SampleDecoder(needs, success)
         self.handler = handler
-        self.counts, self.hashes = counts, hashes
+        self.counts = counts
+        self.hashes = dict(hashes) if hashes else None  # emptied as each shard is verified (data.shards.tar_samples)
         self.epoch = 0
         self.start_batch = 0
         self.first_worker: int | None = None  # None: the worker that owns batch start_batch (see worker)

@@ -451,7 +451,9 @@ def tar_samples(paths: Iterable[Path | str], handler: Handler = reraise,
     that ends early, raises ShardError naming it (passed to ``handler``: True skips the rest of that shard,
     False stops). With ``hashes`` (shard location → the manifest's sha256) every byte read is hashed on the way
     and a shard read to its end whose hash differs raises ShardError too: it is not the shard the manifest
-    describes (a shard read only in part, at the end of a run, is not checked).
+    describes (a shard read only in part, at the end of a run, is not checked). A shard that matched is removed
+    from ``hashes``, so a reader that passes the same dict again (the training stream, every epoch) hashes each
+    shard once.
     """
     for path in paths:
         n = 0
@@ -462,8 +464,10 @@ def tar_samples(paths: Iterable[Path | str], handler: Handler = reraise,
                 for sample in group_samples(read_members(stream), str(path)):
                     n += 1
                     yield sample
-                if expected_hash and stream.finish() != expected_hash:
-                    raise NotTheManifests(str(path))
+                if expected_hash:
+                    if stream.finish() != expected_hash:
+                        raise NotTheManifests(str(path))
+                    hashes.pop(str(path), None)  # checked once per reader: its later passes read it unhashed
             expected = (counts or {}).get(str(path))
             if expected is not None and n != expected:
                 raise EOFError(f"it holds {n} samples but the manifest lists {expected}")
