@@ -457,3 +457,25 @@ def test_an_unloadable_video_decoder_prints_no_traceback(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING):
         assert get_safe_default_video_backend() == "pyav"
     assert not [r for r in caplog.records if r.name == logger.name]
+
+
+WRITER = """
+import sys
+from data.success_labels import set_label
+path, start = sys.argv[1], int(sys.argv[2])
+for e in range(start, start + 150):
+    set_label(path, "act", e, e % 2 == 0, f"note {e}")
+"""
+
+
+def test_two_writers_of_one_labels_file_lose_nothing(tmp_path):
+    """Two processes (two review pages on one folder) write 150 labels each into one file at the same time: each
+    read-change-write is locked, each write atomic through a temporary file of its own."""
+    path = tmp_path / "labels.csv"
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(start)], cwd=ROOT,
+                              stderr=subprocess.PIPE, text=True) for start in (0, 1000)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    labels = read_labels(path)
+    assert sorted(e for _, e in labels) == [*range(150), *range(1000, 1150)]
+    assert labels[("act", 1001)].note == "note 1001" and labels[("act", 1002)].success is True
