@@ -17,6 +17,7 @@ import pytest
 
 from configs import load_config
 from data.success_labels import episode_judgements, read_labels, set_label
+from pipeline.plots import episode_png_name
 from policies.evaluation.corpus import Corpus, clip_name, make_corpus_server
 from policies.review import main
 from policies.training import episode_weights
@@ -169,6 +170,7 @@ def test_api_lists_weights_ranks_curves_and_the_order(server, annotation, expect
         assert ep["curve"]["control"] == manifest[i]["control_raw_scores"] is not None
         assert ep["curve"]["prefix_ends"] == manifest[i]["prefix_ends"]
         assert ep["label"] is None and ep["videos"] == [{"camera": CAM, "file": clip_name(i, CAM)}]
+        assert ep["plot"] == f"plots/{episode_png_name(i)}" and (annotation / ep["plot"]).is_file()
     # a clip is made on its first request, from the source dataset, and kept
     clip = clip_name(heavy[0], CAM)
     assert not (annotation / clip).exists()
@@ -245,6 +247,7 @@ def test_page_labels_demonstrations_in_order(chromium, server, labels, expected)
     top = card(browser, "", heavy[0])
     assert "selected" in top.get_attribute("class")
     assert f"rank 1 of {len(heavy)}" in top.find_element(By.CSS_SELECTOR, ".weight").text
+    assert top.find_element(By.CSS_SELECTOR, "a.plotlink").text == "the annotation's plot"
     # the clip is made and served so that Chromium reads it
     wait(browser, lambda: browser.execute_script(
         "const v = document.querySelector('.rollout video'); return v.readyState >= 1 && v.duration > 0"), 30)

@@ -43,6 +43,7 @@ from configs import UserError, load_config
 from data.manifest import MANIFEST, PLOTS_DIR, load_manifest
 from data.source import SourceError, open_dataset
 from data.success_labels import LabelsError, check_note, episode_judgements, read_labels, set_label
+from pipeline.plots import episode_png_name
 from policies.evaluation.review import (
     BadRequest,
     ReviewError,
@@ -272,7 +273,7 @@ class Corpus:
             for e in self.episodes:
                 index = int(e["episode_index"])
                 videos, why = self.videos(e)
-                plot = Path(PLOTS_DIR) / f"episode_{index:06d}.png"
+                plot = Path(PLOTS_DIR) / episode_png_name(index)
                 label = judgements.get(index)
                 episodes.append({
                     "policy": POLICY, "episode_index": index, "task": e.get("task"), "length": e.get("length"),
