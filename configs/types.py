@@ -21,7 +21,7 @@ from configs import CONFIG_DIR, ConfigError, load_config
 ALSO: dict[str, tuple[type, ...]] = {"trainer.devices": (str, list),
                                      "dataset.cameras": (list,), "data.cameras": (list,)}
 # null-default key → the type its value has when set (judged as a default of that type would be)
-NULLABLE: dict[str, type] = {"record_name": str, "recordings": list, "policies": list, "blind_seed": int, "names": list, "labels": str,
+NULLABLE: dict[str, type] = {"record_name": str, "recordings": list, "policies": list, "blind_seed": int, "next": int, "names": list, "labels": str,
                               "episode_policies": str, "judge.threshold": float,
                               "plan": str,
                               "reward.tail_batch_size": int, "reward.memory_budget_gb": float}

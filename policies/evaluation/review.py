@@ -436,10 +436,16 @@ def make_server(out_dir: str | Path, labels: str | Path | None = None, host: str
     data = load_episodes(out_dir)
     path = labels_path(out_dir, data, labels)
     read_labels(path)  # a malformed labels file is an error now, not on the first click
+    return listen(ReviewServer, host, port, out_dir, path, blind=blind, handler=handler)
+
+
+def listen(server_class, host: str, port: int, *args, **kwargs) -> ReviewServer:
+    """``server_class((host, port), *args, **kwargs)`` (a :class:`ReviewServer`), or :class:`ReviewError`
+    saying what to do when the address cannot be listened on."""
     if not PAGE.is_file():
         raise ReviewError(f"the page {PAGE} is missing from this installation; reinstall topbc")
     try:
-        return ReviewServer((host, int(port)), out_dir, path, blind=blind, handler=handler)
+        return server_class((host, int(port)), *args, **kwargs)
     except OSError as exc:
         raise ReviewError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another with "
                           "port=N (port=0 picks a free one) or host=H") from exc
@@ -457,6 +463,11 @@ def serve(out_dir: str | Path, labels: str | Path | None = None, host: str = "12
     if usual.resolve() != server.labels.resolve():
         print(f"warning: {EPISODES_FILE} names the labels file {usual}; \"Re-make report\" reads that one, not "
               f"{server.labels}", file=sys.stderr)
+    return serve_until_stopped(server, host, open_browser)
+
+
+def serve_until_stopped(server: ReviewServer, host: str, open_browser: bool = False) -> int:
+    """Answer ``server``'s requests until Ctrl-C (opening its page in this machine's browser if asked)."""
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {host}: anyone who can reach this address can change the labels",
               file=sys.stderr)
