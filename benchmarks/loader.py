@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -140,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-steps", type=int, default=10)
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--work", type=Path, default=None, help="folder for the dataset and shards (default: a temp dir)")
+    p.add_argument("--repeats", type=int, default=3, help="alternations of the shard loader with and without "
+                   "the manifest hash check (medians reported)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -150,9 +153,15 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         src, shards = build_data(work, args.episodes, args.length, args.image, 2, args.horizon)
         prep = time.perf_counter() - t0
-        shard_sps, shard_first = shard_rate(shards, args.horizon, args.batch, args.workers, args.batches)
-        # the same loader without hashing each shard against the manifest: the check's cost, side by side
-        unverified_sps, _ = shard_rate(shards, args.horizon, args.batch, args.workers, args.batches, verify=False)
+        # with and without hashing each shard against the manifest, alternated (drift on a shared machine
+        # falls on both): the check's cost, side by side
+        verified, unverified = [], []
+        for _ in range(args.repeats):
+            verified.append(shard_rate(shards, args.horizon, args.batch, args.workers, args.batches))
+            unverified.append(shard_rate(shards, args.horizon, args.batch, args.workers, args.batches,
+                                         verify=False)[0])
+        shard_sps, shard_first = float(np.median([v[0] for v in verified])), verified[0][1]
+        unverified_sps = float(np.median(unverified))
         lr_sps, lr_first = lerobot_rate(src, args.horizon, args.batch, args.workers, args.batches)
         result = {
             "samples": args.episodes * args.length, "image": args.image, "horizon": args.horizon,
@@ -160,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             "shards_samples_per_s": round(shard_sps, 1), "lerobot_samples_per_s": round(lr_sps, 1),
             "ratio": round(shard_sps / lr_sps, 2),
             "shards_unverified_samples_per_s": round(unverified_sps, 1),
+            "shards_samples_per_s_each": [round(v[0], 1) for v in verified],
+            "shards_unverified_samples_per_s_each": [round(v, 1) for v in unverified],
             "verified_over_unverified": round(shard_sps / unverified_sps, 3),
             "shards_first_batch_s": round(shard_first, 2), "lerobot_first_batch_s": round(lr_first, 2),
             "prepare_s": round(prep, 1), "torch_threads": torch.get_num_threads(),

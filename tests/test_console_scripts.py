@@ -28,7 +28,7 @@ def test_every_script_is_a_readme_command_and_installed():
         module, func = target.split(":")
         fn = getattr(importlib.import_module(module), func)
         form = importlib.import_module(MODULE_FORMS[name])
-        main = getattr(form, "main", None) or getattr(importlib.import_module(MODULE_FORMS[name] + ".__main__"), "main")
+        main = getattr(form, "main", None) or importlib.import_module(MODULE_FORMS[name] + ".__main__").main
         assert fn is main, f"{name} runs {target}, not what python -m {MODULE_FORMS[name]} runs"
 
 
