@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from configs import load_config
+from configs import ConfigError, load_config
 from data.metaworld import behaviours
 from data.metaworld import corpus as demo
 from data.metaworld import sim as simlib
@@ -236,7 +236,7 @@ def test_bad_corpus_configs(tmp_path, capsys):
     assert not (tmp_path / "corpus").exists()
     (tmp_path / "corpus").mkdir()
     (tmp_path / "corpus" / "something").write_text("x")
-    with pytest.raises(FileExistsError, match="overwrite=true"):
+    with pytest.raises(ConfigError, match="not a corpus written by python -m data.demo"):
         demo.generate(corpus_cfg(tmp_path))
     assert demo.main([f"out={tmp_path / 'c2'}", "task=nope-v3"]) == 2
     assert "Valid tasks:" in capsys.readouterr().err
