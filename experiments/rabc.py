@@ -674,7 +674,8 @@ def run_task(task: str, args, variants: list[str], reward: str = COLUMN) -> dict
                 for o in [o for o in VARIANTS[name][0] if o.startswith(PERSON)]:
                     k, order = o.removeprefix(PERSON).split(":")
                     (out / f"person_k{k}_{order}.csv").unlink(missing_ok=True)
-    for seed in range(args.seeds):
+    first = getattr(args, "first_seed", 0) or 0
+    for seed in range(first, first + args.seeds):
         for name in variants:
             extra, which = variant_overrides(name), VARIANTS[name][1]
             v = results["variants"][name]
@@ -719,6 +720,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated MetaWorld tasks, run one after another")
     ap.add_argument("--seeds", type=int, default=3, help="training seeds per variant")
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="the first training seed (held-out runs use seeds never used by the grid, e.g. 10)")
     # size options default to None: the overlays configs/experiment/rabc_*.yaml hold the defaults
     ap.add_argument("--rollouts", type=int, help="evaluation rollouts per run (setup seeds from 1000; "
                     "default: rabc_evaluate.yaml, 67: x 3 seeds = 201 per variant)")
