@@ -163,7 +163,7 @@ def test_rerun_with_another_config_is_refused_and_keeps_everything(expert_run, t
     assert ev.main(["policy=expert", f"out={out}", "episodes=3", "max_steps=50", "videos=0",
                     f"env.image_size=[{SIZE},{SIZE}]", "record=true"]) == 2
     err = capsys.readouterr().err
-    assert f"out={out / RECORDING_DIR} holds the output of a different run" in err
+    assert f"out={out} holds the output of a different run" in err  # the evaluation's folder, claimed first
     assert "max_steps: 60 -> 50" in err and "overwrite=true" in err and "choose another folder" in err
     after = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     assert after == before  # eval.json, config.yaml and the recording untouched
@@ -173,7 +173,7 @@ def test_rerun_with_another_config_is_refused_and_keeps_everything(expert_run, t
     (other / RECORDING_DIR / "mine.txt").write_text("x")
     assert ev.main(["policy=random", f"out={other}", "episodes=1", "max_steps=5", "videos=0",
                     f"env.image_size=[{SIZE},{SIZE}]", "record=true"]) == 2
-    assert "holds no recording run" in capsys.readouterr().err
+    assert "not written by a topbc command" in capsys.readouterr().err
     left = sorted(str(p.relative_to(other)) for p in other.rglob("*"))
     assert left == [RECORDING_DIR, f"{RECORDING_DIR}/mine.txt"]
 

@@ -19,6 +19,7 @@ import pytest
 import policies.evaluation.review as review
 from data.success_labels import Label, read_labels, set_label
 from policies.evaluation.review import ReviewError, make_server, merge_labels
+from tests.fixtures.serving import serving
 
 POLICIES = ("act_a", "act_b")
 SKIP_ENV = "TOPBC_SKIP_BROWSER"
@@ -60,12 +61,8 @@ def review_dir(tmp_path):
 @pytest.fixture
 def server(review_dir):
     srv = make_server(review_dir, port=0)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(5)
+    with serving(srv):
+        yield srv
 
 
 def request(srv, method: str, path: str, body=None, headers=None) -> tuple[int, dict, bytes]:
@@ -438,12 +435,8 @@ def blind_server(review_dir):
     from policies.evaluation.blind import BlindReviewHandler
 
     srv = make_server(review_dir, port=0, blind=blind_map(review_dir), handler=BlindReviewHandler)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(5)
+    with serving(srv):
+        yield srv
 
 
 def test_blind_order_is_seeded_and_recorded(review_dir):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
 
 import numpy as np
 import pytest
@@ -23,6 +22,7 @@ from policies.review import main
 from policies.training import episode_weights
 from policies.weighting.calibrated import acquisition_order
 from tests.fixtures.annotate import make_dataset_with_columns, run_annotate
+from tests.fixtures.serving import serving
 from tests.test_review import (
     card,
     chromium,  # noqa: F401 - the module's browser fixture
@@ -80,12 +80,8 @@ def corpus(annotation, expected):
 @pytest.fixture
 def server(corpus, labels):
     srv = make_corpus_server(corpus, port=0)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(5)
+    with serving(srv):
+        yield srv
 
 
 def printed_next(capsys, annotation, *extra) -> list[int]:

@@ -23,6 +23,7 @@ from data.shards import ShardError, tar_samples
 from data.success_labels import MAX_NOTE, LabelsError, episode_labels, read_labels
 from policies.training import build, train
 from tests.fixtures.bc import tiny_cfg
+from tests.fixtures.serving import serving
 from tests.fixtures.shards import write_tiny_shards
 from tests.test_review import make_review_dir
 
@@ -126,12 +127,8 @@ def server(tmp_path):
     from policies.evaluation.review import make_server
 
     srv = make_server(make_review_dir(tmp_path), port=0)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(5)
+    with serving(srv):
+        yield srv
 
 
 def raw(srv, method: str, path: str, body: bytes | None = None, headers: dict | None = None) -> tuple[int, dict]:

@@ -42,7 +42,7 @@ from pathlib import Path
 from configs import UserError, load_config
 from data.manifest import MANIFEST, PLOTS_DIR, load_manifest
 from data.source import SourceError, open_dataset
-from data.success_labels import LabelsError, check_note, episode_judgements, read_labels, set_label
+from data.success_labels import LabelsError, episode_judgements, read_labels, set_label
 from pipeline.plots import episode_png_name
 from policies.evaluation.review import (
     BadRequest,
@@ -323,14 +323,10 @@ class CorpusHandler(ReviewHandler):
         if not isinstance(episode, int) or isinstance(episode, bool):
             self.send_error_json(400, f"episode_index={episode!r}: give an integer episode index")
             return
-        if good not in (True, False, None) or (note is not None and not isinstance(note, str)):
-            self.send_error_json(400, f"good={good!r}: give true, false or null (clear); note is text")
+        fields = self.label_fields(body, "good")
+        if fields is None:
             return
-        try:
-            note = None if note is None else check_note(note.strip())
-        except LabelsError as exc:
-            self.send_error_json(400, str(exc))
-            return
+        good, note = fields
         with self.server.lock:
             try:
                 judgements = self.server.corpus.set_label(episode, good, note)

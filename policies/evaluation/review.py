@@ -361,6 +361,18 @@ class ReviewHandler(BaseHTTPRequestHandler):
             raise BadRequest(400, 'send a JSON object {"policy", "episode_index", "success", "note"?}')
         return body
 
+    def label_fields(self, body: dict, key: str) -> tuple[bool | None, str | None] | None:
+        """(the label ``key`` of a POST body, its note), checked; None after a 400 answer."""
+        value, note = body.get(key), body.get("note")
+        if value not in (True, False, None) or (note is not None and not isinstance(note, str)):
+            self.send_error_json(400, f"{key}={value!r}: give true, false or null (clear); note is text")
+            return None
+        try:
+            return value, (None if note is None else check_note(note.strip()))
+        except LabelsError as exc:
+            self.send_error_json(400, str(exc))
+            return None
+
     def post_label(self) -> None:
         body = self.read_json()
         policy, episode, success, note = (body.get("policy"), body.get("episode_index"), body.get("success"),
@@ -369,14 +381,10 @@ class ReviewHandler(BaseHTTPRequestHandler):
             self.send_error_json(400, f"policy={policy!r}, episode_index={episode!r}: give a policy name and "
                                       "an integer episode index")
             return
-        if success not in (True, False, None) or (note is not None and not isinstance(note, str)):
-            self.send_error_json(400, f"success={success!r}: give true, false or null (clear); note is text")
+        fields = self.label_fields(body, "success")
+        if fields is None:
             return
-        try:
-            note = None if note is None else check_note(note.strip())
-        except LabelsError as exc:
-            self.send_error_json(400, str(exc))
-            return
+        success, note = fields
         with self.server.lock:
             data = load_episodes(self.server.out_dir)
             known = {(e["policy"], e["episode_index"]) for e in data["episodes"]}
