@@ -113,16 +113,11 @@ def differences(a, b, prefix: str = "") -> list[str]:
 
 
 def read_run(out: Path) -> dict | None:
-    """The ``run.json`` of a folder, or None when it has none (or an unreadable one). A run.json written before
-    runs had a ``kind`` (annotate's: the identity's keys at the top level) reads as an ``annotate`` run with the
-    same fingerprint, so such a folder still resumes."""
+    """The ``run.json`` of a folder, or None when it has none (or an unreadable one)."""
     try:
         run = json.loads((Path(out) / RUN_FILE).read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if isinstance(run, dict) and "kind" not in run and "fingerprint" in run and "config" in run:
-        run = {"kind": "annotate", "fingerprint": run["fingerprint"],
-               "identity": {k: v for k, v in run.items() if k != "fingerprint"}}
     return run if isinstance(run, dict) else None
 
 

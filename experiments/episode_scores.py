@@ -18,20 +18,12 @@ from pathlib import Path
 import numpy as np
 
 
-def auroc(score, positive) -> float:
-    """P(score of a positive > score of a negative), ties counted half (the Mann-Whitney AUROC)."""
-    score, positive = np.asarray(score, dtype=np.float64), np.asarray(positive, dtype=bool)
-    pos, neg = score[positive], score[~positive]
-    if not len(pos) or not len(neg):
-        return float("nan")
-    return float(((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (len(pos) * len(neg)))
-
-
 def main(argv: list[str] | None = None) -> int:
     from configs import load_config, reward_profiles
     from data.quality_labels import quality_by_episode, read_quality_labels
     from pipeline.annotate import annotate
     from pipeline.progress import success_score
+    from pipeline.report.metrics import auroc, fmt
     from policies.weighting.advantage import static_reliability
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -57,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         static = np.array([success_score(e["control_raw_scores"]) for e in episodes])
         ok = [succeeded[e["episode_index"]] for e in episodes]
         expert = [quality[e["episode_index"]] == "expert" for e in episodes]
-        print(f"| {profile} | {auroc(real, ok):.3f} | {auroc(real - static, ok):.3f} | {auroc(real, expert):.3f} | "
-              f"{auroc(real - static, expert):.3f} | {static_reliability(real, static):.2f} |")
+        print(f"| {profile} | {fmt(auroc(real, ok))} | {fmt(auroc(real - static, ok))} | {fmt(auroc(real, expert))} | "
+              f"{fmt(auroc(real - static, expert))} | {static_reliability(real, static):.2f} |")
     return 0
 
 

@@ -201,7 +201,9 @@ def test_episode_quality_orders_episodes(fitted):
     # success first (the failure is last), then time to the top: expert 8 < stalled 16 < regressing 17 < slow 18
     order = sorted(NAMES, key=lambda n: -w[(n, 3)])
     assert order == ["expert", "stalled", "regressing", "slow", "failed"]
-    assert w[("expert", 3)] == pytest.approx(math.exp(st.quality[0]), rel=1e-5)
+    assert w[("expert", 3)] == pytest.approx(min(math.exp(st.quality[0] / 0.25), 20.0), rel=1e-5)  # beta 0.25
+    one = _weigh("episode_quality", st, [("slow", 3)], beta=1.0)[("slow", 3)]
+    assert one == pytest.approx(math.exp(st.quality[NAMES.index("slow")]), rel=1e-5) != w[("slow", 3)]
     # every frame of an episode gets the same weight
     assert _weigh("episode_quality", st, [("slow", 0), ("slow", 19)]) == {("slow", 0): w[("slow", 3)],
                                                                          ("slow", 19): w[("slow", 3)]}
@@ -324,6 +326,35 @@ def test_every_weighting_yaml_builds_its_rule(fitted):
         typo = next(iter(params), "beta") + "x"
         with pytest.raises(WeightingError, match=f"{name!r} has no parameter {typo!r}"):
             rule.check({**params, typo: 1.0})
+
+
+def test_command_line_and_a_direct_call_weigh_alike(fitted):
+    """Every rule's defaults live in one place: ``weighting=<name>`` composed as training composes it and the
+    rule called with no parameters give the same weights on the hand-built table, and every value a YAML lists
+    is the rule's default. Negative controls: ``episode_quality`` with β = 1, or with the time to the top on
+    the episode scale, weighs differently here (so the comparison can tell a diverging default)."""
+    from omegaconf import OmegaConf
+
+    from configs import load_config
+
+    table, episodes, _ = fitted
+    picks = [(n, t) for n in NAMES for t in (2, 15)]
+    progress = torch.stack([_window(n, t) for n, t in picks])
+    kw = {"success": torch.tensor([episodes[NAMES.index(n)]["success_score"] for n, _ in picks]),
+          "episode": torch.tensor([NAMES.index(n) for n, _ in picks]),
+          "frame": torch.tensor([t for _, t in picks])}
+
+    def weights(rule, **params):
+        return rule.weigh(progress, rule.fit(table, episodes, **params), **kw, **params)
+
+    for name, rule in RULES.items():
+        params = OmegaConf.to_container(load_config("train", [f"weighting={name}"]).weighting, resolve=True)
+        assert params.pop("name") == name
+        assert {k: rule.params[k] for k in params} == params, name
+        assert torch.equal(weights(rule, **params), weights(rule)), name
+    rule = get_rule("episode_quality")
+    for other in ({"beta": 1.0}, {"time_scale": "episode"}):
+        assert not torch.allclose(weights(rule, **other), weights(rule)), other
 
 
 def test_misspelt_parameter_fails_before_any_data_is_read(tmp_path):
@@ -488,8 +519,9 @@ def _mixed_corpus(seed: int = 0, length: int = 150, horizon: int = 10):
 
 
 def test_expert_weight_share_on_a_mixed_corpus():
-    """The experts' share of Σw on the hand-built mix, at each rule's function defaults (β = 1 for every
-    estimator), with and without a variant parameter.
+    """The experts' share of Σw on the hand-built mix, at each rule's defaults (β = 1 for ``progress_awr`` and
+    ``quality_advantage``; β = 0.25 and ``time_scale=dataset`` for ``episode_quality``), with and without a
+    variant parameter.
 
     ``_mixed_corpus(seed=0)`` is deterministic, so the shares are fixed numbers: the values below were
     computed once from it and are asserted to 1e-5 (float32 weights summed over 7,500 samples); the figures
@@ -506,8 +538,9 @@ def test_expert_weight_share_on_a_mixed_corpus():
         ("top_awr", (("centered", True),)): (0.49867953690841194, 0.50),
         ("progress_awr", ()): (0.5776271465589863, 0.58),
         ("progress_awr", (("scale", "episode"),)): (0.4813780714229077, 0.48),
-        ("episode_quality", ()): (0.7259477967348228, 0.73),
-        ("episode_quality", (("beta", 0.25),)): (0.9411558856145364, 0.94),  # the YAML's β
+        ("episode_quality", ()): (0.909244436631181, 0.91),
+        ("episode_quality", (("beta", 1.0), ("time_scale", "episode"))): (0.7259477967348228, 0.73),
+        ("episode_quality", (("time_scale", "episode"),)): (0.9411558856145364, 0.94),
         ("quality_advantage", ()): (0.7946772999213709, 0.79),
         ("quality_advantage", (("transform", "rank"),)): (0.7282466358310719, 0.73),
     }

@@ -328,17 +328,6 @@ def test_bad_inputs_fail_alone_and_good_episodes_are_kept(bad_dataset, tmp_path,
     # negative control: a key that does change the output is still refused
     with pytest.raises(OutputError, match=r"window\.horizon"):
         run_annotate(bad_dataset, out, "plots=false", "dataset.task_default=do the task", "window.horizon=8")
-    # a run.json written before runs had a kind (the identity's keys at the top level) still resumes
-    run = json.loads((out / "run.json").read_text())
-    assert run["kind"] == "annotate"
-    # (and from before dataset.task_default left the identity: the old file has it, at its default)
-    identity = run["identity"]
-    identity["config"]["dataset"]["task_default"] = None
-    from configs.outputs import fingerprint as identity_hash
-
-    (out / "run.json").write_text(json.dumps({"fingerprint": identity_hash(identity), **identity}))
-    res = run_annotate(bad_dataset, out, "plots=false", "dataset.task_default=do the task")
-    assert res.skipped == 3 and raw_samples(out) == after
 
 
 def test_summary_of_a_clean_run(dataset, tmp_path, capsys):

@@ -148,10 +148,10 @@ def test_recommended_is_the_demos_rule_and_profiles_annotate_with_the_control():
                                                                  "reward.simulator=rank", "control.static=true"]
 
 
-def test_episode_scores_auroc_is_mann_whitney():
+def test_auroc_is_mann_whitney():
     from scipy.stats import mannwhitneyu
 
-    from experiments.episode_scores import auroc
+    from pipeline.report.metrics import auroc
 
     rng = np.random.default_rng(0)
     score, positive = np.round(rng.normal(size=40), 1), rng.random(40) < 0.4  # rounded: ties occur

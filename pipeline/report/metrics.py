@@ -1,4 +1,6 @@
-"""Every number of a reward report: VOC summaries, success detection, the per-episode table, per task."""
+"""Every number of a reward report: VOC summaries, success detection, the per-episode table, per task.
+
+The one home of AUROC (:func:`auroc`); VOC is :func:`pipeline.progress.voc` (the annotation computes it too)."""
 
 from __future__ import annotations
 
@@ -42,13 +44,27 @@ def voc_summary(vocs: list[float | None]) -> dict:
     }
 
 
+def auroc(scores, labels) -> float | None:
+    """Area under the ROC curve of ``scores`` for binary ``labels``: the Mann–Whitney probability that a positive
+    scores above a negative, ties counting one half (scipy's U statistic over n₊·n₋). Non-finite scores are
+    dropped; None unless both classes remain."""
+    from scipy.stats import mannwhitneyu
+
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(bool)
+    keep = np.isfinite(s)
+    pos, neg = s[keep & y], s[keep & ~y]
+    if not len(pos) or not len(neg):
+        return None
+    return float(mannwhitneyu(pos, neg).statistic / (len(pos) * len(neg)))
+
+
 def success_detection(scores: np.ndarray, labels: np.ndarray) -> dict:
-    """ROC-AUC, ROC curve and the balanced-accuracy-optimal threshold of ``scores`` for binary ``labels``.
+    """:func:`auroc`, ROC curve and the balanced-accuracy-optimal threshold of ``scores`` for binary ``labels``.
 
     Undefined (``auroc`` None) unless both classes are present.
     """
     import torch
-    from torchmetrics.functional.classification import binary_auroc, binary_roc
+    from torchmetrics.functional.classification import binary_roc
 
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
@@ -58,15 +74,13 @@ def success_detection(scores: np.ndarray, labels: np.ndarray) -> dict:
     if out["positives"] == 0 or out["negatives"] == 0:
         return {**out, "auroc": None, "reason": "needs both successful and failed episodes"}
     # torchmetrics squashes scores outside [0, 1] with a sigmoid; pass ranks in [0, 1] instead (a monotone
-    # map: the AUROC and the ROC points are unchanged, and log-probs far below 0 don't saturate).
+    # map: the ROC points are unchanged, and log-probs far below 0 don't saturate).
     uniq = np.unique(scores)
     ranks = np.searchsorted(uniq, scores) / max(len(uniq) - 1, 1)
-    preds, target = torch.from_numpy(ranks), torch.from_numpy(labels)
-    auroc = float(binary_auroc(preds, target))
-    fpr, tpr, _ = binary_roc(preds, target)
+    fpr, tpr, _ = binary_roc(torch.from_numpy(ranks), torch.from_numpy(labels))
     best = max(((float(np.mean(scores[labels == 1] >= c)) + float(np.mean(scores[labels == 0] < c))) / 2, c)
                for c in uniq)
-    return {**out, "auroc": auroc, "fpr": fpr.tolist(), "tpr": tpr.tolist(),
+    return {**out, "auroc": auroc(scores, labels), "fpr": fpr.tolist(), "tpr": tpr.tolist(),
             "threshold": float(best[1]), "balanced_accuracy": float(best[0])}
 
 

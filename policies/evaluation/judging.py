@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.report.metrics import auroc
+
 SOURCES = ("human", "column", "judge")  # in the order of trust
 UNLABELLED = "none"
 
@@ -48,17 +50,6 @@ def leave_one_out_accuracy(scores: np.ndarray, labels: np.ndarray) -> float | No
             return None
         right.append((s[i] > t) == y[i])
     return float(np.mean(right)) if right else None
-
-
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
-    """Area under the ROC curve of ``scores`` for ``labels`` (the Mann–Whitney probability that a success
-    scores above a failure, ties counting one half); None without both classes."""
-    s, y = np.asarray(scores, np.float64), np.asarray(labels, bool)
-    pos, neg = s[y], s[~y]
-    if not len(pos) or not len(neg):
-        return None
-    return float(((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum())
-                 / (len(pos) * len(neg)))
 
 
 @dataclass(frozen=True)

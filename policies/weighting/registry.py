@@ -121,9 +121,11 @@ class Rule:
                              **{k: v for k, v in params.items() if k in self.weigh_params})
 
 
-def _advantage_rule(name: str, weigh_fn: WeighFn) -> Rule:
-    # one AdvantageStats.fit serves the three estimators; the rule binds which one it fits for
-    return Rule.of(name, weigh_fn, functools.partial(AdvantageStats.fit, rule=name), fit_skip=("rule",))
+def _advantage_rule(name: str, weigh_fn: WeighFn, **fit_defaults) -> Rule:
+    # one AdvantageStats.fit serves the three estimators; the rule binds which one it fits for, and its own
+    # defaults where they differ from the shared function's (a bound keyword shows in the signature as the default)
+    return Rule.of(name, weigh_fn, functools.partial(AdvantageStats.fit, rule=name, **fit_defaults),
+                   fit_skip=("rule",))
 
 
 def _centered(params: Mapping[str, Any]) -> bool:
@@ -139,7 +141,8 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
     Rule.of("awr", awr, GainStats.fit),
     Rule.of("filter", filter_top, GainStats.fit),
     _advantage_rule("progress_awr", progress_awr),
-    _advantage_rule("episode_quality", episode_quality),
+    # the time to the top on the task's raw scale: the default since the simulated-error grid (docs/experiments.md)
+    _advantage_rule("episode_quality", episode_quality, time_scale="dataset"),
     _advantage_rule("quality_advantage", quality_advantage),
 )}
 
