@@ -3,9 +3,8 @@
 Each training step: weights from the batch's progress windows (BEFORE the preprocessor, which drops keys it
 does not know), the lerobot batch through the preprocessor (normalisation with the manifest's statistics),
 per-sample losses ℓᵢ from the policy adapter, ``loss = Σ wᵢ ℓᵢ / Σ wᵢ``. Logged per step: loss, mean weight,
-fraction of zero weights, effective sample size (Σw)²/Σw², and, when the source corpus has demonstration-quality
-labels (:meth:`BCModule.set_quality_labels`), the share of Σw and of the samples each label receives
-(``train/weight_share/<label>``, ``train/sample_share/<label>``; reporting only, the rule never sees them).
+fraction of zero weights, effective sample size (Σw)²/Σw² (the shares per demonstration-quality label and the
+record of the samples trained on are callbacks beside it: :mod:`policies.callbacks`).
 
 A non-finite loss (on any rank) raises :class:`NonFiniteLoss` before the update: training stops, no
 checkpoint is written after it, and ``nan_step`` says at which step.
@@ -22,7 +21,7 @@ import torch
 
 from data.manifest import stats_arrays
 from policies.adapters.base import get_adapter_class
-from policies.weighting import GainStats, get_rule, sample_info, weight_shares, weight_summary, weighted_loss
+from policies.weighting import GainStats, get_rule, sample_info, weight_summary, weighted_loss
 
 # Strides of the per-step seed: primes larger than any rank count (7919) and step count (1_000_003) a run
 # reaches, so (seed, step, rank) map to distinct streams and a resumed step replays its own.
@@ -56,8 +55,7 @@ class BCModule(pl.LightningModule):
     """
 
     def __init__(self, policy: dict, features: dict, stats: dict, weighting: dict | None = None,
-                 max_steps: int = 1000, seed: int = 0, device: str = "cpu", record_samples: str | None = None,
-                 left_out: list[int] | None = None, episode_weights: dict[int, float] | None = None):
+                 max_steps: int = 1000, seed: int = 0, device: str = "cpu", left_out: list[int] | None = None, episode_weights: dict[int, float] | None = None):
         super().__init__()
         self.save_hyperparameters()
         weighting = dict(weighting or {"name": "none"})
@@ -74,11 +72,8 @@ class BCModule(pl.LightningModule):
         self.weight_notes: list[str] = []  # what training says of the weights before it starts (policies.training)
         self.weighting_stats = None  # what the rule fitted: GainStats, AdvantageStats, None (it reads none)
         self._fit_inputs: tuple | None = None  # (ProgressTable, manifest episodes) the statistics were fitted on
-        self.label_names: list[str] = []
-        self.episode_label: torch.Tensor | None = None  # (max episode + 1,) index into label_names, -1 unknown
         self.nan_step: int | None = None
         self.last_loss: float | None = None
-        self.record_samples = record_samples
         # what the run trained on (policies.training.run_info): checked on resume, written beside an export
         self.run_info: dict = {}
 
@@ -94,17 +89,6 @@ class BCModule(pl.LightningModule):
         self.weighting_stats = self.weighting_rule.fit(table, episodes, **self.weighting_params)
         # a rule that reads no statistics needs no fit inputs in its checkpoints
         self._fit_inputs = (table, episodes) if self.weighting_stats is not None else None
-
-    def set_quality_labels(self, labels: dict[int, str] | None) -> None:
-        """Episode index → demonstration-quality label, for the weight-share logs only (never for weighting)."""
-        if not labels:
-            self.label_names, self.episode_label = [], None
-            return
-        self.label_names = sorted(set(labels.values()))
-        lookup = torch.full((max(labels) + 1,), -1, dtype=torch.long)
-        for e, name in labels.items():
-            lookup[int(e)] = self.label_names.index(name)
-        self.episode_label = lookup
 
     def weights(self, batch: dict) -> torch.Tensor:
         """The weight of each sample: the calibrated one of its episode where there is one, else the rule's;
@@ -128,18 +112,6 @@ class BCModule(pl.LightningModule):
         if not len(self.left_out):
             return w
         return w.masked_fill(torch.isin(episode.to(w.device).long(), self.left_out.to(w.device)), 0.0)
-
-    def label_shares(self, w: torch.Tensor, episode: torch.Tensor) -> dict[str, float]:
-        """``weight_share/<label>`` and ``sample_share/<label>`` of this batch ({} without labels)."""
-        if self.episode_label is None:
-            return {}
-        e = episode.detach().cpu().long()
-        inside = (e >= 0) & (e < len(self.episode_label))
-        groups = torch.where(inside, self.episode_label[e.clamp(0, len(self.episode_label) - 1)], -1)
-        out = {f"weight_share/{k}": v for k, v in weight_shares(w.cpu(), groups, self.label_names).items()}
-        out.update({f"sample_share/{k}": v for k, v in
-                    weight_shares(torch.ones(len(e)), groups, self.label_names).items()})
-        return out
 
     # -- loss
     def per_sample_loss(self, batch: dict) -> torch.Tensor:
@@ -167,21 +139,12 @@ class BCModule(pl.LightningModule):
             # one on disk is the last good state
             self.nan_step = int(self.global_step)
             raise NonFiniteLoss(self.nan_step)
-        if self.record_samples:
-            path = Path(self.record_samples) / f"rank{self.global_rank}.jsonl"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a") as fh:
-                fh.write(json.dumps({"step": int(self.global_step), "epoch": int(self.current_epoch), "batch": batch_idx, "keys": [
-                    [int(e), int(f)] for e, f in zip(batch["episode_index"].tolist(), batch["frame_index"].tolist(),
-                                                     strict=True)]}) + "\n")
         ws = weight_summary(w)
         bs = int(w.shape[0])
         self.log("train/loss", local, prog_bar=True, batch_size=bs)
         self.log("train/weight_mean", ws["weight_mean"], batch_size=bs)
         self.log("train/weight_zero_frac", ws["weight_zero_frac"], batch_size=bs)
         self.log("train/ess", ws["ess"], prog_bar=True, batch_size=bs)
-        for key, value in self.label_shares(w, batch["episode_index"]).items():
-            self.log(f"train/{key}", value, batch_size=bs)
         self.last_loss = float(local.detach())
         return loss
 

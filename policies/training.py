@@ -171,7 +171,6 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
     # seeded before the policy is built: its initial weights are a function of the seed alone
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     accelerator = _accelerator(str(cfg.trainer.accelerator))
-    record = str(Path(cfg.out) / "samples") if cfg.get("debug", {}).get("record_samples") else None
     labels = person_labels(cfg, manifest)
     calibration = calibrate(manifest.get("episodes", []), labels) if labels and cfg.get("calibrate", True) else None
     module = BCModule(
@@ -179,7 +178,7 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
         features=select_cameras(manifest["features"], cfg.data.get("cameras", "all")), stats=manifest["stats"],
         weighting=OmegaConf.to_container(cfg.weighting, resolve=True),
         max_steps=int(cfg.trainer.max_steps), seed=int(cfg.seed),
-        device="cuda" if accelerator in ("gpu", "cuda") else "cpu", record_samples=record,
+        device="cuda" if accelerator in ("gpu", "cuda") else "cpu",
         left_out=sorted(e for e, ok in labels.items() if not ok),
         episode_weights=calibration.weights if calibration else None,
     )
@@ -203,7 +202,6 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
         module.weight_notes = [left_out_note(labels)]
     if calibration is not None:
         module.weight_notes += calibration.notes
-    module.set_quality_labels(quality_labels(manifest))
     return module, dm, manifest
 
 
@@ -355,6 +353,20 @@ def _episode_fields(manifest: dict) -> list[dict]:
     return [{k: e.get(k) for k in keys} for e in manifest.get("episodes", [])]
 
 
+def instrumentation(cfg: DictConfig) -> list[pl.Callback]:
+    """The callbacks that only report (:mod:`policies.callbacks`): the weight shares per quality label where the
+    source corpus has such labels, and the record of the samples trained on with ``debug.record_samples``."""
+    from policies.callbacks import LabelShares, SampleRecorder
+
+    out = []
+    labels = quality_labels(load_manifest(cfg.data.shards))
+    if labels:
+        out.append(LabelShares(labels))
+    if cfg.get("debug", {}).get("record_samples"):
+        out.append(SampleRecorder(Path(cfg.out) / "samples"))
+    return out
+
+
 def quality_labels(manifest: dict) -> dict[int, str] | None:
     """Episode index → demonstration-quality label of the source dataset (:mod:`data.quality_labels`, under
     the manifest's ``source.root``), or None when the source has no labels. For the weight-share logs only."""
@@ -489,7 +501,7 @@ def train(cfg: DictConfig) -> TrainSummary:
     clip = t.gradient_clip_val if t.gradient_clip_val is not None else module.grad_clip_norm()
     last = ckpt_dir / LAST
     saver = LastCheckpoint(last, t.get("checkpoint_every_n_steps"))
-    callbacks = [saver]
+    callbacks = [saver, *instrumentation(cfg)]
     if t.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
     resume_step = int(ck["global_step"]) if ck is not None else None

@@ -478,16 +478,21 @@ def test_weight_shares_by_label():
     assert weight_shares(torch.zeros(2), torch.tensor([0, 1]), ["a", "b"]) == {"a": 0.0, "b": 0.0}
 
 
-def test_module_label_shares(labelled_shards, tmp_path):
-    from policies.training import build
+def test_label_shares_callback(labelled_shards, tmp_path):
+    from policies.callbacks import LabelShares
+    from policies.training import instrumentation
 
-    module, _, _ = build(tiny_cfg(labelled_shards, tmp_path / "run", "act", "none"))
-    assert module.label_names == ["expert", "failure"]
-    shares = module.label_shares(torch.tensor([2.0, 1.0, 1.0, 0.0]), torch.tensor([0, 1, 2, 7]))
-    assert shares == {"weight_share/expert": pytest.approx(0.75), "weight_share/failure": pytest.approx(0.25),
-                      "sample_share/expert": pytest.approx(0.5), "sample_share/failure": pytest.approx(0.25)}
-    module.set_quality_labels(None)  # a source without labels: nothing is logged
-    assert module.label_shares(torch.ones(2), torch.tensor([0, 1])) == {}
+    cfg = tiny_cfg(labelled_shards, tmp_path / "run", "act", "none")
+    (shares,) = [c for c in instrumentation(cfg) if isinstance(c, LabelShares)]
+    assert shares.names == ["expert", "failure"]
+    got = shares.shares(torch.tensor([2.0, 1.0, 1.0, 0.0]), torch.tensor([0, 1, 2, 7]))
+    assert got == {"weight_share/expert": pytest.approx(0.75), "weight_share/failure": pytest.approx(0.25),
+                   "sample_share/expert": pytest.approx(0.5), "sample_share/failure": pytest.approx(0.25)}
+    # negative control: shards of a source without quality labels get no such callback
+    from tests.fixtures.shards import write_tiny_shards
+
+    plain = write_tiny_shards(tmp_path / "plain", episodes=2, length=16, obs_steps=2, horizon=8, images=False)
+    assert instrumentation(tiny_cfg(plain, tmp_path / "run2", "act", "none")) == []
 
 
 def _mixed_corpus(seed: int = 0, length: int = 150, horizon: int = 10):
