@@ -476,3 +476,35 @@ def test_two_writers_of_one_labels_file_lose_nothing(tmp_path):
     labels = read_labels(path)
     assert sorted(e for _, e in labels) == [*range(150), *range(1000, 1150)]
     assert labels[("act", 1001)].note == "note 1001" and labels[("act", 1002)].success is True
+
+
+def test_a_full_disk_while_annotating_is_one_line_and_resumes(tmp_path, monkeypatch, capsys):
+    """The shard writer fails with ENOSPC at the third episode: annotate exits 2 with one line saying what to do,
+    and the same command afterwards finishes the annotation from what was kept."""
+    from data import shards as shards_mod
+    from pipeline.annotate.run import main
+    from tests.fixtures.annotate import make_dataset_with_columns
+
+    root = make_dataset_with_columns(tmp_path / "ds", lambda e, a: {}, episodes=4, length=8)
+    out = tmp_path / "ann"
+    args = [f"dataset.root={root}", f"out={out}", "reward=column", "reward.column=next.reward",
+            "progress_bar=false", "plots=false", "window.horizon=4", "shards.max_count=8"]
+    real = shards_mod.ShardWriter.write_episode
+    calls = []
+
+    def full(self, samples, summary):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.out / "shards" / ".r000-x.tar.tmp"))
+        return real(self, samples, summary)
+
+    monkeypatch.setattr(shards_mod.ShardWriter, "write_episode", full)
+    capsys.readouterr()  # what making the dataset printed
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no space left on the device" in err and "re-run the same command" in err
+    monkeypatch.setattr(shards_mod.ShardWriter, "write_episode", real)
+    assert main(args) == 0
+    from data.manifest import load_manifest
+
+    assert sorted(e["episode_index"] for e in load_manifest(out)["episodes"]) == [0, 1, 2, 3]
