@@ -441,6 +441,36 @@ def target_check(evals: dict[str, list[dict]]) -> tuple[list[str], dict]:
     return lines, best or {}
 
 
+def _rate(per_task: dict[str, dict], tasks: list[str], name: str, seeds: set[int] | None = None) -> float:
+    ev = [r["eval"] for t in tasks for r in _runs_on(per_task[t], name) if seeds is None or r["seed"] in seeds]
+    return pooled(ev)["success_rate"] if ev else float("nan")
+
+
+def _share(per_task: dict[str, dict], tasks: list[str], name: str, seeds: set[int] | None = None) -> float:
+    """(rule − plain) / (expert-only − plain) on success pooled over ``tasks`` (and ``seeds``)."""
+    plain, expert = _rate(per_task, tasks, "none", seeds), _rate(per_task, tasks, "expert_only", seeds)
+    gap = expert - plain
+    return (_rate(per_task, tasks, name, seeds) - plain) / gap if gap > 0 else float("nan")
+
+
+def gap_shares(per_task: dict[str, dict]) -> list[str]:
+    """Per rule, the share of the plain → expert-only gap it closes, pooled over the tasks where it and both
+    references ran, and beside it each seed's share (that seed's runs pooled over those tasks): the spread the
+    pooled figure hides."""
+    rows = ["| rule | tasks | success | share of the gap | per seed |", "|---|---|---|---|---|"]
+    names = [n for res in per_task.values() for n in res["variants"] if n not in ("none", "expert_only")]
+    for n in dict.fromkeys(names):
+        tasks = [t for t, res in per_task.items() if all(_runs_on(res, k) for k in (n, "none", "expert_only"))]
+        if not tasks:
+            continue
+        seeds = sorted({r["seed"] for t in tasks for r in _runs_on(per_task[t], n)})
+        per_seed = ", ".join(f"s{s}: {100 * _share(per_task, tasks, n, {s}):.0f}%" for s in seeds)
+        ev = [r["eval"] for t in tasks for r in _runs_on(per_task[t], n)]
+        rows.append(f"| {n} | {', '.join(tasks)} | {pct(pooled(ev))} | {100 * _share(per_task, tasks, n):.0f}% | "
+                    f"{per_seed} |")
+    return rows
+
+
 def plot_success(per_task: dict[str, dict], path: Path) -> Path:
     """Success per variant (rows) and task (bars) with 95% Wilson intervals."""
     from pipeline.plots import figure
@@ -529,6 +559,8 @@ def reward_sections(reward: str, per_task: dict[str, dict], out: Path) -> list[s
         title = "## All tasks" + suffix
         parts += [title, "", *rows, "", "Target check (pooled over tasks):", "", *lines, "",
                   f"Best label-free rule: {best}", ""]
+    if reward != COLUMN:
+        parts += [f"### Share of the plain → expert-only gap{suffix}", "", *gap_shares(per_task), ""]
     image = "success.png" if reward == COLUMN else "success_" + re.sub(r"[^A-Za-z0-9]+", "_", reward).strip("_") + ".png"
     parts += [f"![success per variant{suffix}]({plot_success(per_task, out / image).name})", ""]
     return parts

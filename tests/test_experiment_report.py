@@ -231,3 +231,19 @@ def test_the_simulated_person_labels_in_the_acquisition_order(tmp_path):
     assert "SIMULATED person" in path.read_text()
     assert exp.labels_given("labels_k10_mix") == 10 and exp.labels_given("recommended") == 0
     assert exp.variant_overrides("labels_k5")[-1] == "labels=PERSON:5:heaviest"
+
+
+def test_gap_shares_by_hand():
+    def runs(*counts):
+        return {"runs": [{"seed": s, "eval": {"successes": k, "episodes": 10}} for s, k in enumerate(counts)]}
+
+    per_task = {"push-v3": {"variants": {"none": runs(2, 4), "expert_only": runs(10, 8), "rule": runs(6, 8),
+                                         "worse": runs(0, 0)}},
+                "pick-place-v3": {"variants": {"none": runs(0, 0), "expert_only": runs(10, 10), "rule": runs(10, 0)}}}
+    rows = exp.gap_shares(per_task)
+    rule = next(r for r in rows[2:] if r.startswith("| rule |"))
+    # pooled over both tasks: plain 6/40, expert 38/40, rule 24/40 -> (24-6)/(38-6) = 56%; seed 0: (16-2)/(20-2)
+    # = 78%, seed 1: (8-4)/(18-4) = 29%
+    assert "| push-v3, pick-place-v3 |" in rule and "| 56% |" in rule and "s0: 78%, s1: 29%" in rule
+    worse = next(r for r in rows if r.startswith("| worse |"))  # only where it and both references ran: push-v3
+    assert "| push-v3 |" in worse and "| -50% |" in worse  # (0 - 6) / (18 - 6) of 20 rollouts
