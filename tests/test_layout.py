@@ -21,7 +21,7 @@ STAGES = (
     ("pipeline.report",),
     ("data.progress_table", "data.batches", "data.demo"),
     ("policies.weighting", "policies.adapters"),
-    ("policies.module",),
+    ("policies.module", "policies.callbacks"),
     ("policies.training", "policies.export"),
     ("policies.evaluation", "policies.evaluate", "policies.review", "policies.plan"),
     TOP,
