@@ -154,3 +154,8 @@ def test_shard_bytes_are_pinned(tmp_path):
     # negative control: the same fields in sorted order are other bytes
     _, other = write(tmp_path / "b", fields=sorted(next(_fixed_samples(0)).keys() - {"__key__"}))
     assert other != PINNED_SHARD_SHA256
+    # ustar, as the writer has always written: a member name past ustar's 100 characters (no "/" to split it
+    # at) is refused, where pax (tarfile's default) would add an extended header
+    with pytest.raises(ValueError, match="name is too long"), ShardWriter(tmp_path / "c") as w:
+        w.write_episode([{"__key__": "000000_000000", "x" * 100 + ".npy": b""}], {"episode_index": 0})
+    assert not list((tmp_path / "c" / "shards").iterdir())  # nothing half-written is left
