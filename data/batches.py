@@ -9,7 +9,7 @@ The stream of one data-loader worker is a chain of small generator stages:
       → raw samples (data.shards.tar_samples; a corrupt/truncated tar raises ShardError naming it)
       → past actions (only for policies whose action window starts before t, e.g. Diffusion)
       → split by sample key (only when there are fewer shards than rank × worker readers)
-      → shuffle buffer → decode (data.schema.decode_sample; JPEG/PNG in the worker) → cut to the policy's
+      → shuffle buffer (webdataset's) → decode (data.schema.decode_sample; JPEG/PNG in the worker) → cut to the policy's
         windows, images as float C×H×W in [0, 1] → batches
 
 Every rank yields exactly ``steps_per_epoch`` batches per epoch (the stream is resampled endlessly), so DDP
@@ -35,6 +35,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from webdataset.filters import shuffle as wds_shuffle
 
 from data.manifest import (
     MANIFEST,
@@ -136,38 +137,18 @@ def split_by_key(samples: Iterator[dict], index: int, count: int) -> Iterator[di
 
 
 def shuffle(samples: Iterator[dict], bufsize: int, rng: random.Random) -> Iterator[dict]:
-    """A seeded shuffle buffer of ``bufsize`` samples (``bufsize <= 1``: the stream as it comes).
+    """webdataset's buffer shuffle (``webdataset.filters.shuffle``) of ``bufsize`` samples with ``initial=bufsize``,
+    drawing from ``rng`` (``bufsize <= 1``: the stream as it comes, and ``rng`` is not drawn from).
 
-    The same order as webdataset's buffer shuffle with ``initial=bufsize`` for the same ``rng``, so the
-    batches did not change when it replaced it: each step takes one sample, plus one more while the buffer is
-    not full (filling it twice as fast); once the buffer holds ``bufsize`` samples, every step picks a random
-    one (``rng.randint``), moves the last into its place and yields it; at the end the rest are picked the
-    same way.
+    Each step takes one sample, plus one more while the buffer is not full (filling it twice as fast); once the
+    buffer holds ``bufsize`` samples, every step picks a random one (``rng.randint``), moves the last into its
+    place and yields it; at the end the rest are picked the same way. The reader's shard order is drawn from
+    the same ``rng`` (:meth:`ShardStream.samples`), so the draws of both make the order of a reader's stream.
     """
     if bufsize <= 1:
         yield from samples
         return
-    it = iter(samples)
-    buf: list[dict] = []
-
-    def pick() -> dict:
-        k = rng.randint(0, len(buf) - 1)
-        sample = buf[k]
-        buf[k] = buf[-1]
-        buf.pop()
-        return sample
-
-    for sample in it:
-        buf.append(sample)
-        if len(buf) < bufsize:
-            try:
-                buf.append(next(it))
-            except StopIteration:
-                pass
-        if len(buf) >= bufsize:
-            yield pick()
-    while buf:
-        yield pick()
+    yield from wds_shuffle(bufsize, initial=bufsize, rng=rng)(iter(samples))
 
 
 class SampleDecoder:

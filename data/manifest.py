@@ -63,7 +63,9 @@ A shard list may also be given directly, as local paths, URLs or ``pipe:CMD`` co
 :func:`data.shards.tar_samples` and :class:`data.batches.ShardStream`.
 
 :func:`open_location` opens any of these as one sequential binary stream (never seeked), so the one tar
-reader (:func:`data.shards.read_members`) and its checks serve them all.
+reader (:func:`data.shards.read_members`) and its checks serve them all. (``webdataset.gopen`` is not used for
+this: it reports a failing ``pipe:`` command or HTTP URL without the command's stderr or the HTTP status, and
+has no fsspec schemes; docs/benchmarks.md, "Training and loading".)
 """
 
 from __future__ import annotations

@@ -19,7 +19,9 @@ listed in :attr:`ShardWriter.damaged` (and deleted) and its episodes are not don
 again with :meth:`ShardWriter.rewrite_shard`, under the same name and journal line, so the repaired output
 equals the original.
 
-Tar members carry fixed metadata (mtime 0, mode 0644, no owner), so equal samples give equal bytes.
+Shards are written by webdataset's ``TarWriter``, one member per call so that members keep the order of the
+sample's fields, as ustar members with fixed metadata (mtime 0, mode 0644, no owner): equal samples give equal
+bytes (tests/test_shards.py pins the sha256 of a small shard).
 
 Reading: :func:`read_members` walks a tar stream's headers directly, strictly forward (checking every header
 checksum and member length), :func:`group_samples` groups members into webdataset samples, and
@@ -30,17 +32,19 @@ checksum and member length), :func:`group_samples` groups members into webdatase
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from configs import UserError
 from data.manifest import SHARDS_DIR, StorageError, open_location
+
+if TYPE_CHECKING:
+    from webdataset.writer import TarWriter
 
 JOURNAL_DIR = "journal"
 TAR_BLOCK = 512  # tar headers and member data come in 512-byte blocks
@@ -138,7 +142,7 @@ def _fsync_dir(path: Path) -> None:
 class _OpenShard:
     seq: int
     tmp: Path
-    tar: tarfile.TarFile
+    tar: TarWriter
     fileobj: object
     count: int = 0
     bytes: int = 0
@@ -206,19 +210,22 @@ class ShardWriter:
     # ---- writing ----------------------------------------------------------------------------------
     def _start(self, seq: int | None = None) -> _OpenShard:
         seq = self.next_seq if seq is None else seq
+        # imported here, not at the top: webdataset loads torch, which the readers of shards do not need
+        from webdataset.writer import TarWriter
+
         final = self.out / shard_name(self.rank, seq)
         tmp = final.with_name("." + final.name + ".tmp")
         fileobj = open(tmp, "wb")  # noqa: SIM115 - closed in _commit
-        tar = tarfile.open(fileobj=fileobj, mode="w", format=tarfile.USTAR_FORMAT)
+        # bytes are written as given (no encoder); fields starting with one "_" are fields too (keep_meta)
+        tar = TarWriter(fileobj, user="", group="", mode=0o644, mtime=0, encoder=False, keep_meta=True)
+        # webdataset 1.0 does not hand its format= to tarfile (whose default is pax); the shards are ustar
+        tar.tarstream.format = tarfile.USTAR_FORMAT
         return _OpenShard(seq=seq, tmp=tmp, tar=tar, fileobj=fileobj)
 
-    def _add(self, shard: _OpenShard, name: str, data: bytes) -> None:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        info.mtime = 0
-        info.mode = 0o644
-        info.uname = info.gname = ""
-        shard.tar.addfile(info, io.BytesIO(data))
+    def _add(self, shard: _OpenShard, key: str, fname: str, data: bytes) -> None:
+        """One member ``key.fname`` (TarWriter sorts the fields of a sample it is given whole; one field per
+        call keeps the sample's order)."""
+        shard.tar.write({"__key__": key, fname: data})
         shard.bytes += TAR_BLOCK + (len(data) + TAR_BLOCK - 1) // TAR_BLOCK * TAR_BLOCK
 
     def write_episode(self, samples, summary: dict) -> int:
@@ -260,7 +267,7 @@ class ShardWriter:
                 if fname.startswith("__"):
                     continue
                 data = value.encode() if isinstance(value, str) else bytes(value)
-                self._add(shard, f"{key}.{fname}", data)
+                self._add(shard, key, fname, data)
             n += 1
         shard.count += n
         shard.episodes.append({**summary, "count": n, "shard": shard_name(self.rank, shard.seq)})

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from data.schema import episode_samples
-from data.shards import ShardError, ShardWriter, iter_shard, journal_path, read_journal, tar_samples
+from data.shards import (
+    ShardError,
+    ShardWriter,
+    file_sha256,
+    iter_shard,
+    journal_path,
+    read_journal,
+    tar_samples,
+)
 
 
 def _episode(ep: int, length: int = 5):
@@ -110,3 +118,44 @@ def test_sample_count_differing_from_the_manifest_is_an_error(tmp_path):
     assert len(list(tar_samples([path], counts={str(path): 10}))) == 10
     with pytest.raises(ShardError, match="holds 10 samples but the manifest lists 12"):
         list(tar_samples([path], counts={str(path): 12}))
+
+
+def _fixed_samples(ep: int, fields=None):
+    """Three samples of fixed bytes: fields not in sorted order, a str value, an empty member, one of 512 bytes."""
+    for t in range(3):
+        sample = {"__key__": f"{ep:06d}_{t:06d}", "observation.images.top.0.jpg": bytes(range(256)) * (t + 1),
+                  "observation.state.npy": bytes([ep, t]) * 256, "action.npy": b"", "meta.json": f'{{"t": {t}}}'}
+        yield sample if fields is None else {"__key__": sample["__key__"], **{f: sample[f] for f in fields}}
+
+
+# the sha256 of the shard of _fixed_samples(0), _fixed_samples(1), as the shard writer has written it since
+# shards carry checksums: a resumed run repairs a damaged shard by writing it again, so its bytes must not move
+PINNED_SHARD_SHA256 = "b056ce4b815f2239e72216dc45735afff67aea1f3261120154fa9347fbdea705"
+
+
+def test_shard_bytes_are_pinned(tmp_path):
+    def write(out, fields=None):
+        w = ShardWriter(out, rank=0, max_count=100)
+        for ep in range(2):
+            w.write_episode(_fixed_samples(ep, fields), {"episode_index": ep})
+        w.close()
+        (record,) = w.committed
+        assert record["sha256"] == file_sha256(out / record["name"])
+        return out / record["name"], record["sha256"]
+
+    path, sha = write(tmp_path / "a")
+    assert sha == PINNED_SHARD_SHA256
+    assert path.stat().st_size == 30720  # 24 members with their headers, the end marker, padded to 10240-byte records
+    # members in the order of the sample's fields, not sorted
+    with tarfile.open(path) as tf:
+        assert [m.name for m in tf.getmembers()][:5] == [
+            "000000_000000.observation.images.top.0.jpg", "000000_000000.observation.state.npy",
+            "000000_000000.action.npy", "000000_000000.meta.json", "000000_000001.observation.images.top.0.jpg"]
+    # negative control: the same fields in sorted order are other bytes
+    _, other = write(tmp_path / "b", fields=sorted(next(_fixed_samples(0)).keys() - {"__key__"}))
+    assert other != PINNED_SHARD_SHA256
+    # ustar, as the writer has always written: a member name past ustar's 100 characters (no "/" to split it
+    # at) is refused, where pax (tarfile's default) would add an extended header
+    with pytest.raises(ValueError, match="name is too long"), ShardWriter(tmp_path / "c") as w:
+        w.write_episode([{"__key__": "000000_000000", "x" * 100 + ".npy": b""}], {"episode_index": 0})
+    assert not list((tmp_path / "c" / "shards").iterdir())  # nothing half-written is left
