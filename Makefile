@@ -28,6 +28,7 @@ bench: venv
 	$(PY) -m benchmarks.loader --json
 	$(PY) -m benchmarks.peer --json
 	$(PY) -m benchmarks.memory --json
+	$(PY) -m benchmarks.train_step --json
 
 lint: venv
 	$(PY) -m ruff check .
