@@ -51,6 +51,7 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         "lerobot==0.6.1", "draccus==0.11.6", "mergedeep==1.3.4", "typing-inspect==0.9.0",
         "mypy-extensions==1.2.0", "datasets==4.8.5", "multiprocess==0.70.19", "dill==0.4.1", "xxhash==4.1.0",
         "requests==2.34.2", "urllib3==2.8.0", "gymnasium==1.4.0", "av==15.1.0", "omegaconf==2.4.0",
+        "webdataset==1.0.2", "braceexpand==0.1.7",  # the shard writer writes through webdataset's TarWriter
     )),
     ("diffusion", "train (Diffusion)", ("diffusers==0.39.0",)),
     # the simulator for lerobot-eval: MetaWorld's wheel alone is 35 MiB (meshes and textures), SciPy 34 MiB
