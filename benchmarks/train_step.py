@@ -50,7 +50,8 @@ def _value(v) -> str:
 def ours_argv(shards: Path, run: Path, args) -> list[str]:
     """``train.py``'s arguments."""
     return [f"data.shards={shards}", f"out={run}", "policy=act", "weighting=none", f"seed={args.seed}",
-            f"data.batch_size={args.batch}", f"data.num_workers={args.workers}", "trainer.accelerator=cpu",
+            f"data.batch_size={args.batch}", f"data.num_workers={args.workers}",
+            f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}",
             f"trainer.max_steps={args.steps}", "trainer.progress_bar=false", "export=false",
             *(f"policy.{k}={_value(v)}" for k, v in ACT_SETTINGS.items())]
 
@@ -58,7 +59,7 @@ def ours_argv(shards: Path, run: Path, args) -> list[str]:
 def lerobot_argv(src: Path, run: Path, args) -> list[str]:
     """``lerobot-train``'s arguments."""
     return [f"--dataset.repo_id={REPO_ID}", f"--dataset.root={src}", "--dataset.video_backend=pyav",
-            "--policy.type=act", "--policy.device=cpu", "--policy.push_to_hub=false", "--wandb.enable=false",
+            "--policy.type=act", f"--policy.device={args.device}", "--policy.push_to_hub=false", "--wandb.enable=false",
             "--save_checkpoint=false", f"--batch_size={args.batch}", f"--steps={args.steps}",
             f"--num_workers={args.workers}", f"--seed={args.seed}", "--log_freq=1", f"--output_dir={run}",
             *(f"--policy.{k}={_value(v)}" for k, v in ACT_SETTINGS.items())]
@@ -185,6 +186,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=10, help="steps left out of steps/s")
     p.add_argument("--repeats", type=int, default=2, help="alternations (ours, lerobot)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where both trainers run (float32)")
     p.add_argument("--lerobot-path", default=None,
                    help="folder(s) put on lerobot-train's PYTHONPATH, e.g. where lerobot[training]'s accelerate is "
                         "installed when the environment lacks it (pip install --target DIR 'accelerate>=1.14,<2')")
@@ -211,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         src, shards = build_data(work, args)
-        report = {"date": time.strftime("%Y-%m-%d"), "episodes": args.episodes, "length": args.length,
+        report = {"date": time.strftime("%Y-%m-%d"), "device": args.device, "episodes": args.episodes, "length": args.length,
                   "image": args.image, "batch": args.batch, "workers": args.workers, "steps": args.steps,
                   "warmup": args.warmup, "act": ACT_SETTINGS, "prepare_s": round(time.perf_counter() - t0, 1),
                   "runs": []}
