@@ -52,6 +52,7 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         "mypy-extensions==1.2.0", "datasets==4.8.5", "multiprocess==0.70.19", "dill==0.4.1", "xxhash==4.1.0",
         "requests==2.34.2", "urllib3==2.8.0", "gymnasium==1.4.0", "av==15.1.0", "omegaconf==2.4.0",
         "webdataset==1.0.2", "braceexpand==0.1.7",  # the shard writer writes through webdataset's TarWriter
+        "termcolor==3.3.0",  # lerobot-train imports it (benchmarks.train_step's peer)
     )),
     ("diffusion", "train (Diffusion)", ("diffusers==0.39.0",)),
     # the simulator for lerobot-eval: MetaWorld's wheel alone is 35 MiB (meshes and textures), SciPy 34 MiB
