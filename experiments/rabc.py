@@ -196,7 +196,8 @@ def policy_overrides(args) -> list[str]:
     if policy_name(args) == "diffusion":  # its sizes: configs/experiment/rabc_train_diffusion.yaml
         return ["policy=diffusion", *_given([("policy.optimizer_lr", getattr(args, "lr", None)),
                                              ("data.batch_size", getattr(args, "batch", None)),
-                                             ("trainer.max_steps", getattr(args, "steps", None))])]
+                                             ("trainer.max_steps", getattr(args, "steps", None))]),
+                *(getattr(args, "train_set", None) or [])]
     dim = getattr(args, "dim_model", None)
     derived = [] if dim is None else [  # the rule behind rabc_train.yaml's dim_feedforward and n_heads
         f"policy.dim_model={dim}", f"policy.dim_feedforward={4 * dim}", f"policy.n_heads={max(1, dim // 32)}"]
@@ -207,7 +208,7 @@ def policy_overrides(args) -> list[str]:
         ("policy.optimizer_lr", getattr(args, "lr", None)),
         ("data.batch_size", getattr(args, "batch", None)),
         ("trainer.max_steps", getattr(args, "steps", None)),
-    ])]
+    ]), *(getattr(args, "train_set", None) or [])]
 
 
 def evaluate_overrides(args) -> list[str]:
@@ -247,6 +248,7 @@ def experiment_setup(task: str, args, reward: str = COLUMN) -> dict:
             "chunk": train.policy.chunk_size, "action_steps": train.policy.n_action_steps,
             "lr": train.policy.optimizer_lr, "batch": train.data.batch_size,
             "normalization": "configs/policy/act.yaml normalization_mapping (ENV: MEAN_STD)",
+            **({"set": list(args.train_set)} if getattr(args, "train_set", None) else {}),
             "rollouts": ev.episodes, "eval_seed": ev.seed, "max_rollout_steps": ev.max_steps}
 
 
@@ -270,8 +272,11 @@ def diffusion_setup(task: str, args, reward: str = COLUMN) -> dict:
             "episode_length": corpus.episode_length, "reward": reward_description(args, reward),
             "steps": train.trainer.max_steps, "n_obs_steps": p.n_obs_steps, "horizon": p.horizon,
             "action_steps": p.n_action_steps, "down_dims": list(p.down_dims), "lr": p.optimizer_lr,
+            "warmup": p.scheduler_warmup_steps, "noise_scheduler": p.noise_scheduler_type,
+            "inference_steps": p.num_inference_steps or p.num_train_timesteps,
             "batch": train.data.batch_size, "normalization": OmegaConf.to_container(p.normalization_mapping),
-            "rollouts": ev.episodes, "eval_seed": ev.seed, "max_rollout_steps": ev.max_steps}
+            "rollouts": ev.episodes, "eval_seed": ev.seed, "max_rollout_steps": ev.max_steps,
+            **({"set": list(args.train_set)} if getattr(args, "train_set", None) else {})}
 
 
 def make_corpus(args, task: str, out: Path) -> Path:
@@ -770,6 +775,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--action-steps", type=int)
     ap.add_argument("--lr", type=float)
     ap.add_argument("--batch", type=int)
+    ap.add_argument("--set", dest="train_set", action="append", metavar="KEY=VALUE",
+                    help="a further train override of every run (e.g. policy.num_inference_steps=10), repeatable; "
+                    "recorded in the setup, so runs with other overrides start over")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (1: on a shared 2-core machine, 2 threads oversubscribe and run ~5x slower)")
     ap.add_argument("--reward", default=COLUMN,

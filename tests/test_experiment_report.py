@@ -166,13 +166,47 @@ def test_diffusion_block_has_its_own_setup_window_and_folder(tmp_path):
     act, diffusion = argparse.Namespace(steps=2000), argparse.Namespace(policy="diffusion", steps=2000)
     cfg = exp.train_config(exp.policy_overrides(diffusion))
     assert (cfg.policy.name, list(cfg.policy.down_dims), cfg.trainer.max_steps) == ("diffusion", [64, 128, 256], 2000)
+    assert exp.train_config(exp.policy_overrides(argparse.Namespace(policy="diffusion"))).trainer.max_steps == 4000
     assert cfg.policy.normalization_mapping.ENV == "MEAN_STD"  # as ACT's; lerobot's default leaves it raw
-    assert exp.annotation_window(cfg) == (2, 15)  # n_obs_steps, horizon - n_obs_steps + 1
+    assert exp.annotation_window(cfg) == (1, 16)  # n_obs_steps, horizon - n_obs_steps + 1
     assert exp.annotation_window(exp.train_config(exp.policy_overrides(act))) == (1, 10)
     setup = exp.experiment_setup("push-v3", diffusion, "oracle")
     assert setup["policy"] == "diffusion" and "policy" not in exp.experiment_setup("push-v3", act)
     assert exp.reward_dir(tmp_path, "oracle", "diffusion") == tmp_path / "policy_diffusion" / "reward_oracle"
     assert exp.reward_dir(tmp_path, "column") == tmp_path
+    # what the runs depend on includes the scheduler (another one: the runs start over) and any --set override
+    assert (setup["noise_scheduler"], setup["inference_steps"], setup["warmup"]) == ("DDIM", 10, 500)
+    tuned = argparse.Namespace(policy="diffusion", train_set=["policy.num_inference_steps=20"])
+    assert exp.experiment_setup("push-v3", tuned)["inference_steps"] == 20
+    assert exp.experiment_setup("push-v3", tuned)["set"] == ["policy.num_inference_steps=20"]
+    assert "set" not in exp.experiment_setup("push-v3", act)
+
+
+def test_the_diffusion_block_resolves_to_ddim_with_ten_steps():
+    """The policy the Diffusion block builds samples with DDIM in 10 steps; configs/policy/diffusion.yaml alone
+    (lerobot's defaults) builds DDPM with all 100 training timesteps (the negative control)."""
+    import argparse
+
+    from diffusers import DDIMScheduler, DDPMScheduler
+    from omegaconf import OmegaConf
+
+    from configs import load_config
+    from policies.adapters.base import get_adapter_class
+
+    features = {k: {"dtype": "float32", "shape": [n], "names": None} for k, n in
+                (("observation.state", 4), ("observation.environment_state", 39), ("action", 4))}
+    block = exp.train_config(exp.policy_overrides(argparse.Namespace(policy="diffusion"))).policy
+    # the default's scheduler at the block's U-Net size (lerobot's default U-Net has ~270M parameters)
+    default = load_config("train", ["policy=diffusion", "policy.pretrained_backbone_weights=null",
+                                    f"policy.down_dims=[{','.join(map(str, block.down_dims))}]"]).policy
+    built = {}
+    for name, node in (("block", block), ("default", default)):
+        adapter = get_adapter_class("diffusion")(OmegaConf.to_container(node, resolve=True), features)
+        model = adapter.make_policy().diffusion
+        built[name] = (type(model.noise_scheduler), model.num_inference_steps,
+                       model.noise_scheduler.config.num_train_timesteps)
+    assert built == {"block": (DDIMScheduler, 10, 100), "default": (DDPMScheduler, 100, 100)}
+    assert list(block.down_dims) == [64, 128, 256] and (block.horizon, block.n_action_steps, block.n_obs_steps) == (16, 4, 1)
 
 
 def test_the_simulated_review_labels_the_heaviest_episodes(tmp_path, monkeypatch):

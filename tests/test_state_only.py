@@ -81,3 +81,40 @@ def test_policy_without_environment_state_does_not_get_it(tmp_path):
             ev.LeRobotPolicy(tiny_act_export(tmp_path / "v", camera=None, environment_state=True,
                                              extra_inputs={"observation.velocity": (3,)}), "x"
                              ).check_features(ev.provided_features(sim))
+
+
+def _unet_calls(monkeypatch) -> list:
+    from lerobot.policies.diffusion.modeling_diffusion import DiffusionConditionalUnet1d
+
+    calls = []
+    real = DiffusionConditionalUnet1d.forward
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(DiffusionConditionalUnet1d, "forward", counting)
+    return calls
+
+
+def test_the_diffusion_blocks_scheduler_runs_under_the_evaluator(tmp_path, monkeypatch):
+    """The Diffusion block's scheduler (configs/experiment/rabc_train_diffusion.yaml), in an export rolled out by
+    policies.evaluate: 10 DDIM steps per action chunk; lerobot's default DDPM (negative control) takes 100."""
+    from omegaconf import OmegaConf
+
+    from tests.fixtures.sim import tiny_diffusion_export
+
+    policy = load_config("train", ["policy=diffusion", "experiment=rabc_train_diffusion"]).policy
+    scheduler = {k: OmegaConf.select(policy, k) for k in ("noise_scheduler_type", "num_inference_steps")}
+    assert scheduler == {"noise_scheduler_type": "DDIM", "num_inference_steps": 10}
+    calls = _unet_calls(monkeypatch)
+    per_chunk = {}
+    for name, fields in (("block", scheduler), ("lerobot_default", {})):
+        export = tiny_diffusion_export(tmp_path / name, **fields)
+        cfg = load_config("evaluate", [f"policy={export}", "env.task=push-v3", "episodes=1", "max_steps=8",
+                                       "videos=0", f"out={tmp_path / name / 'eval'}"])
+        calls.clear()
+        report = ev.evaluate(cfg, progress=False)
+        assert report["episodes"] == 1 and report["per_episode"][0]["length"] == 8
+        per_chunk[name] = len(calls) / 2  # 8 steps, 4 action steps per chunk: two chunks
+    assert per_chunk == {"block": 10, "lerobot_default": 100}

@@ -114,6 +114,42 @@ def test_export_loads_with_lerobot(trained, policy):
         assert ((a >= lo - span) & (a <= hi + span)).all()
 
 
+def test_a_ddim_run_exports_what_lerobots_loader_samples_in_its_steps(shards, trained, tmp_path, monkeypatch):
+    """A tiny run with the Diffusion block's scheduler (configs/experiment/rabc_train_diffusion.yaml) exports a
+    DDIM policy that lerobot's loaders sample in that many U-Net passes per action chunk; the tiny DDPM run
+    above (negative control) takes all its training timesteps."""
+    from lerobot.configs.policies import PreTrainedConfig
+    from lerobot.policies.diffusion.modeling_diffusion import DiffusionConditionalUnet1d
+    from lerobot.policies.factory import get_policy_class, make_pre_post_processors
+
+    block = load_config("train", ["policy=diffusion", "experiment=rabc_train_diffusion"]).policy
+    steps = int(block.num_inference_steps)
+    cfg = tiny_cfg(shards, tmp_path / "ddim", "diffusion", "none", f"policy.noise_scheduler_type={block.noise_scheduler_type}",
+                   f"policy.num_inference_steps={steps}", steps=4, steps_per_epoch=4, batch_size=16)
+    assert steps < cfg.policy.num_train_timesteps == 20  # the tiny schedule: fewer passes are visible
+    export = train(cfg).export
+    calls = []
+    real = DiffusionConditionalUnet1d.forward
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(DiffusionConditionalUnet1d, "forward", counting)
+    passes = {}
+    for name, path in (("ddim", export), ("ddpm", trained["diffusion"].summary.export)):
+        pcfg = PreTrainedConfig.from_pretrained(path)
+        policy = get_policy_class(pcfg.type).from_pretrained(path).eval()
+        pre, post = make_pre_post_processors(pcfg, pretrained_path=str(path))
+        batch = trained["diffusion"].batch
+        calls.clear()
+        torch.manual_seed(0)
+        a = post(policy.select_action(pre({STATE: batch[STATE][0, -1], ENV_STATE: batch[ENV_STATE][0, -1]})))
+        assert a.shape == (1, 2) and torch.isfinite(a).all()
+        passes[name] = (pcfg.noise_scheduler_type, type(policy.diffusion.noise_scheduler).__name__, len(calls))
+    assert passes == {"ddim": ("DDIM", "DDIMScheduler", steps), "ddpm": ("DDPM", "DDPMScheduler", 20)}
+
+
 def test_export_cli_from_checkpoint(trained, tmp_path):
     run = trained["act"]
     out = tmp_path / "exp"
