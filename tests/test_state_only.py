@@ -84,17 +84,9 @@ def test_policy_without_environment_state_does_not_get_it(tmp_path):
 
 
 def _unet_calls(monkeypatch) -> list:
-    from lerobot.policies.diffusion.modeling_diffusion import DiffusionConditionalUnet1d
+    from tests.fixtures.sim import count_unet_calls
 
-    calls = []
-    real = DiffusionConditionalUnet1d.forward
-
-    def counting(self, *args, **kwargs):
-        calls.append(1)
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(DiffusionConditionalUnet1d, "forward", counting)
-    return calls
+    return count_unet_calls(monkeypatch)
 
 
 def test_the_diffusion_blocks_scheduler_runs_under_the_evaluator(tmp_path, monkeypatch):

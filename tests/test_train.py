@@ -119,7 +119,6 @@ def test_a_ddim_run_exports_what_lerobots_loader_samples_in_its_steps(shards, tr
     DDIM policy that lerobot's loaders sample in that many U-Net passes per action chunk; the tiny DDPM run
     above (negative control) takes all its training timesteps."""
     from lerobot.configs.policies import PreTrainedConfig
-    from lerobot.policies.diffusion.modeling_diffusion import DiffusionConditionalUnet1d
     from lerobot.policies.factory import get_policy_class, make_pre_post_processors
 
     block = load_config("train", ["policy=diffusion", "experiment=rabc_train_diffusion"]).policy
@@ -128,14 +127,9 @@ def test_a_ddim_run_exports_what_lerobots_loader_samples_in_its_steps(shards, tr
                    f"policy.num_inference_steps={steps}", steps=4, steps_per_epoch=4, batch_size=16)
     assert steps < cfg.policy.num_train_timesteps == 20  # the tiny schedule: fewer passes are visible
     export = train(cfg).export
-    calls = []
-    real = DiffusionConditionalUnet1d.forward
+    from tests.fixtures.sim import count_unet_calls
 
-    def counting(self, *args, **kwargs):
-        calls.append(1)
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(DiffusionConditionalUnet1d, "forward", counting)
+    calls = count_unet_calls(monkeypatch)
     passes = {}
     for name, path in (("ddim", export), ("ddpm", trained["diffusion"].summary.export)):
         pcfg = PreTrainedConfig.from_pretrained(path)
