@@ -147,3 +147,11 @@ def test_training_weighs_unlabelled_episodes_by_the_calibrated_probability(tmp_p
     # negative control: calibrate=false leaves them at the rule's weight (plain BC: 1)
     module, _, _ = build(tiny_cfg(shards, tmp_path / "run2", "act", "none", f"labels={labels}", "calibrate=false"))
     assert module.weights({"episode_index": ep, "progress": torch.zeros(6, 9)}).tolist() == [0, 1, 0, 1, 1, 1]
+
+
+def test_an_episode_without_a_chosen_feature_keeps_the_rules_weight():
+    eps = episodes(SUCCESS)
+    eps[11] = eps[11] | {"success_score": None}  # the success score the fit reads is missing here
+    cal = calibrate(eps, {i: SUCCESS[i] > 0.5 for i in range(8)})
+    assert cal.fits["push"].features == ("success",)
+    assert 11 not in cal.weights and 10 in cal.weights  # control: its neighbour is weighed by P(good)

@@ -221,8 +221,9 @@ def calibrate(episodes: list[dict], labels: dict[int, bool]) -> Calibration:
             fits[task] = fit
             p = fit.predict(x[rows])
             for i, pi in zip(rows, p, strict=True):
-                probability[int(index[i])] = float(pi)
-                weights[int(index[i])] = float(pi)
+                if np.isfinite(pi):  # an episode lacking a chosen feature keeps the rule's weight
+                    probability[int(index[i])] = float(pi)
+                    weights[int(index[i])] = float(pi)
             chosen = ", ".join(fit.features) or "none (the labels' base rate)"
             coefs = ", ".join(f"{f} {c:+.2f}" for f, c in zip(fit.features, fit.coef, strict=True))
             notes.append(f"calibrated weights, task {name}: P(good) from {chosen}" + (f" ({coefs} per s.d.)" if coefs else "")
