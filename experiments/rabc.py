@@ -92,13 +92,21 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "labels_k10": (["weighting=RECOMMENDED", "labels=PERSON:10:heaviest"], "all"),
     "labels_k10_uncertain": (["weighting=RECOMMENDED", "labels=PERSON:10:uncertain"], "all"),
     "labels_k10_mix": (["weighting=RECOMMENDED", "labels=PERSON:10:mix"], "all"),
+    # pre-registered second (docs/experiments.md, "The revised calibration"): the same person, the calibration as
+    # revised (the rule's weight a feature, one feature at most, kept only where its leave-one-out accuracy beats
+    # the base rate's; policies/weighting/calibrated.py); the labels_k* rows above ran the first calibration
+    **{f"labels2_k{k}_{order}": (["weighting=RECOMMENDED", f"labels=PERSON:{k}:{order}"], "all")
+       for k in (5, 10) for order in ("heaviest", "uncertain", "spread")},
     # the ceiling of labelling: every episode labelled, plain BC on the good ones
     "good_only": (["weighting=none"], "good"),
 }
 PERSON = "labels=PERSON:"  # the simulated person's labels: labels=PERSON:K:ORDER
 GOOD_QUALITIES = ("expert", "noisy")  # the simulated person's rule: action noise may not be visible; a detour is
 REVIEWED = 10  # episodes the simulated person labels: the recommended rule's ten heaviest (of 50)
-LABELLED_VARIANTS = ("recommended_reviewed", "labels_k5", "labels_k10", "labels_k10_uncertain", "labels_k10_mix")
+# the first calibration's rows (commit f35ded4's policies/weighting/calibrated.py): recorded, not run again
+FIRST_CALIBRATION = ("labels_k5", "labels_k10", "labels_k10_uncertain", "labels_k10_mix")
+LABELLED_VARIANTS = ("recommended_reviewed", *FIRST_CALIBRATION,
+                     *(n for n in VARIANTS if n.startswith("labels2_")))
 CONTROL_VARIANTS = ("episode_quality_minus_static", "episode_quality_shrunk")
 # awr: see the single-task table in docs/experiments.md; the control readers need a simulated profile
 DEFAULT_VARIANTS = [v for v in VARIANTS if v != "awr" and v not in (*CONTROL_VARIANTS, *LABELLED_VARIANTS)]
@@ -354,7 +362,6 @@ def person_labels(shards: Path, args, labels_doc: dict, path: Path, k: int, orde
     from data.manifest import load_manifest
     from data.success_labels import Label, write_labels
     from policies.training import episode_weights
-    from policies.weighting.calibrated import acquisition_order
 
     if path.is_file():
         return path
@@ -363,14 +370,24 @@ def person_labels(shards: Path, args, labels_doc: dict, path: Path, k: int, orde
     heavy, _, _ = episode_weights(cfg)
     episodes = load_manifest(shards)["episodes"]
     good = {int(e["episode_index"]): e["quality"] in GOOD_QUALITIES for e in labels_doc["episodes"]}
+    labels = simulated_person(order, k, heavy, episodes, good)
+    note = f"SIMULATED person ({order} order): good = {' or '.join(GOOD_QUALITIES)}"
+    return write_labels(path, {("", e): Label(None, note, ok) for e, ok in labels.items()})
+
+
+def simulated_person(order: str, k: int, heavy: dict[int, float], episodes: list[dict],
+                     good: dict[int, bool]) -> dict[int, bool]:
+    """The labels of a SIMULATED person who labels ``k`` episodes one at a time, each the first of the acquisition
+    ``order`` given the labels so far (``heavy``: the label-free rule's episode weights), with the truth ``good``."""
+    from policies.weighting.calibrated import acquisition_order
+
     labels: dict[int, bool] = {}
     for _ in range(k):
         todo = acquisition_order(order, heavy, labels, episodes)
         if not todo:
             break
         labels[todo[0]] = good[todo[0]]
-    note = f"SIMULATED person ({order} order): good = {' or '.join(GOOD_QUALITIES)}"
-    return write_labels(path, {("", e): Label(None, note, ok) for e, ok in labels.items()})
+    return labels
 
 
 def weight_report(train_cfg, labels: dict[int, str]) -> dict:
@@ -804,6 +821,11 @@ def main(argv: list[str] | None = None) -> int:
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
         print(f"error: unknown variant(s) {bad}; choose from {', '.join(VARIANTS)}", file=sys.stderr)
+        return 2
+    retired = [v for v in variants if v in FIRST_CALIBRATION]
+    if retired:
+        print(f"error: variant(s) {retired} ran the first calibration, which the code no longer has; their rows "
+              "stay in the results; the revised calibration's are labels2_k*", file=sys.stderr)
         return 2
     from configs import ConfigError
 

@@ -66,9 +66,7 @@ class BCModule(pl.LightningModule):
         self.policy = self.adapter.make_policy()
         self.preprocessor, self.postprocessor = self.adapter.make_processors(stats_arrays(stats))
         self.left_out = torch.tensor(sorted(int(e) for e in left_out or []), dtype=torch.long)
-        calibrated = {int(e): float(w) for e, w in (episode_weights or {}).items()}
-        self.calibrated_ids = torch.tensor(sorted(calibrated), dtype=torch.long)
-        self.calibrated_w = torch.tensor([calibrated[e] for e in sorted(calibrated)], dtype=torch.float32)
+        self.set_episode_weights(episode_weights)
         self.weight_notes: list[str] = []  # what training says of the weights before it starts (policies.training)
         self.weighting_stats = None  # what the rule fitted: GainStats, AdvantageStats, None (it reads none)
         self._fit_inputs: tuple | None = None  # (ProgressTable, manifest episodes) the statistics were fitted on
@@ -89,6 +87,14 @@ class BCModule(pl.LightningModule):
         self.weighting_stats = self.weighting_rule.fit(table, episodes, **self.weighting_params)
         # a rule that reads no statistics needs no fit inputs in its checkpoints
         self._fit_inputs = (table, episodes) if self.weighting_stats is not None else None
+
+    def set_episode_weights(self, episode_weights: dict[int, float] | None) -> None:
+        """Set the calibrated weights (episode → weight; they replace the rule's for those episodes), also in the
+        hyper-parameters, so a checkpoint rebuilds the module with them."""
+        calibrated = {int(e): float(w) for e, w in (episode_weights or {}).items()}
+        self.hparams["episode_weights"] = calibrated or None
+        self.calibrated_ids = torch.tensor(sorted(calibrated), dtype=torch.long)
+        self.calibrated_w = torch.tensor([calibrated[e] for e in sorted(calibrated)], dtype=torch.float32)
 
     def weights(self, batch: dict) -> torch.Tensor:
         """The weight of each sample: the calibrated one of its episode where there is one, else the rule's;

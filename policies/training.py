@@ -172,7 +172,6 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     accelerator = _accelerator(str(cfg.trainer.accelerator))
     labels = person_labels(cfg, manifest)
-    calibration = calibrate(manifest.get("episodes", []), labels) if labels and cfg.get("calibrate", True) else None
     module = BCModule(
         policy=OmegaConf.to_container(cfg.policy, resolve=True),
         features=select_cameras(manifest["features"], cfg.data.get("cameras", "all")), stats=manifest["stats"],
@@ -180,9 +179,7 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
         max_steps=int(cfg.trainer.max_steps), seed=int(cfg.seed),
         device="cuda" if accelerator in ("gpu", "cuda") else "cpu",
         left_out=sorted(e for e, ok in labels.items() if not ok),
-        episode_weights=calibration.weights if calibration else None,
     )
-    module.run_info = run_info(cfg, manifest, module.left_out.tolist(), calibration)
     needs = module.adapter.needs()
     dm = ShardDataModule(cfg.data.shards, needs, batch_size=int(cfg.data.batch_size),
                          num_workers=int(cfg.data.num_workers), shuffle_buffer=int(cfg.data.shuffle_buffer),
@@ -192,17 +189,34 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
         table = fit_progress_table(cfg.data.shards, needs.future_actions, manifest)
         module.fit_weighting(table, _episode_fields(manifest))
         rule, w = sample_weights(module, table, manifest)
+        calibration = _calibration(cfg, manifest, labels, dict(heaviest_episodes(table.episode, rule)))
+        if calibration is not None:
+            module.set_episode_weights(calibration.weights)
+            rule, w = sample_weights(module, table, manifest)
         refuse_weightless(cfg, w.sum() > 0, labels, len(manifest.get("episodes", [])))
         module.weight_notes = weight_notes(table.episode, rule, w, labels)
-    elif labels:  # a rule without statistics (plain BC): only the failures left out
-        episodes = {int(e["episode_index"]) for e in manifest.get("episodes", [])}
-        weight = calibration.weights if calibration else {}
-        refuse_weightless(cfg, any(labels.get(e, True) and weight.get(e, 1.0) > 0 for e in episodes), labels,
-                          len(episodes))
-        module.weight_notes = [left_out_note(labels)]
+    else:  # a rule without statistics (plain BC, every sample 1): only the failures left out
+        calibration = _calibration(cfg, manifest, labels, None)
+        if calibration is not None:
+            module.set_episode_weights(calibration.weights)
+        if labels:
+            episodes = {int(e["episode_index"]) for e in manifest.get("episodes", [])}
+            weight = calibration.weights if calibration else {}
+            refuse_weightless(cfg, any(labels.get(e, True) and weight.get(e, 1.0) > 0 for e in episodes), labels,
+                              len(episodes))
+            module.weight_notes = [left_out_note(labels)]
     if calibration is not None:
         module.weight_notes += calibration.notes
+    module.run_info = run_info(cfg, manifest, module.left_out.tolist(), calibration)
     return module, dm, manifest
+
+
+def _calibration(cfg: DictConfig, manifest: dict, labels: dict[int, bool], rule: dict[int, float] | None):
+    """The weights calibrated on the person's labels (policies.weighting.calibrated), None without labels or
+    with ``calibrate=false``; ``rule``: episode → the label-free rule's total weight (None: plain BC)."""
+    if not labels or not cfg.get("calibrate", True):
+        return None
+    return calibrate(manifest.get("episodes", []), labels, rule)
 
 
 def refuse_weightless(cfg: DictConfig, anything: bool, labels: dict[int, bool], episodes: int) -> None:

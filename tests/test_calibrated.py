@@ -155,3 +155,44 @@ def test_an_episode_without_a_chosen_feature_keeps_the_rules_weight():
     cal = calibrate(eps, {i: SUCCESS[i] > 0.5 for i in range(8)})
     assert cal.fits["push"].features == ("success",)
     assert 11 not in cal.weights and 10 in cal.weights  # control: its neighbour is weighed by P(good)
+
+
+def test_the_rules_weight_is_a_feature_the_labels_can_choose():
+    """With every annotation feature alike, the rule's weight is what separates the labels: it is chosen, and the
+    unlabelled episodes follow it; negative control: a rule unrelated to the labels leaves the base rate."""
+    eps = episodes([0.5] * 12)  # the success score and the curve: the same for every episode
+    good = [i % 2 == 1 for i in range(12)]
+    rule = {i: (30.0 if good[i] else 10.0) + i for i in range(12)}  # total weight over the episode's 8 samples
+    cal = calibrate(eps, {i: good[i] for i in range(8)}, rule)
+    assert cal.fits["push"].features == ("rule",)
+    assert cal.weights[9] > 0.5 > cal.weights[8] and cal.weights[11] > 0.5 > cal.weights[10]
+    unrelated = {i: float(1 + (i in (0, 3, 4, 7, 8, 11))) for i in range(12)}  # even split within each class
+    cal = calibrate(eps, {i: good[i] for i in range(8)}, unrelated)
+    assert cal.fits["push"].features == ()
+    assert cal.weights[8] == cal.weights[9] == pytest.approx(0.5)  # the base rate: unlabelled episodes alike
+    assert "no feature beat the base rate" in cal.notes[0]
+
+
+def test_a_feature_is_kept_only_where_its_leave_one_out_accuracy_beats_the_base_rate(monkeypatch):
+    """The decision rule on leave-one-out scores: a feature whose log-loss wins while its accuracy does not is
+    refused (the base rate is chosen); control: the same log-loss with a better accuracy is kept."""
+    import policies.weighting.calibrated as cal
+
+    x = np.column_stack([np.arange(10.0)] * len(cal.FEATURES))
+    x[:, 2:] = 0.0  # only "rule" and "success" usable
+    y = np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0], dtype=float)
+    scores = {0: (0.70, 0.60), 1: (0.60, 0.60)}  # (log-loss, accuracy): the base rate, each feature
+    monkeypatch.setattr(cal, "_loo", lambda xs, ys: scores[0] if xs.shape[1] == 0 else scores[1])
+    fit = cal.fit_task("t", x, y)
+    assert fit.features == () and fit.base_accuracy == 0.60
+    monkeypatch.setattr(cal, "_loo", lambda xs, ys: scores[0] if xs.shape[1] == 0 else (0.60, 0.70))
+    fit = cal.fit_task("t", x, y)
+    assert fit.features == ("rule",) and fit.loo_accuracy == 0.70
+
+
+def test_the_spread_order_covers_the_rules_ranking():
+    heavy = {e: float(100 - e) for e in range(10)}  # ranked 0 (heaviest) … 9
+    assert acquisition_order("spread", heavy, {})[:5] == [0, 9, 4, 2, 6]
+    # what is labelled already counts: with 0 and 9 labelled the middle comes first
+    assert acquisition_order("spread", heavy, {0: True, 9: False})[:2] == [4, 2]
+    assert sorted(acquisition_order("spread", heavy, {3: True})) == [e for e in range(10) if e != 3]

@@ -2,20 +2,25 @@
 
 A person marks some demonstrations good (worth copying) or bad (a failure, or a success reached by wandering,
 stalling or going to the wrong goal first). Per task, a small L2-regularised logistic regression predicts good
-from the annotation's per-episode features (:data:`FEATURES`, standardised within the task); which features it
-uses is chosen by leave-one-out log-loss on the labels among: none (the labels' base rate), each feature alone,
-and all features together (ties: fewer features, then the order of :data:`FEATURES`). Labelled episodes weigh
-their label (1 good, 0 bad); unlabelled ones the predicted probability of good. Where a task's labels cannot
-support a fit (fewer than :data:`MIN_LABELS`, or all one class), :func:`calibrate` says so and returns no fit:
-the label-free rule weighs that task's episodes, the ones labelled bad 0 (as ``labels=`` always did).
+from one of the episode's features (:data:`FEATURES`, standardised within the task; among them the label-free
+rule's own weight, so the labels also say whether the rule is worth trusting on this corpus). Which feature is
+chosen by leave-one-out log-loss on the labels among: none (the labels' base rate) and each feature alone (ties:
+the order of :data:`FEATURES`); a feature is kept only where its leave-one-out accuracy beats the base rate's
+(on ten labels the base rate's leave-one-out log-loss is pessimistic, and a fit that only wins on it
+extrapolates). Labelled episodes weigh their label (1 good, 0 bad); unlabelled ones the predicted probability of
+good (the base rate: every unlabelled episode alike, plain BC on them). Where a task's labels cannot support a
+fit (fewer than :data:`MIN_LABELS`, or all one class), :func:`calibrate` says so and returns no fit: the
+label-free rule weighs that task's episodes, the ones labelled bad 0 (as ``labels=`` always did).
 
-    fit = calibrate(manifest_episodes, labels)   # labels: episode -> good (True) / bad (False)
+    fit = calibrate(manifest_episodes, labels, rule)   # labels: episode -> good (True) / bad (False)
     fit.weights        # episode -> weight, for the tasks with a fit (and every labelled episode)
     fit.notes          # what was fitted, its leave-one-out accuracy, or why a task fell back
 
 It also orders the episodes worth labelling next (:func:`acquisition_order`): ``heaviest`` (the label-free
 rule's heaviest first: the episodes a policy would copy most), ``uncertain`` (the fit's probability nearest
-one half first; heaviest while there is no fit), or ``mix`` (the two alternating).
+one half first; heaviest while there is no fit), ``mix`` (the two alternating), or ``spread`` (along the rule's
+ranking, each next episode the farthest in rank from those labelled: heaviest, lightest, middle, …; labels
+that cover the range, so the fit sees good and bad at every level of the rule).
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from scipy.optimize import minimize
 
 from policies.weighting.core import WeightingError
 
-FEATURES = ("success", "static_diff", "final", "rise", "time_top_episode", "time_top_task")
+FEATURES = ("rule", "success", "static_diff", "final", "rise", "time_top_episode", "time_top_task")
 FEATURE_TEXT = {
+    "rule": "the label-free rule's weight (log of its mean over the episode's samples)",
     "success": "success score (mean raw score of the last prefixes)",
     "static_diff": "success score minus its static-video control's",
     "final": "last raw score",
@@ -39,7 +45,7 @@ FEATURE_TEXT = {
 MIN_LABELS = 4  # per task, and at least one of each class
 L2 = 1.0  # ridge penalty on the standardised coefficients (not the intercept): a weak prior towards no effect
 TOP = 0.95  # the fraction of a scale's range that counts as its top (as the label-free rule's `top`)
-ORDERS = ("heaviest", "uncertain", "mix")
+ORDERS = ("heaviest", "uncertain", "mix", "spread")
 
 
 @dataclass
@@ -57,6 +63,7 @@ class TaskFit:
     loo_accuracy: float
     labels: int
     candidates: dict[str, float] = field(default_factory=dict)  # model name -> its leave-one-out log-loss
+    base_accuracy: float = float("nan")  # the base rate's leave-one-out accuracy, which a feature must beat
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """P(good) for rows of the task's raw feature matrix (all :data:`FEATURES` columns)."""
@@ -98,9 +105,22 @@ def _control_success(episode: dict) -> float:
     return float(c[-3:].mean()) if c.size else float("nan")
 
 
-def episode_features(episodes: list[dict]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _rule_feature(episodes: list[dict], rule: dict[int, float] | None) -> np.ndarray:
+    """Log of the rule's mean weight per sample of each episode (``rule``: episode → its samples' total weight;
+    NaN without it), floored at a millionth of the largest so a weight of 0 stays finite."""
+    if not rule:
+        return np.full(len(episodes), np.nan)
+    mean = np.array([float(rule.get(int(e["episode_index"]), np.nan)) / max(int(e.get("count") or e.get("length")
+                                                                                 or 1), 1) for e in episodes])
+    top = np.nanmax(mean) if np.isfinite(mean).any() else np.nan
+    return np.log(np.maximum(mean, 1e-6 * top)) if np.isfinite(top) and top > 0 else np.full(len(episodes), np.nan)
+
+
+def episode_features(episodes: list[dict], rule: dict[int, float] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(episode indices, the (E, len(FEATURES)) raw feature matrix, each episode's task) of the manifest's
-    ``episodes``. A feature the annotation lacks for an episode (no static control) is NaN."""
+    ``episodes``; ``rule``: episode → the label-free rule's total weight over its samples. A feature the
+    annotation lacks for an episode (no static control, no rule given) is NaN."""
     index = np.array([int(e["episode_index"]) for e in episodes])
     tasks = [str(e.get("task", "")) for e in episodes]
     raws, ends = [], []
@@ -111,6 +131,7 @@ def episode_features(episodes: list[dict]) -> tuple[np.ndarray, np.ndarray, list
         raws.append(r[keep] if keep.any() else np.array([np.nan]))
         ends.append(pe[keep] if keep.any() else np.array([1.0]))
     x = np.full((len(episodes), len(FEATURES)), np.nan)
+    x[:, 0] = _rule_feature(episodes, rule)
     task_range = {}
     for t in set(tasks):
         vals = np.concatenate([r for r, tt in zip(raws, tasks, strict=True) if tt == t])
@@ -119,12 +140,12 @@ def episode_features(episodes: list[dict]) -> tuple[np.ndarray, np.ndarray, list
     for i, (e, r, pe, t) in enumerate(zip(episodes, raws, ends, tasks, strict=True)):
         length = int(e.get("length") or pe[-1])
         s = e.get("success_score")
-        x[i, 0] = float(s) if s is not None else np.nan
-        x[i, 1] = x[i, 0] - _control_success(e)
-        x[i, 2] = r[-1]
-        x[i, 3] = float(np.max(r) - r[0])
-        x[i, 4] = _first_top(r, pe, float(np.min(r)), float(np.max(r)), length)
-        x[i, 5] = _first_top(r, pe, *task_range[t], length)
+        x[i, 1] = float(s) if s is not None else np.nan
+        x[i, 2] = x[i, 1] - _control_success(e)
+        x[i, 3] = r[-1]
+        x[i, 4] = float(np.max(r) - r[0])
+        x[i, 5] = _first_top(r, pe, float(np.min(r)), float(np.max(r)), length)
+        x[i, 6] = _first_top(r, pe, *task_range[t], length)
     return index, x, tasks
 
 
@@ -173,17 +194,15 @@ def _loo(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def fit_task(task: str, x: np.ndarray, y: np.ndarray) -> TaskFit:
-    """Choose and fit the model of one task on its labelled rows ``x`` (all FEATURES) and labels ``y`` (0/1)."""
+    """Choose and fit the model of one task on its labelled rows ``x`` (all FEATURES) and labels ``y`` (0/1):
+    the lowest leave-one-out log-loss among the base rate and each usable feature alone (ties: the order of
+    FEATURES), a feature kept only where its leave-one-out accuracy beats the base rate's."""
     usable = [f for j, f in enumerate(FEATURES) if np.isfinite(x[:, j]).all() and np.ptp(x[:, j]) > 1e-12]
     candidates: list[tuple[str, ...]] = [(), *((f,) for f in usable)]
-    if len(usable) > 1:
-        candidates.append(tuple(usable))
-    scored = {}
-    for feats in candidates:
-        cols = [FEATURES.index(f) for f in feats]
-        scored[feats] = _loo(x[:, cols], y)
-    # lowest leave-one-out loss; ties (1e-9) go to fewer features, then to the order they were listed in
-    best = min(candidates, key=lambda f: (round(scored[f][0], 9), len(f), candidates.index(f)))
+    scored = {feats: _loo(x[:, [FEATURES.index(f) for f in feats]], y) for feats in candidates}
+    base_accuracy = scored[()][1]
+    admissible = [f for f in candidates if not f or scored[f][1] > base_accuracy + 1e-9]
+    best = min(admissible, key=lambda f: (round(scored[f][0], 9), candidates.index(f)))
     cols = [FEATURES.index(f) for f in best]
     if cols:
         z, mean, std = _standardise(x[:, cols])
@@ -193,12 +212,14 @@ def fit_task(task: str, x: np.ndarray, y: np.ndarray) -> TaskFit:
         intercept = _fit_logistic(np.zeros((len(y), 0)), y)[1]
     return TaskFit(task=task, features=best, coef=coef, intercept=intercept, mean=mean, std=std,
                    loo_loss=scored[best][0], loo_accuracy=scored[best][1], labels=len(y),
-                   candidates={"+".join(f) or "base rate": round(v[0], 4) for f, v in scored.items()})
+                   candidates={"+".join(f) or "base rate": round(v[0], 4) for f, v in scored.items()},
+                   base_accuracy=base_accuracy)
 
 
-def calibrate(episodes: list[dict], labels: dict[int, bool]) -> Calibration:
-    """Fit each task's model on the labelled episodes among the manifest's ``episodes`` (see the module)."""
-    index, x, tasks = episode_features(episodes)
+def calibrate(episodes: list[dict], labels: dict[int, bool], rule: dict[int, float] | None = None) -> Calibration:
+    """Fit each task's model on the labelled episodes among the manifest's ``episodes`` (see the module);
+    ``rule``: episode → the label-free rule's total weight over its samples (the ``rule`` feature)."""
+    index, x, tasks = episode_features(episodes, rule)
     fits: dict[str, TaskFit | None] = {}
     weights: dict[int, float] = {}
     probability: dict[int, float] = {}
@@ -228,11 +249,27 @@ def calibrate(episodes: list[dict], labels: dict[int, bool]) -> Calibration:
             coefs = ", ".join(f"{f} {c:+.2f}" for f, c in zip(fit.features, fit.coef, strict=True))
             notes.append(f"calibrated weights, task {name}: P(good) from {chosen}" + (f" ({coefs} per s.d.)" if coefs else "")
                          + f", chosen by leave-one-out on {len(lab)} labels ({good} good): accuracy "
-                         f"{fit.loo_accuracy:.0%}, log-loss {fit.loo_loss:.3f} (base rate "
-                         f"{fit.candidates['base rate']:.3f}); unlabelled episodes weigh P(good)")
+                         f"{fit.loo_accuracy:.0%} (base rate {fit.base_accuracy:.0%}), log-loss {fit.loo_loss:.3f} "
+                         f"(base rate {fit.candidates['base rate']:.3f}); unlabelled episodes weigh P(good)"
+                         + ("" if fit.features else ", alike: no feature beat the base rate"))
         for i in lab:  # a labelled episode weighs its label
             weights[int(index[i])] = 1.0 if labels[int(index[i])] else 0.0
     return Calibration(fits=fits, weights=weights, probability=probability, notes=notes)
+
+
+def _spread(ranked: list[int], labels: dict[int, bool]) -> list[int]:
+    """The unlabelled episodes of ``ranked`` (heaviest first), each next the farthest in rank from every episode
+    labelled so far (ties: the heavier); the heaviest first while nothing is labelled."""
+    rank = {e: i for i, e in enumerate(ranked)}
+    taken = [rank[e] for e in labels if e in rank]
+    out: list[int] = []
+    todo = [e for e in ranked if e not in labels]
+    while todo:
+        e = max(todo, key=lambda e: (min((abs(rank[e] - t) for t in taken), default=len(ranked)), -rank[e]))
+        out.append(e)
+        taken.append(rank[e])
+        todo.remove(e)
+    return out
 
 
 def acquisition_order(order: str, heaviness: dict[int, float], labels: dict[int, bool],
@@ -246,7 +283,9 @@ def acquisition_order(order: str, heaviness: dict[int, float], labels: dict[int,
     heavy = sorted(todo, key=lambda e: (-heaviness[e], e))
     if order == "heaviest":
         return heavy
-    prob = calibrate(episodes or [], labels).probability if episodes else {}
+    if order == "spread":
+        return _spread(sorted(heaviness, key=lambda e: (-heaviness[e], e)), labels)
+    prob = calibrate(episodes or [], labels, heaviness).probability if episodes else {}
     if not any(e in prob for e in todo):  # no fit yet: nothing is more uncertain than anything else
         return heavy
     unsure = sorted(todo, key=lambda e: (abs(prob.get(e, 0.5) - 0.5), -heaviness[e], e))
