@@ -30,7 +30,7 @@ import numpy as np
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 PROFILES = ("oracle", "qwen3vl_32b_like", "qwen3vl_8b_like", "weak")
-ORDERS_RUN = ("heaviest", "uncertain", "mix", "spread", "random")
+ORDERS_RUN = ("heaviest", "uncertain", "spread", "random")
 RANDOM_DRAWS = 20
 
 
@@ -56,18 +56,19 @@ def cell(corpus: Path, out: Path, simulator: str, profile: str) -> dict:
             "heavy": dict(heaviest_episodes(table.episode, w))}
 
 
-def measures(c: dict, labels: dict[int, bool]) -> dict:
-    """Good share and effective sample size of training's weights with ``labels`` (calibrated, the bad left out)."""
+def measures(c: dict, labels: dict[int, bool], calibrated: bool = True) -> dict:
+    """Good share and effective sample size of training's weights with ``labels`` (calibrated unless
+    ``calibrated`` is false, as ``calibrate=false``; the bad left out)."""
     from policies.weighting.calibrated import calibrate
 
     w = c["rule"].copy()
-    if labels:
+    if labels and calibrated:
         cal = calibrate(c["episodes"], labels, c["heavy"])
         for e, v in cal.weights.items():
             w[c["episode"] == e] = v
-        for e, ok in labels.items():
-            if not ok:
-                w[c["episode"] == e] = 0.0
+    for e, ok in labels.items():
+        if not ok:
+            w[c["episode"] == e] = 0.0
     good = np.array([c["good"][int(e)] for e in c["episode"]])
     total = w.sum()
     return {"good_share": float(w[good].sum() / total) if total > 0 else float("nan"),
@@ -90,6 +91,8 @@ def run_cell(c: dict, ks: list[int]) -> dict:
             else:
                 labels = simulated_person(order, k, c["heavy"], c["episodes"], c["good"])
                 rows[f"K = {k}, {order}"] = measures(c, labels)
+                if order in ("heaviest", "spread"):
+                    rows[f"K = {k}, {order}, calibrate=false"] = measures(c, labels, calibrated=False)
     return rows
 
 

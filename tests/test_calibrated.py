@@ -159,17 +159,41 @@ def test_an_episode_without_a_chosen_feature_keeps_the_rules_weight():
 
 def test_the_rules_weight_is_a_feature_the_labels_can_choose():
     """With every annotation feature alike, the rule's weight is what separates the labels: it is chosen, and the
-    unlabelled episodes follow it; negative control: a rule unrelated to the labels leaves the base rate."""
+    unlabelled episodes follow it; a rule that puts its weight on the bad ones is turned round by the fit."""
     eps = episodes([0.5] * 12)  # the success score and the curve: the same for every episode
     good = [i % 2 == 1 for i in range(12)]
     rule = {i: (30.0 if good[i] else 10.0) + i for i in range(12)}  # total weight over the episode's 8 samples
     cal = calibrate(eps, {i: good[i] for i in range(8)}, rule)
-    assert cal.fits["push"].features == ("rule",)
+    fit = cal.fits["push"]
+    assert fit.features == ("rule",) and fit.weighing == "fit"
+    assert fit.shares["fit"] > fit.shares["rule"] > fit.shares["alike"] == 0.5
     assert cal.weights[9] > 0.5 > cal.weights[8] and cal.weights[11] > 0.5 > cal.weights[10]
-    unrelated = {i: float(1 + (i in (0, 3, 4, 7, 8, 11))) for i in range(12)}  # even split within each class
-    cal = calibrate(eps, {i: good[i] for i in range(8)}, unrelated)
-    assert cal.fits["push"].features == ()
-    assert cal.weights[8] == cal.weights[9] == pytest.approx(0.5)  # the base rate: unlabelled episodes alike
+    misleading = {i: (10.0 if good[i] else 30.0) + i for i in range(12)}
+    cal = calibrate(eps, {i: good[i] for i in range(8)}, misleading)
+    fit = cal.fits["push"]
+    assert fit.features == ("rule",) and fit.coef[0] < 0 and fit.shares["rule"] < 0.5
+    assert cal.weights[9] > 0.5 > cal.weights[8]
+
+
+def test_a_rule_the_labels_cannot_fault_keeps_weighing():
+    """A rule unrelated to the labels (an even split of heavy and light within each class): no feature beats the
+    base rate, the rule's share of good ties all-alike's, and the tie keeps the rule: the unlabelled episodes
+    keep its weight, the bad ones 0. Control: the same labels with a rule that weighs the bad ones more weigh
+    the unlabelled episodes alike (the base rate)."""
+    eps = episodes([0.5] * 12)
+    good = [i % 2 == 1 for i in range(12)]
+    labels = {i: good[i] for i in range(8)}
+    unrelated = {i: float(1 + (i in (0, 3, 4, 7, 8, 11))) for i in range(12)}
+    cal = calibrate(eps, labels, unrelated)
+    fit = cal.fits["push"]
+    assert fit.features == () and fit.weighing == "rule" and fit.shares["rule"] == pytest.approx(0.5)
+    assert cal.weights == {0: 0.0, 2: 0.0, 4: 0.0, 6: 0.0}
+    assert "the label-free rule weighs the unlabelled episodes" in cal.notes[0]
+    heavier_bad = {i: float(1 + (i in (0, 2, 7, 8, 11))) for i in range(12)}  # 0, 2 bad heavy; 7 good heavy
+    cal = calibrate(eps, labels, heavier_bad)
+    fit = cal.fits["push"]
+    assert fit.features == () and fit.shares["rule"] < 0.5 and fit.weighing == "alike"
+    assert cal.weights[8] == cal.weights[9] == pytest.approx(0.5) and cal.weights[1] == 1.0
     assert "no feature beat the base rate" in cal.notes[0]
 
 

@@ -7,10 +7,14 @@ rule's own weight, so the labels also say whether the rule is worth trusting on 
 chosen by leave-one-out log-loss on the labels among: none (the labels' base rate) and each feature alone (ties:
 the order of :data:`FEATURES`); a feature is kept only where its leave-one-out accuracy beats the base rate's
 (on ten labels the base rate's leave-one-out log-loss is pessimistic, and a fit that only wins on it
-extrapolates). Labelled episodes weigh their label (1 good, 0 bad); unlabelled ones the predicted probability of
-good (the base rate: every unlabelled episode alike, plain BC on them). Where a task's labels cannot support a
-fit (fewer than :data:`MIN_LABELS`, or all one class), :func:`calibrate` says so and returns no fit: the
-label-free rule weighs that task's episodes, the ones labelled bad 0 (as ``labels=`` always did).
+extrapolates). Then the labels choose how the task's unlabelled episodes are weighed (:data:`WEIGHINGS`): by
+the label-free rule, by the fit's P(good), or all alike, whichever puts the largest share of its weight on good
+episodes among the labelled ones (:func:`good_shares`; the fit's judged on its leave-one-out predictions; ties
+keep the rule). With the rule, only the episodes labelled bad change (to 0); otherwise labelled episodes weigh
+their label (1 good, 0 bad) and unlabelled ones P(good) (the base rate where no feature beat it: plain BC on
+them). Where a task's labels cannot support a fit (fewer than :data:`MIN_LABELS`, or all one class),
+:func:`calibrate` says so and returns no fit: the label-free rule weighs that task's episodes, the ones labelled
+bad 0 (as ``labels=`` always did).
 
     fit = calibrate(manifest_episodes, labels, rule)   # labels: episode -> good (True) / bad (False)
     fit.weights        # episode -> weight, for the tasks with a fit (and every labelled episode)
@@ -46,6 +50,9 @@ MIN_LABELS = 4  # per task, and at least one of each class
 L2 = 1.0  # ridge penalty on the standardised coefficients (not the intercept): a weak prior towards no effect
 TOP = 0.95  # the fraction of a scale's range that counts as its top (as the label-free rule's `top`)
 ORDERS = ("heaviest", "uncertain", "mix", "spread")
+# how the unlabelled episodes of a task are weighed, chosen by the labels (ties: this order): the label-free rule,
+# the fit's P(good), or all alike (the base rate)
+WEIGHINGS = ("rule", "fit", "alike")
 
 
 @dataclass
@@ -64,6 +71,8 @@ class TaskFit:
     labels: int
     candidates: dict[str, float] = field(default_factory=dict)  # model name -> its leave-one-out log-loss
     base_accuracy: float = float("nan")  # the base rate's leave-one-out accuracy, which a feature must beat
+    weighing: str = "fit"  # which of WEIGHINGS the labels chose for the unlabelled episodes
+    shares: dict[str, float] = field(default_factory=dict)  # each weighing's share of good on the labelled ones
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """P(good) for rows of the task's raw feature matrix (all :data:`FEATURES` columns)."""
@@ -175,6 +184,17 @@ def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (x - mean) / std, mean, std
 
 
+def _loo_predictions(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each labelled row's P(good) from the model on columns ``x`` fitted without it."""
+    out = np.empty(len(y))
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        z, mean, std = _standardise(x[keep])
+        w, b = _fit_logistic(z, y[keep])
+        out[i] = float(_sigmoid(((x[i] - mean) / std) @ w + b))
+    return out
+
+
 def _loo(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Leave-one-out mean log-loss and accuracy of the model on columns ``x`` (standardised inside each fold)."""
     losses, hits = [], []
@@ -237,24 +257,51 @@ def calibrate(episodes: list[dict], labels: dict[int, bool], rule: dict[int, flo
                          "the bad ones 0")
             weights.update({int(index[i]): 0.0 for i in lab if not labels[int(index[i])]})
             continue
-        else:
-            fit = fit_task(task, x[lab], y)
-            fits[task] = fit
-            p = fit.predict(x[rows])
-            for i, pi in zip(rows, p, strict=True):
-                if np.isfinite(pi):  # an episode lacking a chosen feature keeps the rule's weight
-                    probability[int(index[i])] = float(pi)
-                    weights[int(index[i])] = float(pi)
-            chosen = ", ".join(fit.features) or "none (the labels' base rate)"
-            coefs = ", ".join(f"{f} {c:+.2f}" for f, c in zip(fit.features, fit.coef, strict=True))
-            notes.append(f"calibrated weights, task {name}: P(good) from {chosen}" + (f" ({coefs} per s.d.)" if coefs else "")
-                         + f", chosen by leave-one-out on {len(lab)} labels ({good} good): accuracy "
-                         f"{fit.loo_accuracy:.0%} (base rate {fit.base_accuracy:.0%}), log-loss {fit.loo_loss:.3f} "
-                         f"(base rate {fit.candidates['base rate']:.3f}); unlabelled episodes weigh P(good)"
-                         + ("" if fit.features else ", alike: no feature beat the base rate"))
+        fit = fit_task(task, x[lab], y)
+        fits[task] = fit
+        p = fit.predict(x[rows])
+        for i, pi in zip(rows, p, strict=True):
+            if np.isfinite(pi):
+                probability[int(index[i])] = float(pi)
+        chosen = ", ".join(fit.features) or "none (the labels' base rate)"
+        coefs = ", ".join(f"{f} {c:+.2f}" for f, c in zip(fit.features, fit.coef, strict=True))
+        fitted = (f"P(good) from {chosen}" + (f" ({coefs} per s.d.)" if coefs else "")
+                  + f", chosen by leave-one-out on {len(lab)} labels ({good} good): accuracy "
+                  f"{fit.loo_accuracy:.0%} (base rate {fit.base_accuracy:.0%}), log-loss {fit.loo_loss:.3f} "
+                  f"(base rate {fit.candidates['base rate']:.3f})")
+        shares = good_shares(x[lab], y, fit)
+        pick = max(WEIGHINGS, key=lambda k: (round(shares.get(k, -1.0), 9), -WEIGHINGS.index(k)))
+        fit.weighing, fit.shares = pick, shares
+        said = ", ".join(f"{k} {v:.0%}" for k, v in shares.items())
+        if pick == "rule":  # the rule weighs the task's episodes; only the ones labelled bad change (to 0)
+            weights.update({int(index[i]): 0.0 for i in lab if not labels[int(index[i])]})
+            notes.append(f"calibrated weights, task {name}: {fitted}; the labelled episodes' share of good under "
+                         f"each weighing: {said}: the label-free rule weighs the unlabelled episodes, the bad ones 0")
+            continue
+        for i, pi in zip(rows, p, strict=True):
+            if np.isfinite(pi):  # an episode lacking a chosen feature keeps the rule's weight
+                weights[int(index[i])] = float(pi)
+        notes.append(f"calibrated weights, task {name}: {fitted}; the labelled episodes' share of good under each "
+                     f"weighing: {said}: unlabelled episodes weigh P(good)"
+                     + ("" if fit.features else ", alike: no feature beat the base rate"))
         for i in lab:  # a labelled episode weighs its label
             weights[int(index[i])] = 1.0 if labels[int(index[i])] else 0.0
     return Calibration(fits=fits, weights=weights, probability=probability, notes=notes)
+
+
+def good_shares(x: np.ndarray, y: np.ndarray, fit: TaskFit) -> dict[str, float]:
+    """Per weighing of the unlabelled episodes, its share of good estimated on the labelled ones (rows ``x``,
+    labels ``y``): Σ w·good / Σ w with w the rule's weight (``rule``; absent without it), the fit's leave-one-out
+    P(good) (``fit``; only with a feature) or 1 (``alike``: plain BC)."""
+    shares = {"alike": float(y.mean())}
+    r = x[:, 0]
+    if np.isfinite(r).all():
+        w = np.exp(r - r.max())
+        shares["rule"] = float(w @ y / w.sum())
+    if fit.features:
+        q = _loo_predictions(x[:, [FEATURES.index(f) for f in fit.features]], y)
+        shares["fit"] = float(q @ y / q.sum()) if q.sum() > 0 else 0.0
+    return {k: shares[k] for k in WEIGHINGS if k in shares}
 
 
 def _spread(ranked: list[int], labels: dict[int, bool]) -> list[int]:
