@@ -3,7 +3,7 @@ and mark it a success or a failure; or label a corpus's demonstrations good or b
 
     python -m policies.review DIR [labels=FILE] [port=8765] [host=127.0.0.1] [open_browser=true] [blind=true]
     python -m policies.review ANNOTATION_DIR weighting=NAME [weighting.KEY=V ...] [policy=act] [labels=FILE]
-        [order=heaviest|uncertain|mix] [camera=NAME] [next=N]
+        [order=heaviest|uncertain|mix|spread] [camera=NAME] [next=N]
 
 ``DIR`` is the output folder of ``python -m policies.evaluate recordings=[...] out=DIR`` (its
 ``episodes.json``). Labels are written to the labels file at once (``labels=``; by default the one

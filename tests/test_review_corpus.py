@@ -115,6 +115,8 @@ def test_uncertain_order_refits_on_the_labels(annotation, expected, labels, caps
     assert sorted(want) == sorted(set(rule) - set(given))
     assert printed_next(capsys, annotation, "order=uncertain", "next=10") == want
     assert printed_next(capsys, annotation, "order=mix", "next=10") == acquisition_order("mix", rule, given, episodes)
+    spread = printed_next(capsys, annotation, "order=spread", "next=10")
+    assert spread == acquisition_order("spread", rule, given, episodes) == heavy[2:4]  # equally far: heavier first
 
 
 def test_command_errors_are_one_line(annotation, tmp_path, capsys):

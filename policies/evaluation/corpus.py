@@ -1,7 +1,7 @@
 """The corpus review: label a corpus's demonstrations good or bad, most worth labelling first.
 
     python -m policies.review ANNOTATION_DIR weighting=NAME [weighting.key=value ...] [policy=act] [labels=FILE]
-        [order=heaviest|uncertain|mix] [camera=NAME] [next=N]
+        [order=heaviest|uncertain|mix|spread] [camera=NAME] [next=N]
 
 ``ANNOTATION_DIR`` is the output of ``python -m pipeline.annotate ... out=DIR`` (its ``manifest.json``). A rule
 of ``train.py`` weighs its episodes; a few of them carry most of the weight, and a person who marks those good
