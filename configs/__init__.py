@@ -3,8 +3,10 @@
 A base file (``annotate.yaml``, ``train.yaml``, ...) may name config groups in a top-level ``defaults``
 mapping, e.g. ``defaults: {policy: act}``. A group is a sub-folder of this directory; ``policy=diffusion``
 on the command line swaps in ``policy/diffusion.yaml`` under the key ``policy`` (its ``name`` field is set to
-the option chosen). Every other override must name a key that exists: unknown keys are an error naming the
-key and the valid ones nearby.
+the option chosen). A policy's file lists only what differs from its lerobot config class's defaults; every other
+field of the class is filled in with lerobot's default (:mod:`configs.policies`), so it can be read and set like
+the others. Every other override must name a key that exists: unknown keys are an error naming the key and the
+valid ones nearby.
 
 Two groups are overlays rather than sub-trees: ``debug=NAME`` and ``experiment=NAME`` merge ``debug/NAME.yaml``
 or ``experiment/NAME.yaml`` onto the whole composed config (after the groups, before the other overrides), so
@@ -26,6 +28,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+from configs.policies import POLICY_CONFIGS, with_defaults
 
 CONFIG_DIR = Path(__file__).resolve().parent
 CONFIG_FILENAME = "config.yaml"
@@ -87,6 +91,8 @@ def _group_node(group: str, option: str, config_dir: Path) -> DictConfig:
     if option not in options:
         raise ConfigError(f"unknown {group} {option!r}; valid options: {', '.join(options)}")
     node = OmegaConf.load(config_dir / group / f"{option}.yaml")
+    if group == "policy" and option in POLICY_CONFIGS:
+        node = with_defaults(option, node)
     node.name = option
     return node
 

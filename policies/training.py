@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from configs import ConfigError, UserError, save_config
 from configs.outputs import claim_output, config_identity
+from configs.policies import identity as policy_identity
 from configs.types import check_types
 from data.batches import ShardDataModule, episode_success
 from data.manifest import as_root, load_manifest
@@ -393,8 +394,11 @@ def quality_labels(manifest: dict) -> dict[int, str] | None:
 
 
 def identity(cfg: DictConfig) -> dict:
-    """The resolved config without the keys that change nothing in what is trained (:data:`NOT_IDENTITY`)."""
+    """The resolved config without the keys that change nothing in what is trained (:data:`NOT_IDENTITY`), and
+    without the policy fields a run's identity omits at lerobot's default (:func:`configs.policies.identity`)."""
     resolved = config_identity(cfg, NOT_IDENTITY)
+    if isinstance(resolved.get("policy"), dict):
+        resolved["policy"] = policy_identity(resolved["policy"])
     if resolved.get("data", {}).get("shards"):
         resolved["data"]["shards"] = str(Path(resolved["data"]["shards"]).resolve())
     return {"config": resolved}

@@ -20,12 +20,6 @@ class ACTAdapter(PolicyAdapter):
     name = "act"
 
     @classmethod
-    def config_class(cls):
-        from lerobot.policies.act.configuration_act import ACTConfig
-
-        return ACTConfig
-
-    @classmethod
     def policy_class(cls):
         from lerobot.policies.act.modeling_act import ACTPolicy
 

@@ -1,8 +1,10 @@
 """Policies the trainer can train: a name → adapter table (lazy imports) and the adapter interface.
 
-An adapter builds the real lerobot policy from our YAML (``configs/policy/<name>.yaml`` holds the fields of the
-lerobot config class), says which windows it trains on, shapes a shard batch the way lerobot's ``forward``
-expects it, and computes the PER-SAMPLE loss (lerobot's ``forward`` returns only the batch mean).
+An adapter builds the real lerobot policy from the composed ``policy`` node (``configs/policy/<name>.yaml`` lists
+what differs from the lerobot config class's defaults and composing fills in the other fields; the class of each
+policy is named in :mod:`configs.policies`), says which windows it trains on, shapes a shard batch the way
+lerobot's ``forward`` expects it, and computes the PER-SAMPLE loss (lerobot's ``forward`` returns only the batch
+mean).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from torch import Tensor
 
 from configs import UserError
+from configs.policies import config_class as policy_config_class
 from data.batches import WindowNeeds
 
 POLICIES: dict[str, str] = {
@@ -85,7 +88,7 @@ class PolicyAdapter:
 
     @classmethod
     def config_class(cls):
-        raise NotImplementedError
+        return policy_config_class(cls.name)
 
     @classmethod
     def policy_class(cls):

@@ -33,12 +33,6 @@ class DiffusionAdapter(PolicyAdapter):
         super().__init__(policy_cfg, features, device)
 
     @classmethod
-    def config_class(cls):
-        from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
-
-        return DiffusionConfig
-
-    @classmethod
     def policy_class(cls):
         from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
 
