@@ -1,7 +1,7 @@
 """python train.py data.shards=OUT_DIR policy=act|diffusion weighting=NAME out=RUN_DIR [key=value ...]
 
 Reward-aligned behaviour cloning of a lerobot ACT or Diffusion policy on annotated WebDataset shards. Weighting
-names: none, top_awr, rabc, awr, filter, progress_awr, episode_quality, quality_advantage (docs/weighting.md).
+names: none, top_awr, rabc, awr, filter, episode_quality (docs/weighting.md).
 ``--help`` prints the composed defaults (configs/train.yaml and its groups). See policies/training.py.
 """
 

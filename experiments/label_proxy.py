@@ -37,8 +37,16 @@ RANDOM_DRAWS = 20
 def cell(corpus: Path, out: Path, simulator: str, profile: str) -> dict:
     """The rule's per-sample weights, the episodes' truth and the manifest of one annotated cell."""
     from data.quality_labels import quality_by_episode, read_quality_labels
-    from experiments.rabc import (annotate, annotation_window, fitted_weights, policy_overrides,
-                                  recommended_overrides, reward_key, reward_overrides, train_config)
+    from experiments.rabc import (
+        annotate,
+        annotation_window,
+        fitted_weights,
+        policy_overrides,
+        recommended_overrides,
+        reward_key,
+        reward_overrides,
+        train_config,
+    )
     from policies.training import heaviest_episodes
 
     args = SimpleNamespace()

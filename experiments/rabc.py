@@ -56,11 +56,8 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "top_awr_centered": (["weighting=top_awr", "weighting.centered=true"], "all"),
     "awr": (["weighting=awr"], "all"),
     "filter": (["weighting=filter"], "all"),
-    "progress_awr": (["weighting=progress_awr"], "all"),
     "episode_quality": (["weighting=episode_quality", EPISODE_TIME, "weighting.beta=1.0"], "all"),
-    "quality_advantage": (["weighting=quality_advantage", "weighting.beta=1.0"], "all"),
     "episode_quality_sharp": (["weighting=episode_quality", EPISODE_TIME, f"weighting.beta={SHARP_BETA}"], "all"),
-    "quality_advantage_sharp": (["weighting=quality_advantage", f"weighting.beta={SHARP_BETA}"], "all"),
     # filtered BC on the best episodes by z_e ("%BC", Chen et al. 2021); added after the variants above had run
     "episode_filter": (["weighting=episode_quality", EPISODE_TIME, "weighting.transform=top"], "all"),
     "episode_filter_25": (["weighting=episode_quality", EPISODE_TIME, "weighting.transform=top", "weighting.top_fraction=0.25"],

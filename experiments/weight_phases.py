@@ -1,6 +1,6 @@
 """Where in an episode a weighting rule puts its weight: mean weight by frames from the first success.
 
-    python -m benchmarks.weight_phases outputs/rabc_experiment/pick-place-v3 [--variant progress_awr] [--quality expert]
+    python -m benchmarks.weight_phases outputs/rabc_experiment/pick-place-v3 [--variant recommended] [--quality expert]
     python -m benchmarks.weight_phases outputs/rabc_grid/pick-place-v3/reward_qwen3vl_32b_like \
         --variant episode_quality_sharp --heaviest 10
 
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("task_dir", help="OUT/TASK of benchmarks.rabc_experiment")
-    ap.add_argument("--variant", default="progress_awr", help=f"one of {list(VARIANTS)}")
+    ap.add_argument("--variant", default="recommended", help=f"one of {list(VARIANTS)}")
     ap.add_argument("--quality", default="expert", help="which episodes (a quality label of the corpus)")
     ap.add_argument("--heaviest", type=int, default=0, metavar="N",
                     help="instead: the N episodes the variant weighs most, with their labels, z_e and time to the top")

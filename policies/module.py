@@ -187,7 +187,7 @@ class BCModule(pl.LightningModule):
             table = ProgressTable.from_arrays({k: v.numpy() for k, v in fit["table"].items()})
             self.fit_weighting(table, json.loads(fit["episodes"]))
         elif "gain_stats" in checkpoint:
-            # the key checkpoints held GainStats under before weighting_fit existed; still read
+            # GainStats saved without fit inputs (on_save_checkpoint)
             self.weighting_stats = GainStats.from_gains(checkpoint["gain_stats"]["gains"].numpy())
 
     # -- export

@@ -48,7 +48,7 @@ def test_time_to_the_top_on_the_dataset_scale_never_credits_a_falling_curve():
     # negative control: on the episode's scale the falling failure ranks first, on the dataset scale last
     assert int(np.argmax(episode.quality[:3])) == 2
     assert int(np.argmin(dataset.quality[:3])) == 2
-    # the top frame quality_advantage reads after the top stays on the episode's scale either way
+    # the top frame on the episode's own scale is the same either way
     np.testing.assert_array_equal(dataset.top_frame[:3], episode.top_frame[:3])
     np.testing.assert_array_equal(episode.top_frame[:3], [19, 10, 0])
     np.testing.assert_array_equal(episode.time_frame[:3], [19, 10, 0])

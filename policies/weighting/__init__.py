@@ -2,7 +2,7 @@
 
 Modules, each importing only those before it: :mod:`~policies.weighting.core` (the error, the chunk gain Δ,
 the per-sample keywords, the weighted loss and its summaries), :mod:`~policies.weighting.gain` (GainStats and
-the rules on Δ alone), :mod:`~policies.weighting.advantage` (AdvantageStats and the advantage estimators),
+the rules on Δ alone), :mod:`~policies.weighting.advantage` (AdvantageStats and ``episode_quality``),
 :mod:`~policies.weighting.registry` (the table of :class:`Rule` objects that fit and weigh, rejecting unknown
 parameters). Formulas and sources: docs/weighting.md.
 """

@@ -16,18 +16,16 @@ Dataset statistics are fitted ONCE per run, before training (``policies.training
 :func:`data.progress_table.fit_progress_table` (one pass over the ``progress.npy`` windows of every shard
 sample, cut to the policy's chunk — exactly the Δ the rules see in training) plus the manifest's
 ``episodes``: :class:`policies.weighting.gain.GainStats` for the gain rules,
-:class:`policies.weighting.advantage.AdvantageStats` for the advantage estimators. The fit inputs travel in
+:class:`policies.weighting.advantage.AdvantageStats` for ``episode_quality``. The fit inputs travel in
 the checkpoints, so a resumed run weighs with the same statistics.
 
 Rules: ``none``, ``top_awr``, ``rabc``, ``awr``, ``filter`` (:mod:`policies.weighting.gain`);
-``progress_awr``, ``episode_quality``, ``quality_advantage`` (:mod:`policies.weighting.advantage`);
-formulas and sources in docs/weighting.md.
+``episode_quality`` (:mod:`policies.weighting.advantage`); formulas and sources in docs/weighting.md.
 """
 
 from __future__ import annotations
 
 import difflib
-import functools
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,7 +33,7 @@ from typing import Any
 
 from torch import Tensor
 
-from policies.weighting.advantage import AdvantageStats, episode_quality, progress_awr, quality_advantage
+from policies.weighting.advantage import AdvantageStats, episode_quality
 from policies.weighting.core import SAMPLE_FIELDS, WeightingError
 from policies.weighting.gain import GainStats, awr, filter_top, none, rabc, top_awr
 
@@ -121,13 +119,6 @@ class Rule:
                              **{k: v for k, v in params.items() if k in self.weigh_params})
 
 
-def _advantage_rule(name: str, weigh_fn: WeighFn, **fit_defaults) -> Rule:
-    # one AdvantageStats.fit serves the three estimators; the rule binds which one it fits for, and its own
-    # defaults where they differ from the shared function's (a bound keyword shows in the signature as the default)
-    return Rule.of(name, weigh_fn, functools.partial(AdvantageStats.fit, rule=name, **fit_defaults),
-                   fit_skip=("rule",))
-
-
 def _centered(params: Mapping[str, Any]) -> bool:
     # top_awr: the literal rule reads no statistics; the centred one reads mean Δ
     return bool(params["centered"])
@@ -140,10 +131,7 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
     Rule.of("rabc", rabc, GainStats.fit),
     Rule.of("awr", awr, GainStats.fit),
     Rule.of("filter", filter_top, GainStats.fit),
-    _advantage_rule("progress_awr", progress_awr),
-    # the time to the top on the task's raw scale: the default since the simulated-error grid (docs/experiments.md)
-    _advantage_rule("episode_quality", episode_quality, time_scale="dataset"),
-    _advantage_rule("quality_advantage", quality_advantage),
+    Rule.of("episode_quality", episode_quality, AdvantageStats.fit),
 )}
 
 
