@@ -132,6 +132,10 @@ def _check(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.max_steps={cfg.trainer.max_steps} must be >= 1")
     if int(cfg.trainer.num_nodes) < 1:
         raise ConfigError(f"trainer.num_nodes={cfg.trainer.num_nodes} must be >= 1")
+    ema = cfg.trainer.get("ema_decay")
+    if ema is not None and not (isinstance(ema, float | int) and 0 < float(ema) < 1):
+        raise ConfigError(f"trainer.ema_decay={ema} must be a number in (0, 1) (e.g. 0.9999), or null for no "
+                          "moving average of the weights")
     devices = int(cfg.trainer.devices) if str(cfg.trainer.devices).isdigit() else 1
     world = devices * int(cfg.trainer.num_nodes)
     main_file = getattr(sys.modules.get("__main__"), "__file__", "") or ""
@@ -401,6 +405,8 @@ def identity(cfg: DictConfig) -> dict:
         resolved["policy"] = policy_identity(resolved["policy"])
     if resolved.get("data", {}).get("shards"):
         resolved["data"]["shards"] = str(Path(resolved["data"]["shards"]).resolve())
+    if resolved.get("trainer", {}).get("ema_decay", 0) is None:  # no EMA: the identity of a run without the key
+        resolved["trainer"].pop("ema_decay")
     return {"config": resolved}
 
 
@@ -520,6 +526,10 @@ def train(cfg: DictConfig) -> TrainSummary:
     last = ckpt_dir / LAST
     saver = LastCheckpoint(last, t.get("checkpoint_every_n_steps"))
     callbacks = [saver, *instrumentation(cfg)]
+    if t.get("ema_decay") is not None:
+        from policies.callbacks import ema
+
+        callbacks.append(ema(float(t.ema_decay)))
     if t.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
     resume_step = int(ck["global_step"]) if ck is not None else None

@@ -322,3 +322,43 @@ def test_unknown_normalization_mode_is_named(shards, tmp_path):
 
     with pytest.raises(PolicyConfigError, match="normalization_mapping.*valid modes"):
         build(tiny_cfg(shards, tmp_path / "bad", "act", "none", "policy.normalization_mapping.ENV=ZSCORE", steps=1))
+
+
+def test_ema_decay_warms_up_as_diffusion_policys():
+    from policies.callbacks import WarmupEMA
+
+    f = WarmupEMA(0.9999)
+    assert f.decay(0) == 0.0 and f.decay(100) == pytest.approx(1 - 101 ** -0.75)
+    assert f.decay(10**9) == 0.9999  # capped
+    avg, cur = torch.tensor([1.0]), torch.tensor([3.0])
+    assert f(avg, cur, torch.tensor(3)).item() == pytest.approx(1.0 + 2.0 * 4 ** -0.75)
+
+
+def test_ema_is_exported_and_resumes_exactly(shards, tmp_path):
+    """trainer.ema_decay: the export holds the moving average, not the last weights; a checkpoint carries both,
+    so a run resumed half-way ends with the same average and weights as one run straight through."""
+    from safetensors.torch import load_file
+
+    ema = "trainer.ema_decay=0.9"
+    full = train(tiny_cfg(shards, tmp_path / "full", "act", "awr", ema, steps=4, steps_per_epoch=2))
+    a = _state(full.checkpoint)
+    assert "current_model_state" in a  # the trained weights beside the average
+    trained = a["current_model_state"]
+    averaged = a["state_dict"]
+    exported = load_file(full.export / "model.safetensors")
+    key = next(k for k in exported if f"policy.{k}" in averaged and not torch.equal(
+        averaged[f"policy.{k}"], trained[f"policy.{k}"]))
+    assert torch.equal(exported[key], averaged[f"policy.{key}"])
+    half = train(tiny_cfg(shards, tmp_path / "half", "act", "awr", ema, steps=2, steps_per_epoch=2))
+    resumed = train(tiny_cfg(shards, tmp_path / "resumed", "act", "awr", ema, f"resume={half.checkpoint}",
+                             steps=4, steps_per_epoch=2))
+    b = _state(resumed.checkpoint)
+    for k in averaged:
+        assert torch.equal(averaged[k], b["state_dict"][k]), k
+    # negative control: without EMA the export is the last weights and no second state is kept
+    plain = train(tiny_cfg(shards, tmp_path / "plain", "act", "awr", steps=4, steps_per_epoch=2))
+    p = _state(plain.checkpoint)
+    assert "current_model_state" not in p
+    assert not torch.equal(p["state_dict"][f"policy.{key}"], averaged[f"policy.{key}"])
+    with pytest.raises(ConfigError, match="trainer.ema_decay=1.5"):
+        train(tiny_cfg(shards, tmp_path / "bad", "act", "awr", "trainer.ema_decay=1.5"))
