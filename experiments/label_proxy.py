@@ -84,10 +84,35 @@ def measures(c: dict, labels: dict[int, bool], calibrated: bool = True) -> dict:
             "labelled_good": int(sum(labels.values()))}
 
 
+def features_best(c: dict) -> dict:
+    """What the annotation's features can say at best: P(good) of the best single feature (the rule's weight
+    among them) fitted on *every* episode's truth and weighing every episode (in-sample, so optimistic): a bound
+    on what a fit on K labels gives the unlabelled episodes."""
+    from policies.weighting.calibrated import FEATURES, _fit_logistic, _sigmoid, _standardise, episode_features
+
+    index, x, _ = episode_features(c["episodes"], c["heavy"])
+    y = np.array([float(c["good"][int(e)]) for e in index])
+    best = None
+    for j, name in enumerate(FEATURES):
+        col = x[:, [j]]
+        if not np.isfinite(col).all() or np.ptp(col) <= 1e-12:
+            continue
+        z, _, _ = _standardise(col)
+        w, b = _fit_logistic(z, y)
+        p = _sigmoid(z @ w + b)
+        ll = -np.mean(y * np.log(p + 1e-12) + (1 - y) * np.log(1 - p + 1e-12))
+        if best is None or ll < best[0]:
+            best = (ll, name, dict(zip(index.tolist(), p.tolist(), strict=True)))
+    w = np.array([best[2][int(e)] for e in c["episode"]])
+    good = np.array([c["good"][int(e)] for e in c["episode"]])
+    return {"good_share": float(w[good].sum() / w.sum()), "ess": float(w.sum() ** 2 / (w ** 2).sum() / w.size),
+            "labelled_good": 0, "feature": best[1]}
+
+
 def run_cell(c: dict, ks: list[int]) -> dict:
     from experiments.rabc import simulated_person
 
-    rows = {"rule (K = 0)": measures(c, {})}
+    rows = {"rule (K = 0)": measures(c, {}), "features' best": features_best(c)}
     rng = np.random.default_rng(0)
     for k in ks:
         for order in ORDERS_RUN:
@@ -95,7 +120,7 @@ def run_cell(c: dict, ks: list[int]) -> dict:
                 draws = [measures(c, {int(e): c["good"][int(e)] for e in
                                       rng.choice(sorted(c["heavy"]), size=k, replace=False)})
                          for _ in range(RANDOM_DRAWS)]
-                rows[f"K = {k}, random"] = {m: float(np.mean([d[m] for d in draws])) for m in draws[0]}
+                rows[f"K = {k}, random"] = {m: float(np.mean([d[m] for d in draws])) for m in ("good_share", "ess")}
             else:
                 labels = simulated_person(order, k, c["heavy"], c["episodes"], c["good"])
                 rows[f"K = {k}, {order}"] = measures(c, labels)
