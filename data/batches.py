@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from einops import rearrange
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.filters import shuffle as wds_shuffle
 
@@ -188,7 +189,7 @@ class SampleDecoder:
         for f in n.features:
             v = s[f]
             if v.ndim == 4 and v.shape[-1] == 3 and v.dtype == np.uint8:  # images (S, H, W, 3)
-                t = torch.from_numpy(np.ascontiguousarray(v[-n.obs_steps:])).permute(0, 3, 1, 2)
+                t = rearrange(torch.from_numpy(np.ascontiguousarray(v[-n.obs_steps:])), "s h w c -> s c h w")
                 out[f] = t.float().div_(255.0)
             else:
                 out[f] = torch.from_numpy(np.asarray(v[-n.obs_steps:], dtype=np.float32))

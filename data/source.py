@@ -211,6 +211,7 @@ class SourceDataset:
         ``timestamps`` are the episode-relative timestamps (the ``timestamp`` column); default ``j / fps``.
         An image feature has one stored image per frame, so ``timestamps`` play no part there.
         """
+        from einops import rearrange
         from lerobot.datasets.video_utils import decode_video_frames
 
         if camera in self.image_keys:
@@ -228,7 +229,7 @@ class SourceDataset:
         except Exception as exc:  # noqa: BLE001 - decoders raise many types; report which file failed
             raise SourceError(f"cannot decode {path} for episode {ep.index} ({camera}): "
                               f"{type(exc).__name__}: {exc}") from exc
-        frames = frames.permute(0, 2, 3, 1).contiguous().numpy()
+        frames = rearrange(frames, "t c h w -> t h w c").contiguous().numpy()
         if frames.shape[0] != ep.length:
             raise SourceError(f"episode {ep.index}: decoded {frames.shape[0]} frames from {path}, expected "
                               f"{ep.length}")

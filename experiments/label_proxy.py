@@ -85,28 +85,19 @@ def measures(c: dict, labels: dict[int, bool], calibrated: bool = True) -> dict:
 
 
 def features_best(c: dict) -> dict:
-    """What the annotation's features can say at best: P(good) of the best single feature (the rule's weight
-    among them) fitted on *every* episode's truth and weighing every episode (in-sample, so optimistic): a bound
-    on what a fit on K labels gives the unlabelled episodes."""
-    from policies.weighting.calibrated import FEATURES, _fit_logistic, _sigmoid, _standardise, episode_features
+    """What the annotation's features can say at best: the calibration's model (one feature, the rule's weight
+    among them, chosen by leave-one-out) fitted on *every* episode's truth, its P(good) weighing every episode
+    (in-sample, so optimistic): a bound on what a fit on K labels gives the unlabelled episodes."""
+    from policies.weighting.calibrated import episode_features, fit_task
 
     index, x, _ = episode_features(c["episodes"], c["heavy"])
     y = np.array([float(c["good"][int(e)]) for e in index])
-    best = None
-    for j, name in enumerate(FEATURES):
-        col = x[:, [j]]
-        if not np.isfinite(col).all() or np.ptp(col) <= 1e-12:
-            continue
-        z, _, _ = _standardise(col)
-        w, b = _fit_logistic(z, y)
-        p = _sigmoid(z @ w + b)
-        ll = -np.mean(y * np.log(p + 1e-12) + (1 - y) * np.log(1 - p + 1e-12))
-        if best is None or ll < best[0]:
-            best = (ll, name, dict(zip(index.tolist(), p.tolist(), strict=True)))
-    w = np.array([best[2][int(e)] for e in c["episode"]])
+    fit = fit_task("all", x, y)
+    p = dict(zip(index.tolist(), fit.predict(x).tolist(), strict=True))
+    w = np.array([p[int(e)] for e in c["episode"]])
     good = np.array([c["good"][int(e)] for e in c["episode"]])
     return {"good_share": float(w[good].sum() / w.sum()), "ess": float(w.sum() ** 2 / (w ** 2).sum() / w.size),
-            "labelled_good": 0, "feature": best[1]}
+            "labelled_good": 0, "feature": "+".join(fit.features) or "none"}
 
 
 def run_cell(c: dict, ks: list[int]) -> dict:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from policies.evaluation.browser import BrowserMissing, headless_chromium  # noqa: E402
 from policies.evaluation.review import ReviewError, make_server  # noqa: E402
+from tests.fixtures.browser import BrowserMissing, headless_chromium  # noqa: E402
 
 SETTLE_S = 2.0  # Chromium's video controls show a loading ring for a moment after a seek
 READY = "return document.body.dataset.ready === '1'"

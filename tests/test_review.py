@@ -194,7 +194,7 @@ def test_command_errors_name_the_folder(tmp_path, capsys):
 def require_browser():
     """Chromium, chromedriver and Selenium, or a failure saying to run scripts/bootstrap.sh (a skip only
     with TOPBC_SKIP_BROWSER=1)."""
-    from policies.evaluation.browser import BrowserMissing, find_browser
+    from tests.fixtures.browser import BrowserMissing, find_browser
 
     try:
         find_browser()
@@ -222,7 +222,7 @@ def test_a_missing_browser_fails_unless_skipped(monkeypatch):
 def chromium():
     """One headless Chromium for the module's page tests, or None where there is none (each test then fails,
     or skips, through :func:`require_browser` in its own body: a test failure, not a fixture error)."""
-    from policies.evaluation.browser import BrowserMissing, headless_chromium
+    from tests.fixtures.browser import BrowserMissing, headless_chromium
 
     try:
         driver = headless_chromium(1200, 900)

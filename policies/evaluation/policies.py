@@ -130,12 +130,13 @@ class LeRobotPolicy:
 
     def __call__(self, raw: np.ndarray, obs: dict[str, np.ndarray]) -> np.ndarray:
         import torch
+        from einops import rearrange
 
         batch: dict = {}
         for key, value in obs.items():
             t = torch.from_numpy(np.ascontiguousarray(value))
             if value.ndim == 3:  # H×W×C uint8 -> 1×C×H×W float in [0, 1], as lerobot's preprocess_observation
-                t = t.permute(2, 0, 1).float().div_(255.0)
+                t = rearrange(t, "h w c -> c h w").float().div_(255.0)
             batch[key] = t.float().unsqueeze(0)
         batch["task"] = [self.instruction]
         batch = self.preprocessor(batch)
