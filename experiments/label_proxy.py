@@ -47,7 +47,7 @@ def cell(corpus: Path, out: Path, simulator: str, profile: str) -> dict:
         reward_overrides,
         train_config,
     )
-    from policies.training import heaviest_episodes
+    from policies.run_weights import heaviest_episodes
 
     args = SimpleNamespace()
     obs_steps, horizon = annotation_window(train_config(policy_overrides(args)))

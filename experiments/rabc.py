@@ -317,8 +317,8 @@ def fitted_weights(train_cfg):
     """(module, fit table, weights): the run's module with its rule fitted, and the weight that rule gives every
     training sample, exactly as training fits and weighs them (the statistics: ``module.weighting_stats``)."""
     from data.progress_table import fit_progress_table
+    from policies.run_weights import sample_weights as weights_of
     from policies.training import build
-    from policies.training import sample_weights as weights_of
 
     module, _, manifest = build(train_cfg)
     table = fit_progress_table(train_cfg.data.shards, module.adapter.needs().future_actions, manifest)
@@ -334,7 +334,7 @@ def reviewed_labels(shards: Path, args, labels_doc: dict, path: Path) -> Path:
     """The labels file of a SIMULATED person who looks at the REVIEWED episodes the recommended rule weighs most
     (as training names them) and labels each with the corpus's own success; written once to ``path``."""
     from data.success_labels import Label, write_labels
-    from policies.training import heaviest_episodes
+    from policies.run_weights import heaviest_episodes
 
     if path.is_file():
         return path

@@ -48,7 +48,7 @@ def _fitted(task_dir: Path, variant: str):
 def heaviest_table(task_dir: str | Path, variant: str, top: int = 10) -> str:
     """The ``top`` episodes ``variant`` weighs most, with their labels (read for this report only) and, for the
     episode-level estimators, z_e and the time fraction T*_e / length its time term read."""
-    from policies.training import heaviest_episodes
+    from policies.run_weights import heaviest_episodes
     from policies.weighting.advantage import AdvantageStats
 
     task_dir = Path(task_dir)

@@ -14,7 +14,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
     """Load ``ckpt`` (a damaged or missing file raises CheckpointError naming it), then write ``out``: nothing
     is created before the checkpoint has loaded."""
     from policies.module import BCModule
-    from policies.training import read_checkpoint
+    from policies.run_folder import read_checkpoint
 
     read_checkpoint(ckpt, key="checkpoint")
     module = BCModule.load_from_checkpoint(Path(ckpt), map_location="cpu", device="cpu")

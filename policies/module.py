@@ -72,7 +72,7 @@ class BCModule(pl.LightningModule):
         self._fit_inputs: tuple | None = None  # (ProgressTable, manifest episodes) the statistics were fitted on
         self.nan_step: int | None = None
         self.last_loss: float | None = None
-        # what the run trained on (policies.training.run_info): checked on resume, written beside an export
+        # what the run trained on (policies.run_folder.run_info): checked on resume, written beside an export
         self.run_info: dict = {}
 
     # -- weighting
@@ -178,7 +178,7 @@ class BCModule(pl.LightningModule):
             checkpoint["gain_stats"] = {"gains": torch.as_tensor(self.weighting_stats.sorted_gains)}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        # written by the trainer's checkpoint callback (policies.training.LastCheckpoint)
+        # written by the trainer's checkpoint callback (policies.run_folder.LastCheckpoint)
         self.run_info = dict((checkpoint.get("topbc") or {}).get("run") or {})
         if "weighting_fit" in checkpoint:
             from data.progress_table import ProgressTable

@@ -11,7 +11,9 @@ from configs import ConfigError
 from data.batches import episode_success
 from data.manifest import load_manifest
 from data.progress_table import fit_progress_table
-from policies.training import CheckpointError, build, heaviest_episodes, sample_weights, train, weight_notes
+from policies.run_folder import CheckpointError
+from policies.run_weights import heaviest_episodes, sample_weights, weight_notes
+from policies.training import build, train
 from tests.fixtures.bc import tiny_cfg
 from tests.fixtures.shards import write_tiny_shards
 

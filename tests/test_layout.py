@@ -21,7 +21,7 @@ STAGES = (
     ("pipeline.report",),
     ("data.progress_table", "data.batches", "data.demo"),
     ("policies.weighting", "policies.adapters"),
-    ("policies.module", "policies.callbacks"),
+    ("policies.module", "policies.callbacks", "policies.run_folder", "policies.run_weights"),
     ("policies.training", "policies.export"),
     ("policies.evaluation", "policies.evaluate", "policies.review", "policies.plan"),
     TOP,

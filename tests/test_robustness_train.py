@@ -13,7 +13,8 @@ import torch
 
 from configs import ConfigError, load_config
 from configs.outputs import OutputError
-from policies.training import CheckpointError, build, train
+from policies.run_folder import CheckpointError
+from policies.training import build, train
 from tests.fixtures.bc import tiny_cfg
 from tests.fixtures.shards import write_tiny_shards
 

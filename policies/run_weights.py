@@ -1,0 +1,118 @@
+"""What a run weighs each sample by, as training computes it: the person's labels (``labels=``), the
+calibration on them, the rule's weights over every sample, the episodes the weights lean on, and the refusal of
+a run in which nothing weighs anything. :func:`policies.training.build` uses them; the corpus review page and
+the experiments read the same functions."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from configs import ConfigError
+from data.batches import episode_success
+from policies.module import BCModule
+from policies.weighting.calibrated import calibrate
+
+
+def calibration(cfg: DictConfig, manifest: dict, labels: dict[int, bool], rule: dict[int, float] | None):
+    """The weights calibrated on the person's labels (policies.weighting.calibrated), None without labels or
+    with ``calibrate=false``; ``rule``: episode → the label-free rule's total weight (None: plain BC)."""
+    if not labels or not cfg.get("calibrate", True):
+        return None
+    return calibrate(manifest.get("episodes", []), labels, rule)
+
+
+def refuse_weightless(cfg: DictConfig, anything: bool, labels: dict[int, bool], episodes: int) -> None:
+    """Refuse a run in which no sample weighs anything: it would learn nothing and export an untrained policy."""
+    if anything:
+        return
+    failed = sum(not ok for ok in labels.values())
+    why = (f"labels={cfg.labels} marks {failed} of the {episodes} episodes failed" if labels else
+           f"weighting={cfg.weighting.name} gives every one of the {episodes} episodes weight 0")
+    raise ConfigError(f"every sample weighs 0 ({why}): training would learn nothing and export an untrained "
+                      "policy; label some episodes successes, or choose another weighting (weighting=none is "
+                      "plain BC); nothing was written")
+
+
+def person_labels(cfg: DictConfig, manifest: dict) -> dict[int, bool]:
+    """Episode → success of the labels file ``labels=`` (:mod:`data.success_labels`; the review page writes
+    one), checked against the shards' episodes; {} without a file."""
+    path = cfg.get("labels")
+    if not path:
+        return {}
+    from data.success_labels import episode_judgements
+
+    labels = episode_judgements(path)
+    known = {int(e["episode_index"]) for e in manifest.get("episodes", [])}
+    unknown = sorted(set(labels) - known)
+    if unknown:
+        raise ConfigError(f"labels={path} labels episodes {unknown[:10]}{' …' if len(unknown) > 10 else ''} that "
+                          f"data.shards={cfg.data.shards} does not hold (it holds {len(known)} episodes, "
+                          f"{min(known, default=0)}–{max(known, default=0)}); label episodes of these shards")
+    return labels
+
+
+def sample_weights(module: BCModule, table, manifest: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The weight the run's rule gives every sample of ``table`` (data.progress_table.ProgressTable, as fitted):
+    (the rule's, and with the episodes left out at 0 — exactly what training weighs each sample by)."""
+    level = torch.as_tensor(table.level, dtype=torch.float32)
+    progress = torch.stack([level, level + torch.as_tensor(table.gain, dtype=torch.float32)], dim=1)
+    success = episode_success(manifest)
+    episode = torch.as_tensor(table.episode)
+    batch = {"progress": progress, "episode_index": episode, "frame_index": torch.as_tensor(table.frame),
+             "success_score": torch.tensor([float(success.get(int(e), float("nan"))) for e in table.episode])}
+    rule = module.rule_weights(batch).detach()
+    return rule.double().numpy(), module.leave_out(module.calibrate(rule, episode), episode).double().numpy()
+
+
+def left_out_note(labels: dict[int, bool]) -> str:
+    failed = sorted(e for e, ok in labels.items() if not ok)
+    return (f"labels: {len(failed)} of {len(labels)} labelled episodes are failures and weigh 0"
+            + (f" ({', '.join(map(str, failed[:10]))}{' …' if len(failed) > 10 else ''})" if failed else ""))
+
+
+def heaviest_episodes(episodes: np.ndarray, w: np.ndarray, top: int | None = None) -> list[tuple[int, float]]:
+    """(episode index, its sum of ``w``) of the ``top`` episodes carrying the most weight, heaviest first (ties:
+    the lower index first); every episode when ``top`` is None. ``episodes``: each sample's episode index."""
+    episodes = np.asarray(episodes)
+    ids = np.unique(episodes)
+    per = np.array([w[episodes == e].sum() for e in ids])
+    return [(int(ids[i]), float(per[i])) for i in np.argsort(-per, kind="stable")[:top]]
+
+
+def weight_notes(episodes: np.ndarray, rule: np.ndarray, w: np.ndarray, labels: dict[int, bool],
+                 top: int = 5) -> list[str]:
+    """What to look at before training: the episodes the weights ``w`` lean on most and the effective sample
+    size; with ``labels=``, the failures left out and how the rule's own weights ``rule`` rank the labelled
+    episodes (a few labels say whether the reward can be trusted)."""
+    from pipeline.report.metrics import success_detection
+
+    episodes = np.asarray(episodes)
+    ids = np.unique(episodes)
+    total = float(w.sum())
+    notes = []
+    if total <= 0:
+        notes.append("weights: every sample weighs 0, nothing would be learned; check the weighting and labels=")
+    else:
+        heavy = heaviest_episodes(episodes, w, top)
+        ess = float(w.sum() ** 2 / (w * w).sum()) / len(w)
+        lean = ", ".join(f"{e} ({100 * s / total:.0f}%)" for e, s in heavy)
+        notes.append(f"weights: effective sample size {100 * ess:.0f}% of {len(w)} samples; the {len(heavy)} "
+                     f"episodes with the most weight carry {100 * sum(s for _, s in heavy) / total:.0f}% of it: {lean}. "
+                     "Look at those (the annotation's plots/); labels=FILE takes the ones a person marks failed out")
+    if labels:
+        notes.append(left_out_note(labels))
+        mean_rule = {int(e): float(rule[episodes == e].mean()) for e in ids}
+        scored = [e for e in labels if e in mean_rule]
+        auc = success_detection(np.array([mean_rule[e] for e in scored]),
+                                np.array([labels[e] for e in scored]))["auroc"]
+        if auc is not None:
+            notes.append(f"labels: the rule's weights rank the {len(scored)} labelled episodes' successes above their "
+                         f"failures with AUROC {auc:.2f} (0.5 = chance, 1 = every success above every failure)"
+                         + (" — below 0.6: if the labelled episodes are a random sample, weighting by this reward "
+                            "may do worse than weighting=none; if they are the heaviest ones, the failures among "
+                            "them are what labels= takes out (docs/weighting.md)" if auc < 0.6 else ""))
+    return notes
+
+
