@@ -97,6 +97,8 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     # reference for the calibration (added with the amendment in docs/experiments.md, before its runs): the same
     # ten labels, which only zero the bad episodes (calibrate=false, what labels= did before calibration)
     "labels_zero_k10": (["weighting=RECOMMENDED", "labels=PERSON:10:heaviest", "calibrate=false"], "all"),
+    # exploratory, declared before its runs (docs/experiments.md): twenty labels, heaviest first, zeroing only
+    "labels_zero_k20": (["weighting=RECOMMENDED", "labels=PERSON:20:heaviest", "calibrate=false"], "all"),
     # the ceiling of labelling: every episode labelled, plain BC on the good ones
     "good_only": (["weighting=none"], "good"),
 }
@@ -105,7 +107,7 @@ GOOD_QUALITIES = ("expert", "noisy")  # the simulated person's rule: action nois
 REVIEWED = 10  # episodes the simulated person labels: the recommended rule's ten heaviest (of 50)
 # the first calibration's rows (commit f35ded4's policies/weighting/calibrated.py): recorded, not run again
 FIRST_CALIBRATION = ("labels_k5", "labels_k10", "labels_k10_uncertain", "labels_k10_mix")
-LABELLED_VARIANTS = ("recommended_reviewed", *FIRST_CALIBRATION, "labels_zero_k10",
+LABELLED_VARIANTS = ("recommended_reviewed", *FIRST_CALIBRATION, "labels_zero_k10", "labels_zero_k20",
                      *(n for n in VARIANTS if n.startswith("labels2_")))
 CONTROL_VARIANTS = ("episode_quality_minus_static", "episode_quality_shrunk")
 # awr: see the single-task table in docs/experiments.md; the control readers need a simulated profile
