@@ -281,3 +281,16 @@ def test_gap_shares_by_hand():
     assert "| push-v3, pick-place-v3 |" in rule and "| 56% |" in rule and "s0: 78%, s1: 29%" in rule
     worse = next(r for r in rows if r.startswith("| worse |"))  # only where it and both references ran: push-v3
     assert "| push-v3 |" in worse and "| -50% |" in worse  # (0 - 6) / (18 - 6) of 20 rollouts
+
+
+def test_the_first_calibrations_variants_are_recorded_not_rerun(capsys):
+    """The labels_k* rows ran a calibration the code no longer has: asking for them again is refused, naming the
+    variants that replace them; control: the revised calibration's and the reference's variants resolve."""
+    import experiments.rabc as exp
+
+    assert exp.main(["--tasks", "push-v3", "--variants", "none,labels_k10"]) == 2
+    err = capsys.readouterr().err
+    assert "['labels_k10'] ran the first calibration" in err and "labels2_k*" in err
+    assert exp.labels_given("labels2_k10_heaviest") == 10 and exp.labels_given("labels_zero_k20") == 20
+    assert "calibrate=false" in exp.variant_overrides("labels_zero_k10")
+    assert "calibrate=false" not in exp.variant_overrides("labels2_k10_heaviest")
