@@ -21,6 +21,8 @@ def cell() -> dict:
 def test_good_share_and_effective_sample_size_by_hand():
     m = measures(cell(), {})
     assert m["good_share"] == pytest.approx(4 / 16)  # Σw on good / Σw
+    # the good episodes 0 and 1 weigh 2 each: two effective good episodes, times the good share
+    assert m["effective_good"] == pytest.approx(2.0) and m["good_episodes"] == pytest.approx(0.5)
     assert m["ess"] == pytest.approx(16 ** 2 / (4 * 1 + 4 * 9) / 8)
     # a label that only zeroes (calibrate=false): episode 2 out, the rest keep the rule's weights
     z = measures(cell(), {2: False}, calibrated=False)
