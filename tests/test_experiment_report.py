@@ -132,7 +132,7 @@ def test_recommended_is_the_demos_rule_and_profiles_annotate_with_the_control():
     assert recommended[0] == f"weighting={rule}"
     yaml = OmegaConf.load(Path(configs.__file__).parent / "weighting" / f"{rule}.yaml")
     assert recommended[1:] == [f"weighting.{k}={v}" for k, v in yaml.items()] and len(recommended) > 5
-    assert "weighting.time_scale=dataset" in recommended and "weighting.beta=0.25" in recommended
+    assert "weighting.time_scale=episode" in recommended and "weighting.beta=0.25" in recommended
     assert exp.variant_overrides("recommended_reviewed")[:-2] == recommended
     # the rules that ran before the default changed keep the episode's scale
     assert "weighting.time_scale=episode" in exp.variant_overrides("episode_quality_sharp")
