@@ -28,15 +28,6 @@ POLICY_CONFIGS: dict[str, tuple[str, str]] = {
 # out; ACTConfig and DiffusionConfig of lerobot 0.6 have none.
 NOT_FILLED = ("input_features", "output_features", "device")
 
-# Fields a run's identity (its fingerprint, configs/outputs.py) leaves out while they hold lerobot's default:
-# runs fingerprinted before these fields were part of the composed config keep their fingerprint. Leaving out a
-# known default loses nothing; set to anything else, a field is part of the identity.
-IDENTITY_AT_DEFAULT_OMITTED = (
-    "use_amp", "use_peft", "push_to_hub", "repo_id", "private", "tags", "license", "pretrained_path",
-    "pretrained_revision", "drop_n_last_frames", "gradient_checkpointing", "compile_model", "compile_mode",
-)
-
-
 def config_class(name: str) -> type:
     """The lerobot config class of policy ``name``, a key of :data:`POLICY_CONFIGS` (imported on first use)."""
     module, cls = POLICY_CONFIGS[name]
@@ -98,14 +89,3 @@ def with_defaults(name: str, node: DictConfig) -> DictConfig:
     own = OmegaConf.to_container(node, resolve=False)
     merged = {k: own.pop(k) if k in own else v for k, v in lerobot_defaults(name).items()}
     return OmegaConf.create({**merged, **own})
-
-
-def identity(policy: dict) -> dict:
-    """A resolved ``policy`` node as part of a run's identity: without the fields of
-    :data:`IDENTITY_AT_DEFAULT_OMITTED` that hold lerobot's default."""
-    name = policy.get("name")
-    if name not in POLICY_CONFIGS:
-        return policy
-    defaults = lerobot_defaults(name)
-    return {k: v for k, v in policy.items()
-            if not (k in IDENTITY_AT_DEFAULT_OMITTED and k in defaults and _plain(v) == defaults[k])}

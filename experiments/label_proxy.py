@@ -37,8 +37,9 @@ ORDERS_RUN = ("heaviest", "uncertain", "spread", "random")
 RANDOM_DRAWS = 20
 
 
-def cell(corpus: Path, out: Path, simulator: str, profile: str) -> dict:
-    """The rule's per-sample weights, the episodes' truth and the manifest of one annotated cell."""
+def cell(corpus: Path, out: Path, simulator: str, profile: str, rule: list[str] | None = None) -> dict:
+    """The rule's per-sample weights, the episodes' truth and the manifest of one annotated cell; ``rule``: the
+    weighting's train overrides (default: the experiment's ``recommended``, today's default rule)."""
     from data.quality_labels import quality_by_episode, read_quality_labels
     from experiments.rabc import (
         annotate,
@@ -57,8 +58,8 @@ def cell(corpus: Path, out: Path, simulator: str, profile: str) -> dict:
     key = reward_key(profile, simulator)
     shards = annotate(corpus, out / f"reward_{key}" / "annotation_all", None, horizon,
                       [*reward_overrides(key, "next.reward"), f"window.obs_steps={obs_steps}"])
-    cfg = train_config([f"data.shards={shards}", *policy_overrides(args), *recommended_overrides(),
-                        f"out={out / 'unused'}"])
+    cfg = train_config([f"data.shards={shards}", *policy_overrides(args),
+                        *(recommended_overrides() if rule is None else rule), f"out={out / 'unused'}"])
     _, table, w = fitted_weights(cfg)
     manifest = json.loads((shards / "manifest.json").read_text())
     quality = quality_by_episode(read_quality_labels(corpus))
@@ -144,8 +145,7 @@ def validate(corpora: Path, out: Path, tasks: list[str], cells: list[tuple[str, 
     in ``corpora``'s results, its weights recomputed here; Spearman's rho of success on each measure."""
     from scipy.stats import spearmanr
 
-    from experiments.rabc import simulated_person
-    from policies.weighting.calibrated import calibrate
+    from experiments.rabc import reward_key, simulated_person
 
     points = []
     for task in tasks:
@@ -156,23 +156,19 @@ def validate(corpora: Path, out: Path, tasks: list[str], cells: list[tuple[str, 
                                "effective_good": eff, "good_episodes": share * eff,
                                "success": _success(ref[name]["runs"])})
         for sim, profile in cells:
-            c = cell(corpora / task / "corpus", out / task, sim, profile)
-            path = corpora / task / f"reward_{c['key']}" / "results.json"
+            path = corpora / task / f"reward_{reward_key(profile, sim)}" / "results.json"
             if not path.is_file():
                 continue
             res = json.loads(path.read_text())["variants"]
             for name, k, calibrated in CHECKED:
                 if not res.get(name, {}).get("runs"):
                     continue
+                # the rule as the runs trained with it (their recorded overrides, less the labels)
+                rule = [o for o in res[name]["overrides"] if not o.startswith(("labels=", "calibrate="))]
+                c = cell(corpora / task / "corpus", out / task, sim, profile, rule)
                 labels = simulated_person("heaviest", k, c["heavy"], c["episodes"], c["good"]) if k else {}
-                w = c["rule"].copy()
-                if labels and calibrated:
-                    for e, v in calibrate(c["episodes"], labels, c["heavy"]).weights.items():
-                        w[c["episode"] == e] = v
-                for e, ok in labels.items():
-                    if not ok:
-                        w[c["episode"] == e] = 0.0
-                points.append({"task": task, "reward": c["key"], "variant": name, **shares(c, w),
+                m = {k: v for k, v in measures(c, labels, calibrated).items() if k != "labelled_good"}
+                points.append({"task": task, "reward": c["key"], "variant": name, **m,
                                "success": _success(res[name]["runs"])})
     success = [p["success"] for p in points]
     rho = {m: float(spearmanr([p[m] for p in points], success)[0])
@@ -208,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--simulators", default="additive,rank")
     ap.add_argument("--profiles", default=",".join(PROFILES))
     ap.add_argument("--k", default="5,10", help="label budgets")
+    ap.add_argument("--set", dest="rule_set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a further override of the rule the labels act on (e.g. weighting.time_scale=dataset)")
     ap.add_argument("--validate", action="store_true",
                     help="instead: how well each measure ranks the pooled success of the grid's finished runs")
     args = ap.parse_args(argv)
@@ -237,7 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     for task in args.tasks.split(","):
         for sim in args.simulators.split(","):
             for profile in args.profiles.split(","):
-                c = cell(Path(args.corpora) / task / "corpus", out / task, sim, profile)
+                rule = None
+                if args.rule_set:
+                    from experiments.rabc import recommended_overrides
+
+                    rule = [*recommended_overrides(), *args.rule_set]
+                c = cell(Path(args.corpora) / task / "corpus", out / task, sim, profile, rule)
                 name = f"{task} {c['key']}"
                 results[name] = run_cell(c, ks)
                 print(name, {k: round(v["good_share"], 2) for k, v in results[name].items()}, flush=True)

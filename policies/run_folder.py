@@ -13,7 +13,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from configs import ConfigError
 from configs.outputs import claim_output, config_identity
-from configs.policies import identity as policy_identity
 from data.manifest import as_root
 
 CHECKPOINTS = "checkpoints"
@@ -82,15 +81,10 @@ def check_resume(cfg: DictConfig, ck: dict, info: dict) -> None:
 
 
 def identity(cfg: DictConfig) -> dict:
-    """The resolved config without the keys that change nothing in what is trained (:data:`NOT_IDENTITY`), and
-    without the policy fields a run's identity omits at lerobot's default (:func:`configs.policies.identity`)."""
+    """The resolved config without the keys that change nothing in what is trained (:data:`NOT_IDENTITY`)."""
     resolved = config_identity(cfg, NOT_IDENTITY)
-    if isinstance(resolved.get("policy"), dict):
-        resolved["policy"] = policy_identity(resolved["policy"])
     if resolved.get("data", {}).get("shards"):
         resolved["data"]["shards"] = str(Path(resolved["data"]["shards"]).resolve())
-    if resolved.get("trainer", {}).get("ema_decay", 0) is None:  # no EMA: the identity of a run without the key
-        resolved["trainer"].pop("ema_decay")
     return {"config": resolved}
 
 

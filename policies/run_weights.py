@@ -63,7 +63,14 @@ def sample_weights(module: BCModule, table, manifest: dict) -> tuple[np.ndarray,
     batch = {"progress": progress, "episode_index": episode, "frame_index": torch.as_tensor(table.frame),
              "success_score": torch.tensor([float(success.get(int(e), float("nan"))) for e in table.episode])}
     rule = module.rule_weights(batch).detach()
-    return rule.double().numpy(), module.leave_out(module.calibrate(rule, episode), episode).double().numpy()
+    return rule.double().numpy(), trained_weights(module, rule, episode)
+
+
+def trained_weights(module: BCModule, rule, episode) -> np.ndarray:
+    """Per sample, ``rule`` (the rule's weights) as training weighs it: calibrated episodes replaced, the ones
+    left out 0 (``episode``: each sample's episode index)."""
+    rule, episode = torch.as_tensor(rule), torch.as_tensor(episode)
+    return module.leave_out(module.calibrate(rule, episode), episode).double().numpy()
 
 
 def left_out_note(labels: dict[int, bool]) -> str:
@@ -114,5 +121,3 @@ def weight_notes(episodes: np.ndarray, rule: np.ndarray, w: np.ndarray, labels: 
                             "may do worse than weighting=none; if they are the heaviest ones, the failures among "
                             "them are what labels= takes out (docs/weighting.md)" if auc < 0.6 else ""))
     return notes
-
-

@@ -54,6 +54,7 @@ from policies.run_weights import (
     person_labels,
     refuse_weightless,
     sample_weights,
+    trained_weights,
     weight_notes,
 )
 from policies.weighting import get_rule
@@ -179,7 +180,7 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
         calibration = labels_calibration(cfg, manifest, labels, dict(heaviest_episodes(table.episode, rule)))
         if calibration is not None:
             module.set_episode_weights(calibration.weights)
-            rule, w = sample_weights(module, table, manifest)
+            w = trained_weights(module, rule, table.episode)
         refuse_weightless(cfg, w.sum() > 0, labels, len(manifest.get("episodes", [])))
         module.weight_notes = weight_notes(table.episode, rule, w, labels)
     else:  # a rule without statistics (plain BC, every sample 1): only the failures left out
@@ -211,8 +212,7 @@ def episode_weights(cfg: DictConfig) -> tuple[dict[int, float], dict[int, float]
         episodes = np.concatenate([np.full(int(e.get("count") or e["length"]), int(e["episode_index"]))
                                    for e in manifest.get("episodes", [])])
         rule = np.ones(len(episodes))
-        w = module.leave_out(module.calibrate(torch.as_tensor(rule), torch.as_tensor(episodes)),
-                             torch.as_tensor(episodes)).double().numpy()
+        w = trained_weights(module, rule, episodes)
     by_rule = dict(heaviest_episodes(episodes, rule))
     by_training = dict(heaviest_episodes(episodes, w))
     return by_rule, by_training, module

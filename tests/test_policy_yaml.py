@@ -12,7 +12,6 @@ from configs.policies import (
     NOT_FILLED,
     POLICY_CONFIGS,
     config_class,
-    identity,
     keys_at_default,
     lerobot_defaults,
 )
@@ -70,11 +69,3 @@ def test_adapters_build_the_config_class_named_in_configs():
     assert set(POLICIES) == set(POLICY_CONFIGS)
     for name in POLICIES:
         assert get_adapter_class(name).config_class() is config_class(name)
-
-
-def test_identity_omits_its_listed_fields_only_at_their_default():
-    policy = OmegaConf.to_container(load_config("train", ["policy=diffusion"]).policy, resolve=True)
-    kept = identity(policy)
-    assert "compile_model" not in kept and "push_to_hub" not in kept
-    assert kept["num_train_timesteps"] == 100 and kept["horizon"] == 16  # defaults outside the list stay
-    assert identity({**policy, "compile_model": True})["compile_model"] is True
