@@ -185,32 +185,25 @@ def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _loo_predictions(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Each labelled row's P(good) from the model on columns ``x`` fitted without it."""
+    """Each labelled row's P(good) from the model on columns ``x`` (none: the base rate) fitted without it,
+    standardised inside each fold."""
     out = np.empty(len(y))
-    for i in range(len(y)):
-        keep = np.arange(len(y)) != i
-        z, mean, std = _standardise(x[keep])
-        w, b = _fit_logistic(z, y[keep])
-        out[i] = float(_sigmoid(((x[i] - mean) / std) @ w + b))
-    return out
-
-
-def _loo(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Leave-one-out mean log-loss and accuracy of the model on columns ``x`` (standardised inside each fold)."""
-    losses, hits = [], []
     for i in range(len(y)):
         keep = np.arange(len(y)) != i
         if x.shape[1]:
             z, mean, std = _standardise(x[keep])
             w, b = _fit_logistic(z, y[keep])
-            p = float(_sigmoid(((x[i] - mean) / std) @ w + b))
+            out[i] = float(_sigmoid(((x[i] - mean) / std) @ w + b))
         else:
-            _, b = _fit_logistic(np.zeros((keep.sum(), 0)), y[keep])
-            p = float(_sigmoid(np.array(b)))
-        p = min(max(p, 1e-6), 1 - 1e-6)
-        losses.append(-(y[i] * np.log(p) + (1 - y[i]) * np.log(1 - p)))
-        hits.append((p > 0.5) == bool(y[i]))
-    return float(np.mean(losses)), float(np.mean(hits))
+            out[i] = float(_sigmoid(np.array(_fit_logistic(np.zeros((keep.sum(), 0)), y[keep])[1])))
+    return out
+
+
+def _loo(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Leave-one-out mean log-loss and accuracy of the model on columns ``x``."""
+    p = np.clip(_loo_predictions(x, y), 1e-6, 1 - 1e-6)
+    losses = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    return float(losses.mean()), float(np.mean((p > 0.5) == y.astype(bool)))
 
 
 def fit_task(task: str, x: np.ndarray, y: np.ndarray) -> TaskFit:
