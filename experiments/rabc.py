@@ -101,6 +101,10 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "labels_zero_k20": (["weighting=RECOMMENDED", "labels=PERSON:20:heaviest", "calibrate=false"], "all"),
     # the ceiling of labelling: every episode labelled, plain BC on the good ones
     "good_only": (["weighting=none"], "good"),
+    # how many good demonstrations the policy needs (declared before its runs, docs/experiments.md): plain BC on N
+    # of the good ones, a random draw fixed per task (good_subset): what labels buy when only the episodes a person
+    # labelled good are trusted
+    **{f"good_n{n}": (["weighting=none"], f"good{n}") for n in (5, 10, 15)},
 }
 PERSON = "labels=PERSON:"  # the simulated person's labels: labels=PERSON:K:ORDER
 GOOD_QUALITIES = ("expert", "noisy")  # the simulated person's rule: action noise may not be visible; a detour is
@@ -111,9 +115,10 @@ LABELLED_VARIANTS = ("recommended_reviewed", *FIRST_CALIBRATION, "labels_zero_k1
                      *(n for n in VARIANTS if n.startswith("labels2_")))
 CONTROL_VARIANTS = ("episode_quality_minus_static", "episode_quality_shrunk")
 # awr: see the single-task table in docs/experiments.md; the control readers need a simulated profile
-DEFAULT_VARIANTS = [v for v in VARIANTS if v != "awr" and v not in (*CONTROL_VARIANTS, *LABELLED_VARIANTS)]
+DEFAULT_VARIANTS = [v for v in VARIANTS if v != "awr" and not v.startswith("good_n")
+                    and v not in (*CONTROL_VARIANTS, *LABELLED_VARIANTS)]
 # trained on labels (expert_only, good_only) or the baseline: not candidates
-REFERENCE_VARIANTS = ("none", "expert_only", "good_only")
+REFERENCE_VARIANTS = ("none", "expert_only", "good_only", "good_n5", "good_n10", "good_n15")
 COLUMN = "column"  # the simulator's own dense reward, annotated with reward=column (the perfect signal)
 # the simulated VLM-error profiles in the order of the error they carry (configs/reward/vlm_errors_profiles/)
 PROFILE_ORDER = ("oracle", "qwen3vl_32b_like", "qwen3vl_8b_like", "weak")
@@ -375,6 +380,13 @@ def person_labels(shards: Path, args, labels_doc: dict, path: Path, k: int, orde
     labels = simulated_person(order, k, heavy, episodes, good)
     note = f"SIMULATED person ({order} order): good = {' or '.join(GOOD_QUALITIES)}"
     return write_labels(path, {("", e): Label(None, note, ok) for e, ok in labels.items()})
+
+
+def good_subset(good: list[int], n: int) -> list[int]:
+    """``n`` of the ``good`` episodes, drawn at random once per task (numpy seed 0), the same for every seed."""
+    if n > len(good):
+        raise ValueError(f"good_n{n}: the corpus has only {len(good)} good episodes")
+    return sorted(int(e) for e in np.random.default_rng(0).permutation(sorted(good))[:n])
 
 
 def simulated_person(order: str, k: int, heavy: dict[int, float], episodes: list[dict],
@@ -705,8 +717,9 @@ def run_task(task: str, args, variants: list[str], reward: str = COLUMN) -> dict
     shards = {"all": annotate(corpus, out / "annotation_all", None, horizon,
                               [*reward_overrides(reward, args.reward_column), *window]),
               "expert": annotate(corpus, policy_root / "annotation_expert", expert_eps, horizon, window)}
-    if any(VARIANTS[n][1] == "good" for n in variants):
-        shards["good"] = annotate(corpus, policy_root / "annotation_good", good_eps, horizon, window)
+    for which in sorted({VARIANTS[n][1] for n in variants} - {"all", "expert"}):  # good, goodN
+        eps = good_eps if which == "good" else good_subset(good_eps, int(which.removeprefix("good")))
+        shards[which] = annotate(corpus, policy_root / f"annotation_{which}", eps, horizon, window)
     print(f"{task}: corpus + annotation {time.perf_counter() - t0:.0f} s; {results['corpus']}", flush=True)
 
     if "references" not in results:

@@ -294,3 +294,17 @@ def test_the_first_calibrations_variants_are_recorded_not_rerun(capsys):
     assert exp.labels_given("labels2_k10_heaviest") == 10 and exp.labels_given("labels_zero_k20") == 20
     assert "calibrate=false" in exp.variant_overrides("labels_zero_k10")
     assert "calibrate=false" not in exp.variant_overrides("labels2_k10_heaviest")
+
+
+def test_good_subsets_are_fixed_draws_of_the_good_episodes():
+    good = [0, 3, 4, 7, 9, 12, 15, 20, 21, 30]
+    five = exp.good_subset(good, 5)
+    assert len(five) == 5 == len(set(five)) and set(five) <= set(good)
+    assert exp.good_subset(list(reversed(good)), 5) == five  # the draw is the task's, not the list's order
+    assert set(exp.good_subset(good, 8)) != set(good[:8])  # a draw, not the first N (control)
+    assert exp.good_subset(good, 10) == good
+    with pytest.raises(ValueError, match="good_n11: the corpus has only 10 good episodes"):
+        exp.good_subset(good, 11)
+    # plain BC on the subset, reward-free, and not among the default variants
+    assert exp.VARIANTS["good_n10"] == (["weighting=none"], "good10")
+    assert "good_n10" in exp.REFERENCE_VARIANTS and "good_n10" not in exp.DEFAULT_VARIANTS
