@@ -2,12 +2,15 @@
 
     python -m benchmarks.diffusion_probe EXPORT CORPUS                  # open loop on the expert episodes
     python -m benchmarks.diffusion_probe EXPORT CORPUS --trace SEED [--noise-seed N]   # one rollout, and the expert
+    python -m benchmarks.diffusion_probe EXPORT CORPUS --condition SEED   # the start state, the puck moved
 
 Open loop (a Diffusion export): for frames t = 2, 8, … < 110 of the first six expert episodes, the chunk the
 export executes from the recorded observations (its saved normalisation, lerobot's ``generate_actions``) against
 the recorded actions starting at t + shift, for shifts −2 … 2: the smallest error at shift 0 says the training windows are aligned
 with what the policy executes. ``--trace``: every tenth step of one rollout on setup SEED, the policy's action
-beside the one MetaWorld's scripted expert would take in the same state.
+beside the one MetaWorld's scripted expert would take in the same state. ``--condition``: the first action from the
+start state of setup SEED with the puck moved along x (−8 … +8 cm), three noise draws each, beside the expert's:
+whether the policy reads the puck, and which modes its sampling picks between.
 """
 
 from __future__ import annotations
@@ -78,17 +81,43 @@ def trace(export: Path, task: str, seed: int, noise_seed: int = 0, every: int = 
     return lines
 
 
+def condition(export: Path, task: str, seed: int, draws: int = 3) -> list[str]:
+    import torch
+
+    policy = LeRobotPolicy(export, "")
+    expert = simlib.expert_policy(task)
+    lines = []
+    with simlib.MetaWorldSim(task, shadows=False) as sim:
+        start = sim.reset(seed)
+        for dx in (-0.08, -0.04, 0.0, 0.04, 0.08):
+            raw = start.copy()
+            raw[[4, 22]] += dx  # the puck's x, now and in the observation's previous frame
+            obs = sim.observation(raw, environment_state=policy.needs_environment_state)
+            acts = []
+            for s in range(draws):
+                policy.reset()
+                torch.manual_seed(s)
+                acts.append(np.round(np.asarray(policy(raw, obs), dtype=np.float64), 2).tolist())
+            lines.append(f"puck x {raw[4]:+.3f}: expert {np.round(np.clip(expert.get_action(raw), -1, 1).astype(np.float64), 2).tolist()} "
+                         f"policy {acts}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("export", type=Path)
     ap.add_argument("corpus", type=Path)
     ap.add_argument("--task", default="push-v3")
     ap.add_argument("--trace", type=int, metavar="SEED", help="trace one rollout on setup SEED instead")
+    ap.add_argument("--condition", type=int, metavar="SEED", help="the start state of setup SEED, the puck moved")
     ap.add_argument("--noise-seed", type=int, default=0, help="with --trace: the torch seed of the sampling noise")
     args = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
+    if args.condition is not None:
+        print("\n".join(condition(args.export, args.task, args.condition)))
+        return 0
     if args.trace is not None:
         print("\n".join(trace(args.export, args.task, args.trace, args.noise_seed)))
         return 0
