@@ -2,6 +2,7 @@
 
     python -m experiments.label_proxy --corpora outputs/rabc_grid --out outputs/label_proxy
     python -m experiments.label_proxy --corpora outputs/rabc_grid --out outputs/label_proxy --validate
+    python -m experiments.label_proxy --corpora outputs/rabc_grid --out outputs/label_proxy --find 10,15
 
 For every task, simulator of the reward's errors and profile, the corpus (``CORPORA/TASK/corpus``, written by
 ``python -m benchmarks.rabc_experiment``) is annotated with that SIMULATED reward (into ``OUT``; 3 s each) and
@@ -17,7 +18,9 @@ grid's finished runs and ranks their pooled success by each measure (docs/experi
 pure). It is a screen, not a result: docs/experiments.md says which decisions read it.
 
 ``random`` (not a product order: labels drawn at random, 20 draws, the mean) shows what representative labels
-give. Writes ``OUT/label_proxy.json`` and ``OUT/label_proxy.md``.
+give. Writes ``OUT/label_proxy.json`` and ``OUT/label_proxy.md``. ``--find N,…`` instead counts, per cell and
+order, the labels the person gives before N of them are good (``OUT/labels_to_find.json``/``.md``): the cost of
+training on labelled good episodes alone.
 """
 
 from __future__ import annotations
@@ -134,6 +137,27 @@ def run_cell(c: dict, ks: list[int]) -> dict:
     return rows
 
 
+def labels_to_find(c: dict, ns: list[int], orders=("heaviest", "spread", "random")) -> dict[str, dict[int, float]]:
+    """Per order, for each N of ``ns``: how many labels the SIMULATED person gives before N of them are good (the
+    whole corpus where it has fewer good ones: NaN); ``random``: the mean over RANDOM_DRAWS draws."""
+    from experiments.rabc import simulated_person
+
+    def needed(sequence: list[int]) -> dict[int, float]:
+        found = np.cumsum([c["good"][e] for e in sequence])
+        return {n: float(np.argmax(found >= n) + 1) if found[-1] >= n else float("nan") for n in ns}
+
+    everything = len(c["heavy"])
+    rows = {}
+    rng = np.random.default_rng(0)
+    for order in orders:
+        if order == "random":
+            draws = [needed([int(e) for e in rng.permutation(sorted(c["heavy"]))]) for _ in range(RANDOM_DRAWS)]
+            rows[order] = {n: float(np.mean([d[n] for d in draws])) for n in ns}
+        else:
+            rows[order] = needed(list(simulated_person(order, everything, c["heavy"], c["episodes"], c["good"])))
+    return rows
+
+
 # the grid's variants whose weights the screen recomputes: (variant, labels K, through the calibration)
 CHECKED = (("recommended", 0, False), ("episode_quality_time_dataset", 0, False),
            ("labels2_k10_heaviest", 10, True), ("labels_zero_k10", 10, False), ("labels_zero_k20", 20, False))
@@ -206,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k", default="5,10", help="label budgets")
     ap.add_argument("--set", dest="rule_set", action="append", default=[], metavar="KEY=VALUE",
                     help="a further override of the rule the labels act on (e.g. weighting.time_scale=dataset)")
+    ap.add_argument("--find", metavar="N,…", help="instead: the labels it takes to find N good episodes")
     ap.add_argument("--validate", action="store_true",
                     help="instead: how well each measure ranks the pooled success of the grid's finished runs")
     args = ap.parse_args(argv)
@@ -230,6 +255,27 @@ def main(argv: list[str] | None = None) -> int:
                   f"{p['effective_good']:.1f}, good episodes {p['good_episodes']:.1f}, success {p['success']:.2f}")
         print(f"{len(v['points'])} runs' pooled success; Spearman rho: "
               + ", ".join(f"{m} {r:.2f}" for m, r in v["spearman"].items()))
+        return 0
+    if args.find:
+        ns = [int(n) for n in args.find.split(",")]
+        found = {}
+        for task in args.tasks.split(","):
+            for sim in args.simulators.split(","):
+                for profile in args.profiles.split(","):
+                    c = cell(Path(args.corpora) / task / "corpus", out / task, sim, profile)
+                    found[f"{task} {c['key']}"] = labels_to_find(c, ns)
+                    print(f"{task} {c['key']}", found[f"{task} {c['key']}"], flush=True)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "labels_to_find.json").write_text(json.dumps(found, indent=1))
+        head = ["Labels a SIMULATED person gives, in each order, before N of them are good (SIMULATED reward errors; "
+                "the rule: today's recommended)", "", "| cell | " + " | ".join(
+                    f"{o}, N = {n}" for o in ("heaviest", "spread", "random") for n in ns) + " |",
+                "|---" * (1 + 3 * len(ns)) + "|"]
+        rows = [f"| {k} | " + " | ".join(f"{v[o][n]:.0f}" if o != "random" else f"{v[o][n]:.1f}"
+                                         for o in ("heaviest", "spread", "random") for n in ns) + " |"
+                for k, v in found.items()]
+        (out / "labels_to_find.md").write_text("\n".join(head + rows) + "\n")
+        print("\n".join(head + rows))
         return 0
     results = {}
     for task in args.tasks.split(","):

@@ -99,6 +99,10 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "labels_zero_k10": (["weighting=RECOMMENDED", "labels=PERSON:10:heaviest", "calibrate=false"], "all"),
     # exploratory, declared before its runs (docs/experiments.md): twenty labels, heaviest first, zeroing only
     "labels_zero_k20": (["weighting=RECOMMENDED", "labels=PERSON:20:heaviest", "calibrate=false"], "all"),
+    # pre-registered third (docs/experiments.md, "Labels the policy trusts alone"): plain BC on the episodes the
+    # SIMULATED person labelled good, nothing else (labels_only=true), after ten labels or until fifteen are good
+    "labels_only_k10": (["weighting=none", "labels=PERSON:10:heaviest", "labels_only=true"], "all"),
+    "labels_only_g15": (["weighting=none", "labels=PERSON:g15:heaviest", "labels_only=true"], "all"),
     # the ceiling of labelling: every episode labelled, plain BC on the good ones
     "good_only": (["weighting=none"], "good"),
     # how many good demonstrations the policy needs (declared before its runs, docs/experiments.md): plain BC on N
@@ -112,6 +116,7 @@ REVIEWED = 10  # episodes the simulated person labels: the recommended rule's te
 # the first calibration's rows (commit f35ded4's policies/weighting/calibrated.py): recorded, not run again
 FIRST_CALIBRATION = ("labels_k5", "labels_k10", "labels_k10_uncertain", "labels_k10_mix")
 LABELLED_VARIANTS = ("recommended_reviewed", *FIRST_CALIBRATION, "labels_zero_k10", "labels_zero_k20",
+                     "labels_only_k10", "labels_only_g15",
                      *(n for n in VARIANTS if n.startswith("labels2_")))
 CONTROL_VARIANTS = ("episode_quality_minus_static", "episode_quality_shrunk")
 # awr: see the single-task table in docs/experiments.md; the control readers need a simulated profile
@@ -354,18 +359,20 @@ def reviewed_labels(shards: Path, args, labels_doc: dict, path: Path) -> Path:
                                for e in heaviest})
 
 
-def labels_given(name: str) -> int:
-    """How many episodes a person labels in variant ``name`` (0: label-free)."""
+def labels_given(name: str) -> str:
+    """How many episodes a person labels in variant ``name`` ("0": label-free; "until N good" for a ``gN``)."""
     extra = VARIANTS[name][0]
     if "labels=REVIEWED" in extra:
-        return REVIEWED
-    return next((int(o.removeprefix(PERSON).split(":")[0]) for o in extra if o.startswith(PERSON)), 0)
+        return str(REVIEWED)
+    spec = next((o.removeprefix(PERSON).split(":")[0] for o in extra if o.startswith(PERSON)), "0")
+    return f"until {spec[1:]} good" if spec.startswith("g") else spec
 
 
-def person_labels(shards: Path, args, labels_doc: dict, path: Path, k: int, order: str) -> Path:
-    """The labels file of a SIMULATED person who labels ``k`` episodes one at a time, each the first of the
-    acquisition ``order`` given the labels so far (policies.weighting.calibrated.acquisition_order; heaviness:
-    the recommended rule's), good for the GOOD_QUALITIES and bad otherwise; written once to ``path``."""
+def person_labels(shards: Path, args, labels_doc: dict, path: Path, spec: str, order: str) -> Path:
+    """The labels file of a SIMULATED person who labels ``spec`` episodes (``K``: K of them; ``gN``: until N
+    are good) one at a time, each the first of the acquisition ``order`` given the labels so far
+    (policies.weighting.calibrated.acquisition_order; heaviness: the recommended rule's), good for the
+    GOOD_QUALITIES and bad otherwise; written once to ``path``."""
     from data.manifest import load_manifest
     from data.success_labels import Label, write_labels
     from policies.training import episode_weights
@@ -377,7 +384,9 @@ def person_labels(shards: Path, args, labels_doc: dict, path: Path, k: int, orde
     heavy, _, _ = episode_weights(cfg)
     episodes = load_manifest(shards)["episodes"]
     good = {int(e["episode_index"]): e["quality"] in GOOD_QUALITIES for e in labels_doc["episodes"]}
-    labels = simulated_person(order, k, heavy, episodes, good)
+    spec = str(spec)
+    until = int(spec[1:]) if spec.startswith("g") else None
+    labels = simulated_person(order, len(episodes) if until else int(spec), heavy, episodes, good, until)
     note = f"SIMULATED person ({order} order): good = {' or '.join(GOOD_QUALITIES)}"
     return write_labels(path, {("", e): Label(None, note, ok) for e, ok in labels.items()})
 
@@ -390,13 +399,16 @@ def good_subset(good: list[int], n: int) -> list[int]:
 
 
 def simulated_person(order: str, k: int, heavy: dict[int, float], episodes: list[dict],
-                     good: dict[int, bool]) -> dict[int, bool]:
+                     good: dict[int, bool], until_good: int | None = None) -> dict[int, bool]:
     """The labels of a SIMULATED person who labels ``k`` episodes one at a time, each the first of the acquisition
-    ``order`` given the labels so far (``heavy``: the label-free rule's episode weights), with the truth ``good``."""
+    ``order`` given the labels so far (``heavy``: the label-free rule's episode weights), with the truth ``good``;
+    with ``until_good``, stopping as soon as that many are good."""
     from policies.weighting.calibrated import acquisition_order
 
     labels: dict[int, bool] = {}
     for _ in range(k):
+        if until_good is not None and sum(labels.values()) >= until_good:
+            break
         todo = acquisition_order(order, heavy, labels, episodes)
         if not todo:
             break
@@ -469,7 +481,9 @@ def target_check(evals: dict[str, list[dict]]) -> tuple[list[str], dict]:
             continue
         ratio = r["success_rate"] / ref["success_rate"] if ref["success_rate"] > 0 else float("nan")
         beats = r["ci_low"] > base["ci_high"]
-        labelled = f" (with {labels_given(name)} episodes labelled)" if name in LABELLED_VARIANTS else ""
+        given = labels_given(name) if name in LABELLED_VARIANTS else ""
+        labelled = (f" (episodes labelled {given})" if given.startswith("until") else
+                    f" (with {given} episodes labelled)" if given else "")
         lines.append(f"- `{name}`{labelled}: {pct(r)} = {100 * ratio:.0f}% of expert-only BC ({pct(ref)}); "
                      f"{'beats' if beats else 'does not beat'} plain BC ({pct(base)}) beyond the intervals")
         if best is None and name not in LABELLED_VARIANTS:
@@ -756,7 +770,7 @@ def run_task(task: str, args, variants: list[str], reward: str = COLUMN) -> dict
                 extra = [f"labels={review}" if o == "labels=REVIEWED" else o for o in extra]
             for o in [o for o in extra if o.startswith(PERSON)]:
                 k, order = o.removeprefix(PERSON).split(":")
-                person = person_labels(shards[which], args, labels_doc, out / f"person_k{k}_{order}.csv", int(k),
+                person = person_labels(shards[which], args, labels_doc, out / f"person_k{k}_{order}.csv", k,
                                        order)
                 extra = [f"labels={person}" if x == o else x for x in extra]
             cfg = train_config([f"data.shards={shards[which]}", *policy_overrides(args), *extra,

@@ -18,9 +18,19 @@ from policies.weighting.calibrated import calibrate
 def calibration(cfg: DictConfig, manifest: dict, labels: dict[int, bool], rule: dict[int, float] | None):
     """The weights calibrated on the person's labels (policies.weighting.calibrated), None without labels or
     with ``calibrate=false``; ``rule``: episode → the label-free rule's total weight (None: plain BC)."""
-    if not labels or not cfg.get("calibrate", True):
+    if not labels or not cfg.get("calibrate", True) or cfg.get("labels_only"):
         return None
     return calibrate(manifest.get("episodes", []), labels, rule)
+
+
+def left_out_episodes(cfg: DictConfig, manifest: dict, labels: dict[int, bool]) -> list[int]:
+    """The episodes that weigh 0 whatever the rule: those labelled bad; with ``labels_only=true`` every episode
+    not labelled good."""
+    if cfg.get("labels_only"):
+        good = {e for e, ok in labels.items() if ok}
+        return sorted(int(e["episode_index"]) for e in manifest.get("episodes", [])
+                      if int(e["episode_index"]) not in good)
+    return sorted(e for e, ok in labels.items() if not ok)
 
 
 def refuse_weightless(cfg: DictConfig, anything: bool, labels: dict[int, bool], episodes: int) -> None:
@@ -28,7 +38,9 @@ def refuse_weightless(cfg: DictConfig, anything: bool, labels: dict[int, bool], 
     if anything:
         return
     failed = sum(not ok for ok in labels.values())
-    why = (f"labels={cfg.labels} marks {failed} of the {episodes} episodes failed" if labels else
+    why = (f"labels_only=true and labels={cfg.labels} marks none of the {episodes} episodes good"
+           if cfg.get("labels_only") else
+           f"labels={cfg.labels} marks {failed} of the {episodes} episodes failed" if labels else
            f"weighting={cfg.weighting.name} gives every one of the {episodes} episodes weight 0")
     raise ConfigError(f"every sample weighs 0 ({why}): training would learn nothing and export an untrained "
                       "policy; label some episodes successes, or choose another weighting (weighting=none is "
@@ -73,7 +85,11 @@ def trained_weights(module: BCModule, rule, episode) -> np.ndarray:
     return module.leave_out(module.calibrate(rule, episode), episode).double().numpy()
 
 
-def left_out_note(labels: dict[int, bool]) -> str:
+def left_out_note(labels: dict[int, bool], labels_only: bool = False) -> str:
+    if labels_only:
+        good = sorted(e for e, ok in labels.items() if ok)
+        return (f"labels_only: training on the {len(good)} episodes labelled good alone "
+                f"({', '.join(map(str, good[:10]))}{' …' if len(good) > 10 else ''}); every other episode weighs 0")
     failed = sorted(e for e, ok in labels.items() if not ok)
     return (f"labels: {len(failed)} of {len(labels)} labelled episodes are failures and weigh 0"
             + (f" ({', '.join(map(str, failed[:10]))}{' …' if len(failed) > 10 else ''})" if failed else ""))
@@ -89,7 +105,7 @@ def heaviest_episodes(episodes: np.ndarray, w: np.ndarray, top: int | None = Non
 
 
 def weight_notes(episodes: np.ndarray, rule: np.ndarray, w: np.ndarray, labels: dict[int, bool],
-                 top: int = 5) -> list[str]:
+                 top: int = 5, labels_only: bool = False) -> list[str]:
     """What to look at before training: the episodes the weights ``w`` lean on most and the effective sample
     size; with ``labels=``, the failures left out and how the rule's own weights ``rule`` rank the labelled
     episodes (a few labels say whether the reward can be trusted)."""
@@ -109,7 +125,7 @@ def weight_notes(episodes: np.ndarray, rule: np.ndarray, w: np.ndarray, labels: 
                      f"episodes with the most weight carry {100 * sum(s for _, s in heavy) / total:.0f}% of it: {lean}. "
                      "Look at those (the annotation's plots/); labels=FILE takes the ones a person marks failed out")
     if labels:
-        notes.append(left_out_note(labels))
+        notes.append(left_out_note(labels, labels_only))
         mean_rule = {int(e): float(rule[episodes == e].mean()) for e in ids}
         scored = [e for e in labels if e in mean_rule]
         auc = success_detection(np.array([mean_rule[e] for e in scored]),

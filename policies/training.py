@@ -50,6 +50,7 @@ from policies.run_folder import (
 from policies.run_weights import calibration as labels_calibration
 from policies.run_weights import (
     heaviest_episodes,
+    left_out_episodes,
     left_out_note,
     person_labels,
     refuse_weightless,
@@ -130,6 +131,9 @@ def _check(cfg: DictConfig) -> None:
                           "trainer.strategy=ddp_spawn when calling train(cfg) from other code")
     if cfg.resume and not Path(cfg.resume).is_file():
         raise ConfigError(f"resume={cfg.resume} is not a checkpoint file (e.g. RUN_DIR/{CHECKPOINTS}/{LAST})")
+    if cfg.get("labels_only") and not cfg.get("labels"):
+        raise ConfigError("labels_only=true trains on the episodes a labels file marks good: pass labels=FILE (the "
+                          "corpus review page writes one), or drop labels_only")
     ckpt = cfg.get("trainer", {}).get("checkpoint_every_n_steps")
     if ckpt is not None and int(ckpt) < 1:
         raise ConfigError(f"trainer.checkpoint_every_n_steps={ckpt} must be >= 1, or null (every epoch)")
@@ -166,7 +170,7 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
         weighting=OmegaConf.to_container(cfg.weighting, resolve=True),
         max_steps=int(cfg.trainer.max_steps), seed=int(cfg.seed),
         device="cuda" if accelerator in ("gpu", "cuda") else "cpu",
-        left_out=sorted(e for e, ok in labels.items() if not ok),
+        left_out=left_out_episodes(cfg, manifest, labels),
     )
     needs = module.adapter.needs()
     dm = ShardDataModule(cfg.data.shards, needs, batch_size=int(cfg.data.batch_size),
@@ -182,7 +186,7 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
             module.set_episode_weights(calibration.weights)
             w = trained_weights(module, rule, table.episode)
         refuse_weightless(cfg, w.sum() > 0, labels, len(manifest.get("episodes", [])))
-        module.weight_notes = weight_notes(table.episode, rule, w, labels)
+        module.weight_notes = weight_notes(table.episode, rule, w, labels, labels_only=bool(cfg.get("labels_only")))
     else:  # a rule without statistics (plain BC, every sample 1): only the failures left out
         calibration = labels_calibration(cfg, manifest, labels, None)
         if calibration is not None:
@@ -190,9 +194,10 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
         if labels:
             episodes = {int(e["episode_index"]) for e in manifest.get("episodes", [])}
             weight = calibration.weights if calibration else {}
-            refuse_weightless(cfg, any(labels.get(e, True) and weight.get(e, 1.0) > 0 for e in episodes), labels,
+            out = set(module.left_out.tolist())
+            refuse_weightless(cfg, any(e not in out and weight.get(e, 1.0) > 0 for e in episodes), labels,
                               len(episodes))
-            module.weight_notes = [left_out_note(labels)]
+            module.weight_notes = [left_out_note(labels, bool(cfg.get("labels_only")))]
     if calibration is not None:
         module.weight_notes += calibration.notes
     module.run_info = run_info(cfg, manifest, module.left_out.tolist(), calibration)

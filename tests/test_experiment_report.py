@@ -263,8 +263,17 @@ def test_the_simulated_person_labels_in_the_acquisition_order(tmp_path):
     assert len(set(heavy.values())) == 6  # a strict order
     assert episode_judgements(path) == {e: qualities[e] in ("expert", "noisy") for e in top3}
     assert "SIMULATED person" in path.read_text()
-    assert exp.labels_given("labels_k10_mix") == 10 and exp.labels_given("recommended") == 0
+    assert exp.labels_given("labels_k10_mix") == "10" and exp.labels_given("recommended") == "0"
     assert exp.variant_overrides("labels_k5")[-1] == "labels=PERSON:5:heaviest"
+    # gN: labelling in the same order stops as soon as N of the labels are good
+    ranked = sorted(heavy, key=lambda e: (-heavy[e], e))
+    good = [qualities[e] in ("expert", "noisy") for e in ranked]
+    stop = [i for i in range(6) if sum(good[:i + 1]) == 2][0] + 1
+    until = episode_judgements(exp.person_labels(shards, args, doc, tmp_path / "g.csv", "g2", "heaviest"))
+    assert until == {e: qualities[e] in ("expert", "noisy") for e in ranked[:stop]} and sum(until.values()) == 2
+    assert stop > 2  # the heaviest two are not both good: the person labels on (control on the stopping rule)
+    assert exp.labels_given("labels_only_g15") == "until 15 good"
+    assert exp.variant_overrides("labels_only_g15")[-2:] == ["labels=PERSON:g15:heaviest", "labels_only=true"]
 
 
 def test_gap_shares_by_hand():
@@ -291,7 +300,7 @@ def test_the_first_calibrations_variants_are_recorded_not_rerun(capsys):
     assert exp.main(["--tasks", "push-v3", "--variants", "none,labels_k10"]) == 2
     err = capsys.readouterr().err
     assert "['labels_k10'] ran the first calibration" in err and "labels2_k*" in err
-    assert exp.labels_given("labels2_k10_heaviest") == 10 and exp.labels_given("labels_zero_k20") == 20
+    assert exp.labels_given("labels2_k10_heaviest") == "10" and exp.labels_given("labels_zero_k20") == "20"
     assert "calibrate=false" in exp.variant_overrides("labels_zero_k10")
     assert "calibrate=false" not in exp.variant_overrides("labels2_k10_heaviest")
 

@@ -4,7 +4,7 @@ training's weights, the labels' effect through the calibration or only zeroing, 
 import numpy as np
 import pytest
 
-from experiments.label_proxy import features_best, measures
+from experiments.label_proxy import features_best, labels_to_find, measures
 
 
 def cell() -> dict:
@@ -36,3 +36,15 @@ def test_features_best_uses_the_separating_feature():
     # P(good) of an L2-penalised fit on four episodes: towards the truth, not all the way
     assert best["feature"] in ("rule", "success", "final", "rise") and best["good_share"] > 0.7
     assert measures(cell(), {})["good_share"] < 0.5  # control: the rule alone leans on the bad ones
+
+
+def test_labels_to_find_good_episodes_by_hand():
+    c = cell()  # heaviest first: 2, 3 (bad, 6.0 each), then 0, 1 (good)
+    found = labels_to_find(c, [1, 2, 3], orders=("heaviest", "spread", "random"))
+    assert found["heaviest"] == {1: 3.0, 2: 4.0, 3: found["heaviest"][3]} and np.isnan(found["heaviest"][3])
+    # spread: 2 (heaviest), then the farthest in rank, 1 (good); 3 and 0 are one rank from those: the heavier, 3
+    assert found["spread"][1] == 2.0 and found["spread"][2] == 4.0
+    # random: half the four episodes good, so one good needs between 1 and 3 labels, two good between 2 and 4
+    assert 1.0 <= found["random"][1] <= 3.0 and 2.0 <= found["random"][2] <= 4.0
+    flipped = {**c, "heavy": {0: 6.0, 1: 6.0, 2: 2.0, 3: 2.0}}  # control: the rule's heaviest now good
+    assert labels_to_find(flipped, [2], orders=("heaviest",))["heaviest"] == {2: 2.0}

@@ -120,3 +120,29 @@ def test_resume_with_other_labels_is_refused(shards, tmp_path):
     torch.save(ck, tmp_path / "old.ckpt")
     assert train(tiny_cfg(shards, tmp_path / "a", "act", "none", f"resume={tmp_path / 'old.ckpt'}",
                           steps=4)).steps == 4
+
+
+@pytest.mark.parametrize("weighting", ["episode_quality", "none"])
+def test_labels_only_trains_on_the_episodes_labelled_good_alone(shards, tmp_path, weighting):
+    labels = _labels(tmp_path / "labels.csv", {0: "failure", 2: "success"})  # 1 and 3 unlabelled
+    extra = EPISODE_QUALITY if weighting == "episode_quality" else ()
+    only, _, _ = build(tiny_cfg(shards, tmp_path / "a", "act", weighting, *extra, f"labels={labels}",
+                                "labels_only=true", steps=1))
+    usual, _, _ = build(tiny_cfg(shards, tmp_path / "b", "act", weighting, *extra, f"labels={labels}", steps=1))
+    table, _, w = _table_weights(only, shards)
+    _, _, w_usual = _table_weights(usual, shards)
+    episodes = np.asarray(table.episode)
+    assert (w[episodes != 2] == 0).all() and (w[episodes == 2] > 0).all()
+    np.testing.assert_array_equal(w[episodes == 2], w_usual[episodes == 2])  # the good one keeps its weight
+    assert (w_usual[np.isin(episodes, [1, 3])] > 0).all()  # control: without it the unlabelled ones weigh
+    assert only.run_info["left_out"] == [0, 1, 3] and usual.run_info["left_out"] == [0]
+    assert any("labels_only: training on the 1 episodes labelled good alone (2)" in n for n in only.weight_notes)
+
+
+def test_labels_only_needs_labels_and_a_good_one(shards, tmp_path):
+    with pytest.raises(ConfigError, match="labels_only=true .* pass labels=FILE"):
+        train(tiny_cfg(shards, tmp_path / "r", "act", "none", "labels_only=true", steps=1))
+    labels = _labels(tmp_path / "labels.csv", {0: "failure", 1: "failure"})
+    with pytest.raises(ConfigError, match="labels_only=true and labels=.* marks none of the 4 episodes good"):
+        train(tiny_cfg(shards, tmp_path / "r", "act", "none", f"labels={labels}", "labels_only=true", steps=1))
+    assert not (tmp_path / "r").exists()
