@@ -119,6 +119,20 @@ def test_uncertain_order_refits_on_the_labels(annotation, expected, labels, caps
     assert spread == acquisition_order("spread", rule, given, episodes) == heavy[2:4]  # equally far: heavier first
 
 
+def test_labels_only_shows_training_on_the_good_ones_alone(annotation, expected, labels):
+    rule, _ = expected
+    heavy = sorted(rule, key=lambda e: (-rule[e], e))
+    before = Corpus(annotation, [*WEIGHTING, "labels_only=true"])  # nothing labelled yet: the rule still orders
+    assert before.rule == rule and before.order() == heavy
+    set_label(labels, "", heavy[1], good=True)
+    set_label(labels, "", heavy[0], good=False)
+    only = Corpus(annotation, [*WEIGHTING, "labels_only=true"])
+    assert only.order() == heavy[2:]
+    assert only.training[heavy[1]] > 0 and all(only.training[e] == 0 for e in rule if e != heavy[1])
+    usual = Corpus(annotation, WEIGHTING)  # control: without it the unlabelled episodes weigh
+    assert all(usual.training[e] > 0 for e in heavy[2:]) and usual.training[heavy[0]] == 0
+
+
 def test_command_errors_are_one_line(annotation, tmp_path, capsys):
     from tests.test_review import make_review_dir
 

@@ -10,7 +10,7 @@ tells training what the rule cannot: ``train.py ... labels=FILE`` weighs the bad
 (:mod:`policies.weighting.calibrated`).
 
 The weights are training's own (:func:`policies.training.episode_weights` on the train config composed with
-``data.shards=DIR`` and the ``weighting``/``policy``/``calibrate``/``debug`` keys given here; the policy is built
+``data.shards=DIR`` and the ``weighting``/``policy``/``calibrate``/``labels_only``/``debug`` keys given here; the policy is built
 on the CPU with random backbone weights, so nothing is downloaded). The page lists the demonstrations not yet
 labelled in the order :func:`policies.weighting.calibrated.acquisition_order` gives (recomputed after each label),
 then the labelled ones, heaviest first; per demonstration its video (every camera of the source dataset, or
@@ -56,7 +56,7 @@ from policies.evaluation.video import write_video
 from policies.weighting.calibrated import ORDERS, acquisition_order
 
 # the train config's keys a corpus review passes on (weighting=NAME, weighting.beta=0.5, policy=act, debug=...)
-TRAIN_KEYS = ("weighting", "policy", "calibrate", "debug")
+TRAIN_KEYS = ("weighting", "policy", "calibrate", "labels_only", "debug")
 LABELS_FILE = "labels.csv"
 VIDEOS_DIR = "review/videos"  # the clips made from the source dataset, inside the annotation folder
 POLICY = ""  # a labels file about one dataset's episodes names no policy (what train.py labels= reads)
@@ -169,16 +169,19 @@ class Corpus:
         from policies.training import episode_weights  # torch and the policy: only where weights are computed
 
         labels = self.labels if self.judgements() else None
+        # labels_only before any label: the rule's weights order, and training has nothing to train on yet
+        overrides = self.overrides if labels else [*self.overrides, "labels_only=false"]
         with tempfile.TemporaryDirectory(prefix="topbc-review-") as tmp:
             try:
-                cfg = train_config(self.dir, self.overrides, labels, Path(tmp) / "run")
+                cfg = train_config(self.dir, overrides, labels, Path(tmp) / "run")
                 rule, training, module = episode_weights(cfg)
                 notes = list(getattr(module, "weight_notes", []) or [])
             except UserError as exc:
                 if labels is None:
                     raise CorpusError(str(exc)) from exc  # the handler answers it with its reason
-                # the labels leave training nothing to weigh (every episode bad): the rule's weights still order
-                cfg = train_config(self.dir, self.overrides, None, Path(tmp) / "run")
+                # the labels leave training nothing to weigh (every episode bad, or none good with labels_only):
+                # the rule's weights still order
+                cfg = train_config(self.dir, [*self.overrides, "labels_only=false"], None, Path(tmp) / "run")
                 rule, _, _ = episode_weights(cfg)
                 training, notes = None, [f"training weights: {exc}"]
         self.weighting = str(cfg.weighting.name)
