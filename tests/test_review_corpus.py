@@ -124,8 +124,11 @@ def test_labels_only_shows_training_on_the_good_ones_alone(annotation, expected,
     heavy = sorted(rule, key=lambda e: (-rule[e], e))
     before = Corpus(annotation, [*WEIGHTING, "labels_only=true"])  # nothing labelled yet: the rule still orders
     assert before.rule == rule and before.order() == heavy
-    set_label(labels, "", heavy[1], good=True)
     set_label(labels, "", heavy[0], good=False)
+    none_good = Corpus(annotation, [*WEIGHTING, "labels_only=true"])  # training refused, the page still orders
+    assert none_good.training is None and none_good.order() == heavy[1:]
+    assert any("marks none of the" in n for n in none_good.notes)
+    set_label(labels, "", heavy[1], good=True)
     only = Corpus(annotation, [*WEIGHTING, "labels_only=true"])
     assert only.order() == heavy[2:]
     assert only.training[heavy[1]] > 0 and all(only.training[e] == 0 for e in rule if e != heavy[1])

@@ -83,6 +83,8 @@ def train_config(ann_dir: str | Path, overrides: list[str], labels: str | Path |
     if "pretrained_backbone_weights" in cfg.policy:
         cfg.policy.pretrained_backbone_weights = None
     cfg.labels = None if labels is None else str(labels)
+    if labels is None:  # labels_only before any label (or with none good): the rule's weights still order
+        cfg.labels_only = False
     return cfg
 
 
@@ -169,11 +171,9 @@ class Corpus:
         from policies.training import episode_weights  # torch and the policy: only where weights are computed
 
         labels = self.labels if self.judgements() else None
-        # labels_only before any label: the rule's weights order, and training has nothing to train on yet
-        overrides = self.overrides if labels else [*self.overrides, "labels_only=false"]
         with tempfile.TemporaryDirectory(prefix="topbc-review-") as tmp:
             try:
-                cfg = train_config(self.dir, overrides, labels, Path(tmp) / "run")
+                cfg = train_config(self.dir, self.overrides, labels, Path(tmp) / "run")
                 rule, training, module = episode_weights(cfg)
                 notes = list(getattr(module, "weight_notes", []) or [])
             except UserError as exc:
@@ -181,7 +181,7 @@ class Corpus:
                     raise CorpusError(str(exc)) from exc  # the handler answers it with its reason
                 # the labels leave training nothing to weigh (every episode bad, or none good with labels_only):
                 # the rule's weights still order
-                cfg = train_config(self.dir, [*self.overrides, "labels_only=false"], None, Path(tmp) / "run")
+                cfg = train_config(self.dir, self.overrides, None, Path(tmp) / "run")
                 rule, _, _ = episode_weights(cfg)
                 training, notes = None, [f"training weights: {exc}"]
         self.weighting = str(cfg.weighting.name)
