@@ -103,12 +103,17 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     # SIMULATED person labelled good, nothing else (labels_only=true), after ten labels or until fifteen are good
     "labels_only_k10": (["weighting=none", "labels=PERSON:10:heaviest", "labels_only=true"], "all"),
     "labels_only_g15": (["weighting=none", "labels=PERSON:g15:heaviest", "labels_only=true"], "all"),
+    # pre-registered fourth (docs/experiments.md, "Which good episodes"): the same, labelled in the spread order
+    "labels_only_g15_spread": (["weighting=none", "labels=PERSON:g15:spread", "labels_only=true"], "all"),
     # the ceiling of labelling: every episode labelled, plain BC on the good ones
     "good_only": (["weighting=none"], "good"),
     # how many good demonstrations the policy needs (declared before its runs, docs/experiments.md): plain BC on N
     # of the good ones, a random draw fixed per task (good_subset): what labels buy when only the episodes a person
     # labelled good are trusted
-    **{f"good_n{n}": (["weighting=none"], f"good{n}") for n in (5, 10, 15)},
+    **{f"good_n{n}": (["weighting=none"], f"good{n}") for n in (5, 10, 15, 20)},
+    # how much *which* N good episodes matters (declared before its runs, docs/experiments.md, "Which good
+    # episodes"): further random draws of N good ones (draw d: numpy seed d; good_n{N} is draw 0)
+    **{f"good_n{n}_d{d}": (["weighting=none"], f"good{n}d{d}") for n in (10, 15, 20) for d in range(1, 5)},
 }
 PERSON = "labels=PERSON:"  # the simulated person's labels: labels=PERSON:K:ORDER
 GOOD_QUALITIES = ("expert", "noisy")  # the simulated person's rule: action noise may not be visible; a detour is
@@ -116,14 +121,14 @@ REVIEWED = 10  # episodes the simulated person labels: the recommended rule's te
 # the first calibration's rows (commit f35ded4's policies/weighting/calibrated.py): recorded, not run again
 FIRST_CALIBRATION = ("labels_k5", "labels_k10", "labels_k10_uncertain", "labels_k10_mix")
 LABELLED_VARIANTS = ("recommended_reviewed", *FIRST_CALIBRATION, "labels_zero_k10", "labels_zero_k20",
-                     "labels_only_k10", "labels_only_g15",
+                     "labels_only_k10", "labels_only_g15", "labels_only_g15_spread",
                      *(n for n in VARIANTS if n.startswith("labels2_")))
 CONTROL_VARIANTS = ("episode_quality_minus_static", "episode_quality_shrunk")
 # awr: see the single-task table in docs/experiments.md; the control readers need a simulated profile
 DEFAULT_VARIANTS = [v for v in VARIANTS if v != "awr" and not v.startswith("good_n")
                     and v not in (*CONTROL_VARIANTS, *LABELLED_VARIANTS)]
 # trained on labels (expert_only, good_only) or the baseline: not candidates
-REFERENCE_VARIANTS = ("none", "expert_only", "good_only", "good_n5", "good_n10", "good_n15")
+REFERENCE_VARIANTS = ("none", "expert_only", "good_only", *(v for v in VARIANTS if v.startswith("good_n")))
 COLUMN = "column"  # the simulator's own dense reward, annotated with reward=column (the perfect signal)
 # the simulated VLM-error profiles in the order of the error they carry (configs/reward/vlm_errors_profiles/)
 PROFILE_ORDER = ("oracle", "qwen3vl_32b_like", "qwen3vl_8b_like", "weak")
@@ -391,11 +396,20 @@ def person_labels(shards: Path, args, labels_doc: dict, path: Path, spec: str, o
     return write_labels(path, {("", e): Label(None, note, ok) for e, ok in labels.items()})
 
 
-def good_subset(good: list[int], n: int) -> list[int]:
-    """``n`` of the ``good`` episodes, drawn at random once per task (numpy seed 0), the same for every seed."""
+def good_subset(good: list[int], n: int, draw: int = 0) -> list[int]:
+    """``n`` of the ``good`` episodes, drawn at random once per task and ``draw`` (numpy seed ``draw``), the same
+    for every training seed."""
     if n > len(good):
         raise ValueError(f"good_n{n}: the corpus has only {len(good)} good episodes")
-    return sorted(int(e) for e in np.random.default_rng(0).permutation(sorted(good))[:n])
+    return sorted(int(e) for e in np.random.default_rng(draw).permutation(sorted(good))[:n])
+
+
+def good_subset_of(which: str, good: list[int]) -> list[int]:
+    """The episodes of a variant's shards ``which``: "good" (all of them), "goodN" or "goodNdD" (good_subset)."""
+    if which == "good":
+        return good
+    n, _, d = which.removeprefix("good").partition("d")
+    return good_subset(good, int(n), int(d or 0))
 
 
 def simulated_person(order: str, k: int, heavy: dict[int, float], episodes: list[dict],
@@ -731,9 +745,9 @@ def run_task(task: str, args, variants: list[str], reward: str = COLUMN) -> dict
     shards = {"all": annotate(corpus, out / "annotation_all", None, horizon,
                               [*reward_overrides(reward, args.reward_column), *window]),
               "expert": annotate(corpus, policy_root / "annotation_expert", expert_eps, horizon, window)}
-    for which in sorted({VARIANTS[n][1] for n in variants} - {"all", "expert"}):  # good, goodN
-        eps = good_eps if which == "good" else good_subset(good_eps, int(which.removeprefix("good")))
-        shards[which] = annotate(corpus, policy_root / f"annotation_{which}", eps, horizon, window)
+    for which in sorted({VARIANTS[n][1] for n in variants} - {"all", "expert"}):  # good, goodN, goodNdD
+        shards[which] = annotate(corpus, policy_root / f"annotation_{which}", good_subset_of(which, good_eps),
+                                 horizon, window)
     print(f"{task}: corpus + annotation {time.perf_counter() - t0:.0f} s; {results['corpus']}", flush=True)
 
     if "references" not in results:

@@ -317,3 +317,10 @@ def test_good_subsets_are_fixed_draws_of_the_good_episodes():
     # plain BC on the subset, reward-free, and not among the default variants
     assert exp.VARIANTS["good_n10"] == (["weighting=none"], "good10")
     assert "good_n10" in exp.REFERENCE_VARIANTS and "good_n10" not in exp.DEFAULT_VARIANTS
+    # further draws: another seed, another subset of the same size; draw 0 is good_n{N}'s
+    assert exp.good_subset_of("good5", good) == five == exp.good_subset_of("good5d0", good)
+    d1 = exp.good_subset_of("good5d1", good)
+    assert len(d1) == 5 and set(d1) <= set(good) and d1 != five
+    assert exp.good_subset_of("good", good) == good
+    assert exp.VARIANTS["good_n15_d3"] == (["weighting=none"], "good15d3")
+    assert "good_n20_d4" in exp.REFERENCE_VARIANTS and "good_n20_d4" not in exp.DEFAULT_VARIANTS
