@@ -535,6 +535,30 @@ def gap_shares(per_task: dict[str, dict]) -> list[str]:
     return rows
 
 
+def draw_summary(per_task: dict[str, dict]) -> list[str]:
+    """Per N, the random draws of N good episodes (``good_n{N}``: draw 0; ``good_n{N}_d{D}``): each draw's seed-0
+    success pooled over the tasks where every draw ran, their mean and range, beside draw 0's range over its
+    seeds — whether *which* N good episodes matters beyond the training seed (docs/experiments.md)."""
+    rows = ["| good episodes | draws (seed 0, pooled over tasks) | mean | range | draw 0 per seed | draw 0's range |",
+            "|---|---|---|---|---|---|"]
+    for n in sorted({int(m.group(1)) for res in per_task.values() for v in res["variants"]
+                     if (m := re.fullmatch(r"good_n(\d+)_d\d+", v))}):
+        names = [f"good_n{n}", *sorted(v for res in per_task.values() for v in res["variants"]
+                                        if v.startswith(f"good_n{n}_d"))]
+        names = list(dict.fromkeys(names))
+        tasks = [t for t, res in per_task.items() if all(any(r["seed"] == 0 for r in _runs_on(res, k)) for k in names)]
+        if not tasks:
+            continue
+        draws = [_rate(per_task, tasks, k, {0}) for k in names]
+        seeds = sorted({r["seed"] for t in tasks for r in _runs_on(per_task[t], names[0])})
+        by_seed = [_rate(per_task, tasks, names[0], {s}) for s in seeds]
+        rows.append(f"| {n} ({', '.join(tasks)}) | {', '.join(f'{100 * d:.0f}%' for d in draws)} | "
+                    f"{100 * np.mean(draws):.0f}% | {100 * (max(draws) - min(draws)):.0f} points | "
+                    f"{', '.join(f's{s}: {100 * r:.0f}%' for s, r in zip(seeds, by_seed, strict=True))} | "
+                    f"{100 * (max(by_seed) - min(by_seed)):.0f} points |")
+    return rows if len(rows) > 2 else []
+
+
 def plot_success(per_task: dict[str, dict], path: Path) -> Path:
     """Success per variant (rows) and task (bars) with 95% Wilson intervals."""
     from pipeline.plots import figure
@@ -625,6 +649,8 @@ def reward_sections(reward: str, per_task: dict[str, dict], out: Path) -> list[s
                   f"Best label-free rule: {best}", ""]
     if reward != COLUMN:
         parts += [f"### Share of the plain → expert-only gap{suffix}", "", *gap_shares(per_task), ""]
+    if draws := draw_summary(per_task):
+        parts += [f"### Random draws of N good episodes{suffix}", "", *draws, ""]
     image = "success.png" if reward == COLUMN else "success_" + re.sub(r"[^A-Za-z0-9]+", "_", reward).strip("_") + ".png"
     parts += [f"![success per variant{suffix}]({plot_success(per_task, out / image).name})", ""]
     return parts

@@ -292,6 +292,21 @@ def test_gap_shares_by_hand():
     assert "| push-v3 |" in worse and "| -50% |" in worse  # (0 - 6) / (18 - 6) of 20 rollouts
 
 
+def test_draw_summary_by_hand():
+    def runs(*counts):
+        return {"runs": [{"seed": s, "eval": {"successes": k, "episodes": 10}} for s, k in enumerate(counts)]}
+
+    per_task = {"push-v3": {"variants": {"good_n5": runs(8, 6, 4), "good_n5_d1": runs(2), "good_n5_d2": runs(9),
+                                         "good_n7": runs(5)}},
+                "pick-place-v3": {"variants": {"good_n5": runs(6), "good_n5_d1": runs(4)}}}
+    rows = exp.draw_summary(per_task)
+    assert len(rows) == 3  # one N with draws; good_n7 (draw 0 alone) is no draw row
+    # only push-v3 holds every draw: 80%, 20%, 90% -> mean 63%, range 70; draw 0's seeds 80/60/40: range 40
+    assert rows[2] == ("| 5 (push-v3) | 80%, 20%, 90% | 63% | 70 points | s0: 80%, s1: 60%, s2: 40% | "
+                       "40 points |")
+    assert exp.draw_summary({"push-v3": {"variants": {"good_n5": runs(8)}}}) == []  # no draws: no table (control)
+
+
 def test_the_first_calibrations_variants_are_recorded_not_rerun(capsys):
     """The labels_k* rows ran a calibration the code no longer has: asking for them again is refused, naming the
     variants that replace them; control: the revised calibration's and the reference's variants resolve."""
