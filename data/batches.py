@@ -220,7 +220,8 @@ class ShardStream(IterableDataset):
     def __init__(self, paths: list[Path | str], needs: WindowNeeds, batch_size: int, steps_per_epoch: int,
                  shuffle_buffer: int = 1000, seed: int = 0, rank: int = 0, world_size: int = 1,
                  success: dict[int, float] | None = None, handler: Handler = reraise,
-                 counts: dict[str, int] | None = None, hashes: dict[str, str] | None = None):
+                 counts: dict[str, int] | None = None, hashes: dict[str, str] | None = None,
+                 skip_episodes: list[int] | None = None):
         if batch_size < 1 or steps_per_epoch < 1:
             raise ValueError(f"batch_size={batch_size} and steps_per_epoch={steps_per_epoch} must be >= 1")
         self.paths = [as_location(p) for p in paths]  # local paths as Paths; URLs and pipe: commands as given
@@ -230,6 +231,7 @@ class ShardStream(IterableDataset):
         self.handler = handler
         self.counts = counts
         self.hashes = dict(hashes) if hashes else None  # emptied as each shard is verified (data.shards.tar_samples)
+        self.skip = frozenset(int(e) for e in skip_episodes or [])  # episodes not read (labels left them out)
         self.epoch = 0
         self.start_batch = 0
         self.first_worker: int | None = None  # None: the worker that owns batch start_batch (see worker)
@@ -268,10 +270,14 @@ class ShardStream(IterableDataset):
                     stream = split_by_key(stream, reader, readers)
                 empty = True
                 for s in stream:
+                    if self.skip and parse_key(s["__key__"])[0] in self.skip:
+                        continue
                     empty = False
                     yield s
                 if empty:
-                    raise ShardError(f"reader {reader} of {readers} got no samples from shards {[str(p) for p in mine][:4]}")
+                    left = f" outside the {len(self.skip)} episodes left out" if self.skip else ""
+                    raise ShardError(f"reader {reader} of {readers} got no samples{left} from shards "
+                                     f"{[str(p) for p in mine][:4]}")
 
         for raw in shuffle(endless(), self.shuffle_buffer, rng):
             try:
@@ -356,8 +362,10 @@ class ShardDataModule(pl.LightningDataModule):
     ``root``: the annotation output, a local folder or a URL / ``pipe:`` template (:mod:`data.manifest`)."""
 
     def __init__(self, root: str | Path, needs: WindowNeeds, batch_size: int = 32, num_workers: int = 2,
-                 shuffle_buffer: int = 1000, steps_per_epoch: int = 200, seed: int = 0, verify: bool = True):
+                 shuffle_buffer: int = 1000, steps_per_epoch: int = 200, seed: int = 0, verify: bool = True,
+                 skip_episodes: list[int] | None = None):
         super().__init__()
+        self.skip_episodes = list(skip_episodes or [])
         self.verify = verify  # hash every shard as it is read against the manifest's sha256
         self.root = as_root(root)
         self.needs = needs
@@ -378,7 +386,8 @@ class ShardDataModule(pl.LightningDataModule):
         return ShardStream(self.paths, self.needs, self.batch_size, self.steps_per_epoch, self.shuffle_buffer,
                            self.seed, rank, world_size, episode_success(self.manifest),
                            counts=shard_counts(self.root, self.manifest),
-                           hashes=shard_hashes(self.root, self.manifest) if self.verify else None)
+                           hashes=shard_hashes(self.root, self.manifest) if self.verify else None,
+                           skip_episodes=self.skip_episodes)
 
     def train_dataloader(self) -> EpochLoader:
         trainer = getattr(self, "trainer", None)

@@ -48,6 +48,9 @@ SHARP_BETA = 0.25  # the sharper temperature of the *_sharp variants, fixed befo
 # the variants that ran with it keep it
 EPISODE_TIME = "weighting.time_scale=episode"
 # variant name -> (train overrides, which shards: "all" or "expert")
+# the labelled variants that ran before data.skip_left_out existed read their left-out episodes and weighed them 0
+# (fewer training samples per batch); they keep that, so their recorded runs stay theirs
+READ_LEFT_OUT = "data.skip_left_out=false"
 VARIANTS: dict[str, tuple[list[str], str]] = {
     "none": (["weighting=none"], "all"),
     "expert_only": (["weighting=none"], "expert"),
@@ -79,31 +82,34 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
                                       "weighting.time_scale=dataset"], "all"),
     # the recommended rule after a person's look at the episodes it weighs most (labels=; a SIMULATED person
     # who labels those REVIEWED episodes with the corpus's own success): not label-free
-    "recommended_reviewed": (["weighting=RECOMMENDED", "labels=REVIEWED", "calibrate=false"], "all"),
+    "recommended_reviewed": (["weighting=RECOMMENDED", "labels=REVIEWED", "calibrate=false", READ_LEFT_OUT], "all"),
     # pre-registered in docs/experiments.md ("A person's few labels, on two simulators of the errors"):
     # a label-free candidate: the time to the top on the episode's own scale, for curves that rose
     "episode_quality_rise": (["weighting=RECOMMENDED", "weighting.time_scale=rise"], "all"),
     # a SIMULATED person labels K of the 50 episodes good (expert, noisy) or bad (detour, failure), one at a time
     # in the acquisition order; labels= then calibrates the weights (policies/weighting/calibrated.py)
-    "labels_k5": (["weighting=RECOMMENDED", "labels=PERSON:5:heaviest"], "all"),
-    "labels_k10": (["weighting=RECOMMENDED", "labels=PERSON:10:heaviest"], "all"),
-    "labels_k10_uncertain": (["weighting=RECOMMENDED", "labels=PERSON:10:uncertain"], "all"),
-    "labels_k10_mix": (["weighting=RECOMMENDED", "labels=PERSON:10:mix"], "all"),
+    "labels_k5": (["weighting=RECOMMENDED", "labels=PERSON:5:heaviest", READ_LEFT_OUT], "all"),
+    "labels_k10": (["weighting=RECOMMENDED", "labels=PERSON:10:heaviest", READ_LEFT_OUT], "all"),
+    "labels_k10_uncertain": (["weighting=RECOMMENDED", "labels=PERSON:10:uncertain", READ_LEFT_OUT], "all"),
+    "labels_k10_mix": (["weighting=RECOMMENDED", "labels=PERSON:10:mix", READ_LEFT_OUT], "all"),
     # pre-registered second (docs/experiments.md, "The revised calibration"): the same person, the calibration as
     # revised (the rule's weight a feature, one feature at most, kept only where its leave-one-out accuracy beats
     # the base rate's; policies/weighting/calibrated.py); the labels_k* rows above ran the first calibration
-    **{f"labels2_k{k}_{order}": (["weighting=RECOMMENDED", f"labels=PERSON:{k}:{order}"], "all")
+    **{f"labels2_k{k}_{order}": (["weighting=RECOMMENDED", f"labels=PERSON:{k}:{order}", READ_LEFT_OUT], "all")
        for k in (5, 10) for order in ("heaviest", "uncertain", "spread")},
     # reference for the calibration (added with the amendment in docs/experiments.md, before its runs): the same
     # ten labels, which only zero the bad episodes (calibrate=false, what labels= did before calibration)
-    "labels_zero_k10": (["weighting=RECOMMENDED", "labels=PERSON:10:heaviest", "calibrate=false"], "all"),
+    "labels_zero_k10": (["weighting=RECOMMENDED", "labels=PERSON:10:heaviest", "calibrate=false", READ_LEFT_OUT], "all"),
     # exploratory, declared before its runs (docs/experiments.md): twenty labels, heaviest first, zeroing only
-    "labels_zero_k20": (["weighting=RECOMMENDED", "labels=PERSON:20:heaviest", "calibrate=false"], "all"),
+    "labels_zero_k20": (["weighting=RECOMMENDED", "labels=PERSON:20:heaviest", "calibrate=false", READ_LEFT_OUT], "all"),
     # pre-registered third (docs/experiments.md, "Labels the policy trusts alone"): plain BC on the episodes the
     # SIMULATED person labelled good, nothing else (labels_only=true), after ten labels or until fifteen are good
-    "labels_only_k10": (["weighting=none", "labels=PERSON:10:heaviest", "labels_only=true"], "all"),
-    "labels_only_g15": (["weighting=none", "labels=PERSON:g15:heaviest", "labels_only=true"], "all"),
-    # pre-registered fourth (docs/experiments.md, "Which good episodes"): the same, labelled in the spread order
+    "labels_only_k10": (["weighting=none", "labels=PERSON:10:heaviest", "labels_only=true", READ_LEFT_OUT], "all"),
+    "labels_only_g15": (["weighting=none", "labels=PERSON:g15:heaviest", "labels_only=true", READ_LEFT_OUT], "all"),
+    # pre-registered fourth (docs/experiments.md, "Which good episodes", and its amendment): the same with every
+    # sample of a batch from an episode labelled good (data.skip_left_out, the default since), labelled in the
+    # heaviest order and in the spread order
+    "labels_only_g15_full": (["weighting=none", "labels=PERSON:g15:heaviest", "labels_only=true"], "all"),
     "labels_only_g15_spread": (["weighting=none", "labels=PERSON:g15:spread", "labels_only=true"], "all"),
     # the ceiling of labelling: every episode labelled, plain BC on the good ones
     "good_only": (["weighting=none"], "good"),
@@ -121,7 +127,7 @@ REVIEWED = 10  # episodes the simulated person labels: the recommended rule's te
 # the first calibration's rows (commit f35ded4's policies/weighting/calibrated.py): recorded, not run again
 FIRST_CALIBRATION = ("labels_k5", "labels_k10", "labels_k10_uncertain", "labels_k10_mix")
 LABELLED_VARIANTS = ("recommended_reviewed", *FIRST_CALIBRATION, "labels_zero_k10", "labels_zero_k20",
-                     "labels_only_k10", "labels_only_g15", "labels_only_g15_spread",
+                     "labels_only_k10", "labels_only_g15", "labels_only_g15_full", "labels_only_g15_spread",
                      *(n for n in VARIANTS if n.startswith("labels2_")))
 CONTROL_VARIANTS = ("episode_quality_minus_static", "episode_quality_shrunk")
 # awr: see the single-task table in docs/experiments.md; the control readers need a simulated profile

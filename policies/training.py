@@ -175,7 +175,8 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
     needs = module.adapter.needs()
     dm = ShardDataModule(cfg.data.shards, needs, batch_size=int(cfg.data.batch_size),
                          num_workers=int(cfg.data.num_workers), shuffle_buffer=int(cfg.data.shuffle_buffer),
-                         steps_per_epoch=int(cfg.data.steps_per_epoch), seed=int(cfg.seed))
+                         steps_per_epoch=int(cfg.data.steps_per_epoch), seed=int(cfg.seed),
+                         skip_episodes=module.left_out.tolist() if cfg.data.get("skip_left_out", True) else None)
     if module.needs_weighting_stats():
         # fitted once, before training, over every sample's progress window (policies/weighting/registry.py)
         table = fit_progress_table(cfg.data.shards, needs.future_actions, manifest)

@@ -133,7 +133,10 @@ def test_recommended_is_the_demos_rule_and_profiles_annotate_with_the_control():
     yaml = OmegaConf.load(Path(configs.__file__).parent / "weighting" / f"{rule}.yaml")
     assert recommended[1:] == [f"weighting.{k}={v}" for k, v in yaml.items()] and len(recommended) > 5
     assert "weighting.time_scale=episode" in recommended and "weighting.beta=0.25" in recommended
-    assert exp.variant_overrides("recommended_reviewed")[:-2] == recommended
+    assert exp.variant_overrides("recommended_reviewed")[:-3] == recommended
+    # the labelled variants that ran before data.skip_left_out keep reading their left-out episodes; the new don't
+    assert exp.variant_overrides("labels_only_g15")[-1] == "data.skip_left_out=false"
+    assert not any(o.startswith("data.skip_left_out") for o in exp.variant_overrides("labels_only_g15_full"))
     # the rules that ran before the default changed keep the episode's scale
     assert "weighting.time_scale=episode" in exp.variant_overrides("episode_quality_sharp")
     assert exp.variant_overrides("filter") == ["weighting=filter"]
@@ -233,7 +236,7 @@ def test_the_simulated_review_labels_the_heaviest_episodes(tmp_path, monkeypatch
     assert per[heaviest[1]] > per[heaviest[2]]  # a strict order: the two heaviest are well defined
     assert episode_labels(path) == {e: e != 1 for e in heaviest[:2]}
     assert exp.variant_overrides("recommended_reviewed") == [*exp.recommended_overrides(), "labels=REVIEWED",
-                                                             "calibrate=false"]
+                                                             "calibrate=false", exp.READ_LEFT_OUT]
     assert "recommended_reviewed" not in exp.DEFAULT_VARIANTS
 
 
@@ -264,7 +267,7 @@ def test_the_simulated_person_labels_in_the_acquisition_order(tmp_path):
     assert episode_judgements(path) == {e: qualities[e] in ("expert", "noisy") for e in top3}
     assert "SIMULATED person" in path.read_text()
     assert exp.labels_given("labels_k10_mix") == "10" and exp.labels_given("recommended") == "0"
-    assert exp.variant_overrides("labels_k5")[-1] == "labels=PERSON:5:heaviest"
+    assert exp.variant_overrides("labels_k5")[-2:] == ["labels=PERSON:5:heaviest", exp.READ_LEFT_OUT]
     # gN: labelling in the same order stops as soon as N of the labels are good
     ranked = sorted(heavy, key=lambda e: (-heavy[e], e))
     good = [qualities[e] in ("expert", "noisy") for e in ranked]
@@ -273,7 +276,7 @@ def test_the_simulated_person_labels_in_the_acquisition_order(tmp_path):
     assert until == {e: qualities[e] in ("expert", "noisy") for e in ranked[:stop]} and sum(until.values()) == 2
     assert stop > 2  # the heaviest two are not both good: the person labels on (control on the stopping rule)
     assert exp.labels_given("labels_only_g15") == "until 15 good"
-    assert exp.variant_overrides("labels_only_g15")[-2:] == ["labels=PERSON:g15:heaviest", "labels_only=true"]
+    assert exp.variant_overrides("labels_only_g15_full")[-2:] == ["labels=PERSON:g15:heaviest", "labels_only=true"]
 
 
 def test_gap_shares_by_hand():

@@ -146,3 +146,26 @@ def test_labels_only_needs_labels_and_a_good_one(shards, tmp_path):
     with pytest.raises(ConfigError, match="labels_only=true and labels=.* marks none of the 4 episodes good"):
         train(tiny_cfg(shards, tmp_path / "r", "act", "none", f"labels={labels}", "labels_only=true", steps=1))
     assert not (tmp_path / "r").exists()
+
+
+def _batch_episodes(dm, samples: int = 120) -> set[int]:
+    it = dm.stream().samples()  # the stream batches are cut from: two passes over the 64 samples
+    return {int(next(it)["episode_index"]) for _ in range(samples)}
+
+
+def test_episodes_left_out_are_not_read_so_every_sample_of_a_batch_trains(shards, tmp_path):
+    labels = _labels(tmp_path / "labels.csv", {0: "failure", 2: "success"})
+    module, dm, _ = build(tiny_cfg(shards, tmp_path / "a", "act", "none", f"labels={labels}", "labels_only=true",
+                                   steps=1))
+    assert _batch_episodes(dm) == {2}  # 1 and 3 unlabelled, 0 bad: none of them in a batch
+    batch = next(iter(dm.stream()))
+    assert (module.weights(batch) > 0).all()
+    module, dm, _ = build(tiny_cfg(shards, tmp_path / "b", "act", "none", f"labels={labels}", steps=1))
+    assert _batch_episodes(dm) == {1, 2, 3}  # only the one labelled bad is skipped without labels_only
+    # control: skip_left_out=false reads them all; those left out weigh 0 in the loss
+    module, dm, _ = build(tiny_cfg(shards, tmp_path / "c", "act", "none", f"labels={labels}", "labels_only=true",
+                                   "data.skip_left_out=false", steps=1))
+    assert _batch_episodes(dm) == {0, 1, 2, 3}
+    batch = next(iter(dm.stream()))
+    w = module.weights(batch)
+    assert (w[batch["episode_index"] != 2] == 0).all() and (w[batch["episode_index"] == 2] > 0).all()
