@@ -221,7 +221,7 @@ class ShardStream(IterableDataset):
                  shuffle_buffer: int = 1000, seed: int = 0, rank: int = 0, world_size: int = 1,
                  success: dict[int, float] | None = None, handler: Handler = reraise,
                  counts: dict[str, int] | None = None, hashes: dict[str, str] | None = None,
-                 skip_episodes: list[int] | None = None):
+                 skip_episodes: list[int] | None = None, keep: dict[tuple[int, int], float] | None = None):
         if batch_size < 1 or steps_per_epoch < 1:
             raise ValueError(f"batch_size={batch_size} and steps_per_epoch={steps_per_epoch} must be >= 1")
         self.paths = [as_location(p) for p in paths]  # local paths as Paths; URLs and pipe: commands as given
@@ -232,6 +232,7 @@ class ShardStream(IterableDataset):
         self.counts = counts
         self.hashes = dict(hashes) if hashes else None  # emptied as each shard is verified (data.shards.tar_samples)
         self.skip = frozenset(int(e) for e in skip_episodes or [])  # episodes not read (labels left them out)
+        self.keep = keep  # (episode, frame) -> probability of keeping the sample once read (weighted resampling)
         self.epoch = 0
         self.start_batch = 0
         self.first_worker: int | None = None  # None: the worker that owns batch start_batch (see worker)
@@ -256,6 +257,7 @@ class ShardStream(IterableDataset):
         reader, readers, _ = self._reader()
         epoch = self.epoch if epoch is None else epoch
         rng = random.Random(hash((self.seed, epoch, reader)) & 0xFFFFFFFF)
+        keep_rng = random.Random(hash((self.seed, epoch, reader, "keep")) & 0xFFFFFFFF)
         by_shard = len(self.paths) >= readers
         mine = self.paths[reader::readers] if by_shard else list(self.paths)
 
@@ -268,14 +270,21 @@ class ShardStream(IterableDataset):
                     stream = with_past_actions(stream, self.needs.past_actions, self.handler)
                 if not by_shard:
                     stream = split_by_key(stream, reader, readers)
-                empty = True
+                keepable = False  # a sample this reader may keep: a pass that keeps none by chance is read again
                 for s in stream:
-                    if self.skip and parse_key(s["__key__"])[0] in self.skip:
-                        continue
-                    empty = False
+                    if self.skip or self.keep is not None:
+                        key = parse_key(s["__key__"])
+                        if key[0] in self.skip:
+                            continue
+                        prob = 1.0 if self.keep is None else self.keep.get(key, 1.0)
+                        keepable = keepable or prob > 0
+                        if prob < 1.0 and keep_rng.random() >= prob:
+                            continue
+                    keepable = True
                     yield s
-                if empty:
-                    left = f" outside the {len(self.skip)} episodes left out" if self.skip else ""
+                if not keepable:
+                    left = (f" outside the {len(self.skip)} episodes left out" if self.skip else "") + \
+                        (" with a weight above 0" if self.keep is not None else "")
                     raise ShardError(f"reader {reader} of {readers} got no samples{left} from shards "
                                      f"{[str(p) for p in mine][:4]}")
 
@@ -363,9 +372,10 @@ class ShardDataModule(pl.LightningDataModule):
 
     def __init__(self, root: str | Path, needs: WindowNeeds, batch_size: int = 32, num_workers: int = 2,
                  shuffle_buffer: int = 1000, steps_per_epoch: int = 200, seed: int = 0, verify: bool = True,
-                 skip_episodes: list[int] | None = None):
+                 skip_episodes: list[int] | None = None, keep: dict[tuple[int, int], float] | None = None):
         super().__init__()
         self.skip_episodes = list(skip_episodes or [])
+        self.keep = keep
         self.verify = verify  # hash every shard as it is read against the manifest's sha256
         self.root = as_root(root)
         self.needs = needs
@@ -387,7 +397,7 @@ class ShardDataModule(pl.LightningDataModule):
                            self.seed, rank, world_size, episode_success(self.manifest),
                            counts=shard_counts(self.root, self.manifest),
                            hashes=shard_hashes(self.root, self.manifest) if self.verify else None,
-                           skip_episodes=self.skip_episodes)
+                           skip_episodes=self.skip_episodes, keep=self.keep)
 
     def train_dataloader(self) -> EpochLoader:
         trainer = getattr(self, "trainer", None)

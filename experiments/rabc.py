@@ -111,6 +111,10 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     # heaviest order and in the spread order
     "labels_only_g15_full": (["weighting=none", "labels=PERSON:g15:heaviest", "labels_only=true"], "all"),
     "labels_only_g15_spread": (["weighting=none", "labels=PERSON:g15:spread", "labels_only=true"], "all"),
+    # pre-registered (docs/experiments.md, "Weighted resampling"): today's default rule (= episode_quality_sharp)
+    # with data.sampling=resample: samples kept with probability w / max w, every sample of a batch training
+    "episode_quality_resample": (["weighting=episode_quality", EPISODE_TIME, f"weighting.beta={SHARP_BETA}",
+                                  "data.sampling=resample"], "all"),
     # the ceiling of labelling: every episode labelled, plain BC on the good ones
     "good_only": (["weighting=none"], "good"),
     # how many good demonstrations the policy needs (declared before its runs, docs/experiments.md): plain BC on N

@@ -72,6 +72,7 @@ class BCModule(pl.LightningModule):
         self._fit_inputs: tuple | None = None  # (ProgressTable, manifest episodes) the statistics were fitted on
         self.nan_step: int | None = None
         self.last_loss: float | None = None
+        self.resampled = False  # data.sampling=resample: the stream keeps samples ∝ their weight (policies.training)
         # what the run trained on (policies.run_folder.run_info): checked on resume, written beside an export
         self.run_info: dict = {}
 
@@ -128,6 +129,8 @@ class BCModule(pl.LightningModule):
         # one random stream per (seed, step, rank): dropout, crops and diffusion noise replay exactly on resume
         torch.manual_seed(step_seed(self.hparams.seed, self.global_step, self.global_rank))
         w = self.weights(batch).to(self.device)
+        if self.resampled:  # the stream kept samples with probability ∝ w: the kept ones weigh alike
+            w = (w > 0).to(w.dtype)
         per = self.per_sample_loss(batch)
         local = weighted_loss(per, w)
         loss = local

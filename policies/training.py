@@ -102,6 +102,9 @@ def _precision(precision: str, accelerator: str) -> str:
     return "32-true"
 
 
+SAMPLINGS = ("weights", "resample")  # data.sampling (configs/train.yaml)
+
+
 def _check(cfg: DictConfig) -> None:
     check_types(cfg, "train")
     if not cfg.data.shards:
@@ -131,6 +134,9 @@ def _check(cfg: DictConfig) -> None:
                           "trainer.strategy=ddp_spawn when calling train(cfg) from other code")
     if cfg.resume and not Path(cfg.resume).is_file():
         raise ConfigError(f"resume={cfg.resume} is not a checkpoint file (e.g. RUN_DIR/{CHECKPOINTS}/{LAST})")
+    if cfg.data.get("sampling", "weights") not in SAMPLINGS:
+        raise ConfigError(f"data.sampling={cfg.data.sampling!r}: choose one of {', '.join(SAMPLINGS)} "
+                          "(configs/train.yaml says what each does)")
     if cfg.get("labels_only") and not cfg.get("labels"):
         raise ConfigError("labels_only=true trains on the episodes a labels file marks good: pass labels=FILE (the "
                           "corpus review page writes one), or drop labels_only")
@@ -173,10 +179,12 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
         left_out=left_out_episodes(cfg, manifest, labels),
     )
     needs = module.adapter.needs()
+    resample = cfg.data.get("sampling", "weights") == "resample"
     dm = ShardDataModule(cfg.data.shards, needs, batch_size=int(cfg.data.batch_size),
                          num_workers=int(cfg.data.num_workers), shuffle_buffer=int(cfg.data.shuffle_buffer),
                          steps_per_epoch=int(cfg.data.steps_per_epoch), seed=int(cfg.seed),
                          skip_episodes=module.left_out.tolist() if cfg.data.get("skip_left_out", True) else None)
+    table = w = None
     if module.needs_weighting_stats():
         # fitted once, before training, over every sample's progress window (policies/weighting/registry.py)
         table = fit_progress_table(cfg.data.shards, needs.future_actions, manifest)
@@ -201,8 +209,25 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
             module.weight_notes = [left_out_note(labels, bool(cfg.get("labels_only")))]
     if calibration is not None:
         module.weight_notes += calibration.notes
+    if resample:
+        if table is None:  # plain BC: every sample 1, but for the calibrated and left-out episodes
+            table = fit_progress_table(cfg.data.shards, needs.future_actions, manifest)
+            w = trained_weights(module, torch.ones(len(table.episode)), table.episode)
+        dm.keep = keep_probabilities(table.episode, table.frame, w)
+        module.resampled = True
+        module.weight_notes.append(f"sampling=resample: each sample read is kept with probability w / max w "
+                                   f"({100 * float(np.mean(list(dm.keep.values()))):.0f}% on average) and weighs 1")
     module.run_info = run_info(cfg, manifest, module.left_out.tolist(), calibration)
     return module, dm, manifest
+
+
+def keep_probabilities(episode, frame, w) -> dict[tuple[int, int], float]:
+    """Weighted resampling: per (episode, frame), the probability w / max w of keeping the sample once read."""
+    w = np.asarray(w, dtype=np.float64)
+    top = float(w.max()) if w.size else 0.0
+    if top <= 0:
+        raise ConfigError("sampling=resample: every sample weighs 0; nothing to train on")
+    return {(int(e), int(f)): float(x) / top for e, f, x in zip(episode, frame, w, strict=True)}
 
 
 def episode_weights(cfg: DictConfig) -> tuple[dict[int, float], dict[int, float], BCModule]:

@@ -1,0 +1,93 @@
+"""data.sampling=resample: samples kept with probability w / max w, the kept ones weighing alike (the same objective
+as the loss weights in expectation, every sample of a batch training)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from configs import ConfigError
+from data.batches import ShardDataModule
+from data.manifest import load_manifest
+from data.progress_table import fit_progress_table
+from policies.run_weights import sample_weights
+from policies.training import build, keep_probabilities, train
+from tests.fixtures.bc import tiny_cfg
+from tests.fixtures.shards import write_tiny_shards
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return write_tiny_shards(tmp_path_factory.mktemp("resample_shards"), episodes=4, length=16, obs_steps=2,
+                             horizon=8, images=False)
+
+
+def _episode_counts(dm, n: int = 1600) -> Counter:
+    it = dm.stream().samples()
+    return Counter(int(next(it)["episode_index"]) for _ in range(n))
+
+
+def test_keep_probabilities_by_hand():
+    keep = keep_probabilities([0, 0, 1], [0, 1, 0], [2.0, 1.0, 0.0])
+    assert keep == {(0, 0): 1.0, (0, 1): 0.5, (1, 0): 0.0}
+    with pytest.raises(ConfigError, match="every sample weighs 0"):
+        keep_probabilities([0], [0], [0.0])
+
+
+def test_the_stream_keeps_samples_in_proportion_to_their_weight(shards, tmp_path):
+    needs = build(tiny_cfg(shards, tmp_path / "r", "act", "none", steps=1))[0].adapter.needs()
+    frames = range(16)
+    keep = {**{(e, f): 1.0 for e in (0, 1) for f in frames}, **{(e, f): 0.25 for e in (2, 3) for f in frames}}
+    counts = _episode_counts(_data(shards, needs, keep))
+    heavy, light = counts[0] + counts[1], counts[2] + counts[3]
+    assert 3.0 < heavy / light < 5.3  # 4 : 1 expected (1600 draws)
+    counts = _episode_counts(_data(shards, needs, None))  # control: no resampling, the episodes read alike
+    assert 0.75 < (counts[0] + counts[1]) / (counts[2] + counts[3]) < 1.33
+
+
+def _data(shards, needs, keep):
+    dm = ShardDataModule(shards, needs, batch_size=8, num_workers=0, shuffle_buffer=50, verify=False)
+    dm.keep = keep
+    return dm
+
+
+def test_resample_under_a_rule_keeps_its_weights_and_trains_the_kept_alike(shards, tmp_path):
+    extra = ("weighting.scale=episode",)
+    module, dm, _ = build(tiny_cfg(shards, tmp_path / "a", "act", "episode_quality", *extra,
+                                   "data.sampling=resample", steps=1))
+    manifest = load_manifest(shards)
+    table = fit_progress_table(shards, module.adapter.needs().future_actions, manifest)
+    _, w = sample_weights(module, table, manifest)
+    assert len(set(np.round(w, 6))) > 1  # the rule weighs samples differently here (else the test is vacuous)
+    expected = {(int(e), int(f)): x / w.max() for e, f, x in zip(table.episode, table.frame, w, strict=True)}
+    assert dm.keep == pytest.approx(expected)
+    assert module.resampled and any("sampling=resample" in n for n in module.weight_notes)
+    weight = {(int(e), int(f)): x for e, f, x in zip(table.episode, table.frame, w, strict=True)}
+
+    def mean_read(data) -> float:
+        it = data.stream().samples()
+        return float(np.mean([weight[int(s["episode_index"]), int(s["frame_index"])]
+                              for s in (next(it) for _ in range(600))]))
+
+    # the kept samples lean to the heavy ones: E[w | kept] = E[w²] / E[w] > E[w] (control: read uniformly)
+    assert mean_read(dm) == pytest.approx(float((w ** 2).mean() / w.mean()), rel=0.1)
+    assert train(tiny_cfg(shards, tmp_path / "t", "act", "episode_quality", *extra, "data.sampling=resample",
+                          steps=2)).steps == 2  # a run that resamples trains end to end
+    usual, dm_usual, _ = build(tiny_cfg(shards, tmp_path / "b", "act", "episode_quality", *extra, steps=1))
+    assert dm_usual.keep is None and not usual.resampled  # control: the default weighs in the loss
+    assert mean_read(dm_usual) == pytest.approx(float(w.mean()), rel=0.1)
+    assert (w ** 2).mean() / w.mean() > 1.2 * w.mean()  # the two expectations differ beyond the tolerance
+
+
+def test_resample_under_plain_bc_leaves_out_the_bad_and_an_unknown_sampling_is_refused(shards, tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("episode_index,success\n1,failure\n")
+    _, dm, _ = build(tiny_cfg(shards, tmp_path / "a", "act", "none", f"labels={labels}", "data.sampling=resample",
+                              "data.skip_left_out=false", "calibrate=false", steps=1))
+    assert {p for (e, _), p in dm.keep.items() if e == 1} == {0.0}
+    assert {p for (e, _), p in dm.keep.items() if e != 1} == {1.0}
+    assert 1 not in _episode_counts(dm, 300)
+    with pytest.raises(ConfigError, match="data.sampling='often': choose one of weights, resample"):
+        build(tiny_cfg(shards, tmp_path / "c", "act", "none", "data.sampling=often", steps=1))
