@@ -115,6 +115,10 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     # with data.sampling=resample: samples kept with probability w / max w, every sample of a batch training
     "episode_quality_resample": (["weighting=episode_quality", EPISODE_TIME, f"weighting.beta={SHARP_BETA}",
                                   "data.sampling=resample"], "all"),
+    # pre-registered with it (docs/experiments.md, "Weighted resampling", the K = 10 candidate): ten labels in the
+    # heaviest order zeroing the bad episodes (not read: data.skip_left_out), the rest resampled by today's rule
+    "labels_zero_k10_resample": (["weighting=episode_quality", EPISODE_TIME, f"weighting.beta={SHARP_BETA}",
+                                  "labels=PERSON:10:heaviest", "calibrate=false", "data.sampling=resample"], "all"),
     # the ceiling of labelling: every episode labelled, plain BC on the good ones
     "good_only": (["weighting=none"], "good"),
     # how many good demonstrations the policy needs (declared before its runs, docs/experiments.md): plain BC on N
@@ -132,6 +136,7 @@ REVIEWED = 10  # episodes the simulated person labels: the recommended rule's te
 FIRST_CALIBRATION = ("labels_k5", "labels_k10", "labels_k10_uncertain", "labels_k10_mix")
 LABELLED_VARIANTS = ("recommended_reviewed", *FIRST_CALIBRATION, "labels_zero_k10", "labels_zero_k20",
                      "labels_only_k10", "labels_only_g15", "labels_only_g15_full", "labels_only_g15_spread",
+                     "labels_zero_k10_resample",
                      *(n for n in VARIANTS if n.startswith("labels2_")))
 CONTROL_VARIANTS = ("episode_quality_minus_static", "episode_quality_shrunk")
 # awr: see the single-task table in docs/experiments.md; the control readers need a simulated profile
