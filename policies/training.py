@@ -209,7 +209,8 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
             module.weight_notes = [left_out_note(labels, bool(cfg.get("labels_only")))]
     if calibration is not None:
         module.weight_notes += calibration.notes
-    if resample:
+    uniform = table is None and not len(module.left_out) and not (calibration and calibration.weights)
+    if resample and not uniform:  # (plain BC without labels: every sample weighs 1, nothing to resample)
         if table is None:  # plain BC: every sample 1, but for the calibrated and left-out episodes
             table = fit_progress_table(cfg.data.shards, needs.future_actions, manifest)
             w = trained_weights(module, torch.ones(len(table.episode)), table.episode)

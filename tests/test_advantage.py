@@ -331,8 +331,9 @@ def test_training_runs_each_estimator(labelled_shards, tmp_path, rule):
     from policies.training import build, train
 
     assert rule in RULES
-    cfg = tiny_cfg(labelled_shards, tmp_path / "run", "act", rule, "export=false", steps=2, steps_per_epoch=2,
-                   batch_size=16)
+    # samples read uniformly (loss weights), so a batch holds both kinds of episode
+    cfg = tiny_cfg(labelled_shards, tmp_path / "run", "act", rule, "export=false", "data.sampling=weights", steps=2,
+                   steps_per_epoch=2, batch_size=16)
     module, dm, _ = build(cfg)
     assert isinstance(module.weighting_stats, AdvantageStats)
     batch = next(iter(dm.stream()))

@@ -63,7 +63,8 @@ def test_training_names_the_episodes_the_weights_lean_on(shards, tmp_path):
     episodes = np.asarray(table.episode)
     per = {e: w[episodes == e].sum() / w.sum() for e in range(4)}
     top = sorted(per, key=per.get, reverse=True)
-    lean, left, rank, calibrated = module.weight_notes
+    lean, left, rank, calibrated, sampling = module.weight_notes
+    assert sampling.startswith("sampling=resample: each sample read is kept with probability w / max w")
     assert "3 labelled (2 good) cannot support a fit" in calibrated  # fewer than MIN_LABELS: the rule weighs
     assert f": {top[0]} ({100 * per[top[0]]:.0f}%), {top[1]} ({100 * per[top[1]]:.0f}%)" in lean
     ess = w.sum() ** 2 / (w * w).sum() / len(w)
@@ -162,9 +163,9 @@ def test_episodes_left_out_are_not_read_so_every_sample_of_a_batch_trains(shards
     assert (module.weights(batch) > 0).all()
     module, dm, _ = build(tiny_cfg(shards, tmp_path / "b", "act", "none", f"labels={labels}", steps=1))
     assert _batch_episodes(dm) == {1, 2, 3}  # only the one labelled bad is skipped without labels_only
-    # control: skip_left_out=false reads them all; those left out weigh 0 in the loss
+    # control: skip_left_out=false with loss weights reads them all; those left out weigh 0 in the loss
     module, dm, _ = build(tiny_cfg(shards, tmp_path / "c", "act", "none", f"labels={labels}", "labels_only=true",
-                                   "data.skip_left_out=false", steps=1))
+                                   "data.skip_left_out=false", "data.sampling=weights", steps=1))
     assert _batch_episodes(dm) == {0, 1, 2, 3}
     batch = next(iter(dm.stream()))
     w = module.weights(batch)

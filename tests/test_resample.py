@@ -55,8 +55,7 @@ def _data(shards, needs, keep):
 
 def test_resample_under_a_rule_keeps_its_weights_and_trains_the_kept_alike(shards, tmp_path):
     extra = ("weighting.scale=episode",)
-    module, dm, _ = build(tiny_cfg(shards, tmp_path / "a", "act", "episode_quality", *extra,
-                                   "data.sampling=resample", steps=1))
+    module, dm, _ = build(tiny_cfg(shards, tmp_path / "a", "act", "episode_quality", *extra, steps=1))  # the default
     manifest = load_manifest(shards)
     table = fit_progress_table(shards, module.adapter.needs().future_actions, manifest)
     _, w = sample_weights(module, table, manifest)
@@ -75,8 +74,9 @@ def test_resample_under_a_rule_keeps_its_weights_and_trains_the_kept_alike(shard
     assert mean_read(dm) == pytest.approx(float((w ** 2).mean() / w.mean()), rel=0.1)
     assert train(tiny_cfg(shards, tmp_path / "t", "act", "episode_quality", *extra, "data.sampling=resample",
                           steps=2)).steps == 2  # a run that resamples trains end to end
-    usual, dm_usual, _ = build(tiny_cfg(shards, tmp_path / "b", "act", "episode_quality", *extra, steps=1))
-    assert dm_usual.keep is None and not usual.resampled  # control: the default weighs in the loss
+    usual, dm_usual, _ = build(tiny_cfg(shards, tmp_path / "b", "act", "episode_quality", *extra,
+                                        "data.sampling=weights", steps=1))
+    assert dm_usual.keep is None and not usual.resampled  # control: loss weights, read uniformly
     assert mean_read(dm_usual) == pytest.approx(float(w.mean()), rel=0.1)
     assert (w ** 2).mean() / w.mean() > 1.2 * w.mean()  # the two expectations differ beyond the tolerance
 
@@ -89,5 +89,8 @@ def test_resample_under_plain_bc_leaves_out_the_bad_and_an_unknown_sampling_is_r
     assert {p for (e, _), p in dm.keep.items() if e == 1} == {0.0}
     assert {p for (e, _), p in dm.keep.items() if e != 1} == {1.0}
     assert 1 not in _episode_counts(dm, 300)
+    # plain BC without labels: every sample weighs 1, nothing to resample (the shards are not read beforehand)
+    module, dm, _ = build(tiny_cfg(shards, tmp_path / "b", "act", "none", steps=1))
+    assert dm.keep is None and not module.resampled
     with pytest.raises(ConfigError, match="data.sampling='often': choose one of weights, resample"):
         build(tiny_cfg(shards, tmp_path / "c", "act", "none", "data.sampling=often", steps=1))
