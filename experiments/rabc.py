@@ -664,7 +664,7 @@ def reward_sections(reward: str, per_task: dict[str, dict], out: Path) -> list[s
                   f"Best label-free rule: {best}", ""]
     if reward != COLUMN:
         parts += [f"### Share of the plain → expert-only gap{suffix}", "", *gap_shares(per_task), ""]
-    if draws := draw_summary(per_task):
+    if reward == COLUMN and (draws := draw_summary(per_task)):  # reward-free: the other rewards repeat them
         parts += [f"### Random draws of N good episodes{suffix}", "", *draws, ""]
     image = "success.png" if reward == COLUMN else "success_" + re.sub(r"[^A-Za-z0-9]+", "_", reward).strip("_") + ".png"
     parts += [f"![success per variant{suffix}]({plot_success(per_task, out / image).name})", ""]
