@@ -134,7 +134,7 @@ def _check(cfg: DictConfig) -> None:
                           "trainer.strategy=ddp_spawn when calling train(cfg) from other code")
     if cfg.resume and not Path(cfg.resume).is_file():
         raise ConfigError(f"resume={cfg.resume} is not a checkpoint file (e.g. RUN_DIR/{CHECKPOINTS}/{LAST})")
-    if cfg.data.get("sampling", "weights") not in SAMPLINGS:
+    if cfg.data.sampling not in SAMPLINGS:
         raise ConfigError(f"data.sampling={cfg.data.sampling!r}: choose one of {', '.join(SAMPLINGS)} "
                           "(configs/train.yaml says what each does)")
     if cfg.get("labels_only") and not cfg.get("labels"):
@@ -179,11 +179,11 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
         left_out=left_out_episodes(cfg, manifest, labels),
     )
     needs = module.adapter.needs()
-    resample = cfg.data.get("sampling", "weights") == "resample"
+    resample = cfg.data.sampling == "resample"
     dm = ShardDataModule(cfg.data.shards, needs, batch_size=int(cfg.data.batch_size),
                          num_workers=int(cfg.data.num_workers), shuffle_buffer=int(cfg.data.shuffle_buffer),
                          steps_per_epoch=int(cfg.data.steps_per_epoch), seed=int(cfg.seed),
-                         skip_episodes=module.left_out.tolist() if cfg.data.get("skip_left_out", True) else None)
+                         skip_episodes=module.left_out.tolist() if cfg.data.skip_left_out else None)
     table = w = None
     if module.needs_weighting_stats():
         # fitted once, before training, over every sample's progress window (policies/weighting/registry.py)
