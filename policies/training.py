@@ -163,7 +163,25 @@ def select_cameras(features: dict, cameras) -> dict:
 
 
 def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
-    """The module and data of a run (weighting statistics fitted), without a Trainer."""
+    """The module and data of a run (weighting statistics fitted, samples resampled by weight under
+    ``data.sampling=resample``), without a Trainer."""
+    module, dm, manifest, table, _, w = _weighted(cfg)
+    uniform = table is None and not len(module.left_out) and not len(module.calibrated_ids)
+    if cfg.data.sampling == "resample" and not uniform:  # (plain BC without labels: nothing to resample)
+        if table is None:  # plain BC: every sample 1, but for the calibrated and left-out episodes
+            table = fit_progress_table(cfg.data.shards, module.adapter.needs().future_actions, manifest)
+            w = trained_weights(module, torch.ones(len(table.episode)), table.episode)
+        dm.keep = keep_probabilities(table.episode, table.frame, w)
+        module.resampled = True
+        module.weight_notes.append(f"sampling=resample: each sample read is kept with probability w / max w "
+                                   f"({100 * float(np.mean(list(dm.keep.values()))):.0f}% on average) and weighs 1")
+    return module, dm, manifest
+
+
+def _weighted(cfg: DictConfig):
+    """The module and data of a run with the weighting statistics fitted and labels applied, and — where the rule
+    has statistics — the progress table and every sample's weight under the rule alone and as training weighs it
+    (else None, None, None)."""
     _check(cfg)
     manifest = load_manifest(cfg.data.shards)
     # seeded before the policy is built: its initial weights are a function of the seed alone
@@ -179,12 +197,11 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
         left_out=left_out_episodes(cfg, manifest, labels),
     )
     needs = module.adapter.needs()
-    resample = cfg.data.sampling == "resample"
     dm = ShardDataModule(cfg.data.shards, needs, batch_size=int(cfg.data.batch_size),
                          num_workers=int(cfg.data.num_workers), shuffle_buffer=int(cfg.data.shuffle_buffer),
                          steps_per_epoch=int(cfg.data.steps_per_epoch), seed=int(cfg.seed),
                          skip_episodes=module.left_out.tolist() if cfg.data.skip_left_out else None)
-    table = w = None
+    table = rule = w = None
     if module.needs_weighting_stats():
         # fitted once, before training, over every sample's progress window (policies/weighting/registry.py)
         table = fit_progress_table(cfg.data.shards, needs.future_actions, manifest)
@@ -209,17 +226,8 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
             module.weight_notes = [left_out_note(labels, bool(cfg.get("labels_only")))]
     if calibration is not None:
         module.weight_notes += calibration.notes
-    uniform = table is None and not len(module.left_out) and not (calibration and calibration.weights)
-    if resample and not uniform:  # (plain BC without labels: every sample weighs 1, nothing to resample)
-        if table is None:  # plain BC: every sample 1, but for the calibrated and left-out episodes
-            table = fit_progress_table(cfg.data.shards, needs.future_actions, manifest)
-            w = trained_weights(module, torch.ones(len(table.episode)), table.episode)
-        dm.keep = keep_probabilities(table.episode, table.frame, w)
-        module.resampled = True
-        module.weight_notes.append(f"sampling=resample: each sample read is kept with probability w / max w "
-                                   f"({100 * float(np.mean(list(dm.keep.values()))):.0f}% on average) and weighs 1")
     module.run_info = run_info(cfg, manifest, module.left_out.tolist(), calibration)
-    return module, dm, manifest
+    return module, dm, manifest, table, rule, w
 
 
 def keep_probabilities(episode, frame, w) -> dict[tuple[int, int], float]:
@@ -235,10 +243,8 @@ def episode_weights(cfg: DictConfig) -> tuple[dict[int, float], dict[int, float]
     """Per episode, the total weight of its samples under the run's rule alone and as training weighs them
     (labels and calibration applied), and the module they were fitted with; for the corpus review page and the
     order of episodes worth labelling. Plain BC (a rule without statistics) weighs every sample 1."""
-    module, _, manifest = build(cfg)
-    if module.needs_weighting_stats():
-        table = fit_progress_table(cfg.data.shards, module.adapter.needs().future_actions, manifest)
-        rule, w = sample_weights(module, table, manifest)
+    module, _, manifest, table, rule, w = _weighted(cfg)
+    if table is not None:
         episodes = np.asarray(table.episode)
     else:
         episodes = np.concatenate([np.full(int(e.get("count") or e["length"]), int(e["episode_index"]))

@@ -94,3 +94,21 @@ def test_resample_under_plain_bc_leaves_out_the_bad_and_an_unknown_sampling_is_r
     assert dm.keep is None and not module.resampled
     with pytest.raises(ConfigError, match="data.sampling='often': choose one of weights, resample"):
         build(tiny_cfg(shards, tmp_path / "c", "act", "none", "data.sampling=often", steps=1))
+
+
+def test_episode_weights_read_the_progress_windows_once_and_resample_nothing(shards, tmp_path, monkeypatch):
+    import policies.training as training
+
+    reads = []
+    real = training.fit_progress_table
+    monkeypatch.setattr(training, "fit_progress_table", lambda *a, **k: reads.append(1) or real(*a, **k))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("episode_index,success\n1,failure\n")
+    cfg = tiny_cfg(shards, tmp_path / "a", "act", "episode_quality", "weighting.scale=episode", f"labels={labels}",
+                   "calibrate=false", "data.sampling=resample", steps=1)
+    rule, training_w, module = training.episode_weights(cfg)
+    assert len(reads) == 1 and not module.resampled  # the corpus page's weights: one read, no keep map
+    assert training_w[1] == 0.0 and rule[1] > 0.0  # the labelled failure: weighed by the rule, left out in training
+    reads.clear()
+    _, dm, _ = training.build(cfg)  # control: a training run under the same config reads once and resamples
+    assert len(reads) == 1 and dm.keep is not None
