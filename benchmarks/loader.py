@@ -10,7 +10,9 @@ a[t:t+H] with its padding mask, progress window — two ways, with the same batc
     against the manifest's sha256 as it reads (its default), and once more without that check (its cost);
 (b) ``lerobot.datasets.LeRobotDataset`` with ``delta_timestamps`` (video decoding per sample), shuffled.
 
-It prints samples/s of each and their ratio (a)/(b), then ACT and Diffusion training steps/s on CPU at small,
+It prints samples/s of each and their ratio (a)/(b); with ``--keep P`` also (a) under weighted resampling
+(``data.sampling=resample``: each sample read is kept with probability P, the rest skipped before decoding),
+alternated with the plain read, as kept samples/s — what reading ~1/P samples to keep one costs; then ACT and Diffusion training steps/s on CPU at small,
 demo-like settings (the real training step: weights, preprocessor, per-sample loss, backward, clipping,
 optimiser), with batches from the shard loader. One JSON line with ``--json``.
 """
@@ -67,12 +69,18 @@ def rate(loader, batches: int, warmup: int = 2) -> tuple[float, float]:
 
 
 def shard_rate(shards: Path, horizon: int, batch: int, workers: int, batches: int,
-               verify: bool = True) -> tuple[float, float]:
+               verify: bool = True, keep: float | None = None) -> tuple[float, float]:
+    """Samples/s of the shard loader; ``keep``: every sample kept with that probability (weighted resampling's
+    keep map, ``policies.training.keep_probabilities``, with one weight for all)."""
     from data.batches import ShardDataModule, WindowNeeds
+    from data.manifest import load_manifest
 
     needs = WindowNeeds(obs_steps=1, future_actions=horizon, features=("observation.images.top", "observation.state"))
     dm = ShardDataModule(shards, needs, batch_size=batch, num_workers=workers, shuffle_buffer=1000,
                          steps_per_epoch=batches + 2, verify=verify)
+    if keep is not None:
+        dm.keep = {(int(e["episode_index"]), f): keep for e in load_manifest(shards)["episodes"]
+                   for f in range(int(e.get("count") or e["length"]))}
     return rate(dm.train_dataloader(), batches)
 
 
@@ -88,7 +96,7 @@ def lerobot_rate(src: Path, horizon: int, batch: int, workers: int, batches: int
 
 
 POLICY_SETTINGS = {
-    # small, demo-like: 96×96 images (as EXPERIMENTS.md's probe), resnet18 from scratch, chunk 16
+    # small, demo-like: 96×96 images (as an early probe of the project ran), resnet18 from scratch, chunk 16
     "act": ["policy.chunk_size=16", "policy.n_action_steps=16", "policy.dim_model=256", "policy.n_heads=8",
             "policy.dim_feedforward=1024", "policy.n_encoder_layers=2", "policy.n_decoder_layers=1",
             "policy.n_vae_encoder_layers=2"],
@@ -143,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=None, help="folder for the dataset and shards (default: a temp dir)")
     p.add_argument("--repeats", type=int, default=3, help="alternations of the shard loader with and without "
                    "the manifest hash check (medians reported)")
+    p.add_argument("--keep", type=float, default=None, help="also read resampled, each sample kept with this "
+                   "probability, alternated with the plain read (kept samples/s; medians reported)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -162,6 +172,15 @@ def main(argv: list[str] | None = None) -> int:
                                          verify=False)[0])
         shard_sps, shard_first = float(np.median([v[0] for v in verified])), verified[0][1]
         unverified_sps = float(np.median(unverified))
+        if args.keep is not None:
+            plain, kept = [], []
+            for _ in range(args.repeats):
+                plain.append(shard_rate(shards, args.horizon, args.batch, args.workers, args.batches)[0])
+                kept.append(shard_rate(shards, args.horizon, args.batch, args.workers, args.batches,
+                                       keep=args.keep)[0])
+            result_keep = {"keep": args.keep, "plain_samples_per_s_each": [round(v, 1) for v in plain],
+                           "resampled_kept_samples_per_s_each": [round(v, 1) for v in kept],
+                           "resampled_over_plain": round(float(np.median(kept) / np.median(plain)), 3)}
         lr_sps, lr_first = lerobot_rate(src, args.horizon, args.batch, args.workers, args.batches)
         result = {
             "samples": args.episodes * args.length, "image": args.image, "horizon": args.horizon,
@@ -175,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             "shards_first_batch_s": round(shard_first, 2), "lerobot_first_batch_s": round(lr_first, 2),
             "prepare_s": round(prep, 1), "torch_threads": torch.get_num_threads(),
         }
+        if args.keep is not None:
+            result["resampling"] = result_keep
         if not args.skip_train:
             for policy in ("act", "diffusion"):
                 result[f"{policy}_steps_per_s"] = round(
