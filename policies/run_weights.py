@@ -95,6 +95,30 @@ def left_out_note(labels: dict[int, bool], labels_only: bool = False) -> str:
             + (f" ({', '.join(map(str, failed[:10]))}{' …' if len(failed) > 10 else ''})" if failed else ""))
 
 
+def reward_check_notes(module: BCModule) -> list[str]:
+    """What ``shrink=above_static`` (policies.weighting.advantage) found, per task: whether the reward's real
+    videos score above their static-video controls often enough for the rule's weights to be kept."""
+    from policies.weighting.advantage import ABOVE_STATIC
+
+    if (module.weighting_params or {}).get("shrink") != "above_static":
+        return []
+    above = getattr(module.weighting_stats, "above_static", None)
+    if above is None:
+        return ["reward check (weighting.shrink=above_static) skipped: the annotation has no static-video control; "
+                "annotate with control.static=true to check the reward against a video in which nothing moves"]
+    notes = []
+    for task, share in sorted(above.items()):
+        if share < ABOVE_STATIC:
+            notes.append(f"reward check: in task {task!r} only {100 * share:.0f}% of the episodes score above their "
+                         f"static-video control (< {100 * ABOVE_STATIC:.0f}%): the reward shows no more progress than "
+                         "a video in which nothing moves, so the rule weighs every episode alike there (plain BC; "
+                         "labels still apply). Label a few episodes (labels=FILE) to train on the good ones")
+        else:
+            notes.append(f"reward check: in task {task!r} {100 * share:.0f}% of the episodes score above their "
+                         "static-video control: the rule's weights are kept")
+    return notes
+
+
 def heaviest_episodes(episodes: np.ndarray, w: np.ndarray, top: int | None = None) -> list[tuple[int, float]]:
     """(episode index, its sum of ``w``) of the ``top`` episodes carrying the most weight, heaviest first (ties:
     the lower index first); every episode when ``top`` is None. ``episodes``: each sample's episode index."""

@@ -54,6 +54,7 @@ from policies.run_weights import (
     left_out_note,
     person_labels,
     refuse_weightless,
+    reward_check_notes,
     sample_weights,
     trained_weights,
     weight_notes,
@@ -212,7 +213,8 @@ def _weighted(cfg: DictConfig):
             module.set_episode_weights(calibration.weights)
             w = trained_weights(module, rule, table.episode)
         refuse_weightless(cfg, w.sum() > 0, labels, len(manifest.get("episodes", [])))
-        module.weight_notes = weight_notes(table.episode, rule, w, labels, labels_only=bool(cfg.get("labels_only")))
+        module.weight_notes = [*reward_check_notes(module),
+                               *weight_notes(table.episode, rule, w, labels, labels_only=bool(cfg.get("labels_only")))]
     else:  # a rule without statistics (plain BC, every sample 1): only the failures left out
         calibration = labels_calibration(cfg, manifest, labels, None)
         if calibration is not None:

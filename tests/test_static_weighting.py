@@ -3,6 +3,8 @@ shrunk toward uniform by the reliability the controls estimate (policies.weighti
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -85,3 +87,50 @@ def test_static_options_need_the_control_and_valid_values():
         fit_weighting_stats("episode_quality", table, episodes, success_from="static", **PARAMS)
     # control: the defaults read no control at all
     assert fit_weighting_stats("episode_quality", table, episodes, **PARAMS).reliability == {}
+
+
+def test_the_reward_check_keeps_the_rule_unless_most_real_videos_score_below_their_still_control():
+    from policies.weighting.advantage import ABOVE_STATIC, above_static_share
+
+    table, episodes = _episodes(STATIC)  # every real video above its control
+    kept = fit_weighting_stats("episode_quality", table, episodes, shrink="above_static", **PARAMS)
+    plain = fit_weighting_stats("episode_quality", table, episodes, **PARAMS)
+    assert kept.above_static == {"push": 1.0} and kept.reliability == {"push": 1.0}
+    np.testing.assert_array_equal(kept.quality[:4], plain.quality[:4])  # not firing changes nothing
+    # three of four real videos below their static control: the check fires, the weights are uniform
+    low = REAL + np.array([-1.0, 1.0, 1.0, 1.0])
+    fired = fit_weighting_stats("episode_quality", *_episodes(low), shrink="above_static", **PARAMS)
+    assert fired.above_static == {"push": 0.25} and fired.reliability == {"push": 0.0}
+    np.testing.assert_array_equal(_weights(fired), np.ones(4, np.float32))
+    assert _weights(fit_weighting_stats("episode_quality", *_episodes(low), **PARAMS)).max() > 10  # control
+    # the threshold: exactly half above keeps the rule
+    half = REAL + np.array([-1.0, -1.0, 1.0, 1.0])
+    assert above_static_share(REAL, half) == ABOVE_STATIC
+    assert fit_weighting_stats("episode_quality", *_episodes(half), shrink="above_static",
+                               **PARAMS).reliability == {"push": 1.0}
+    # without a static control the check is skipped (None), the rule kept, where shrink=static refuses
+    none = fit_weighting_stats("episode_quality", *_episodes(None), shrink="above_static", **PARAMS)
+    assert none.above_static is None and none.reliability == {}
+    np.testing.assert_array_equal(none.quality[:4], plain.quality[:4])
+
+
+def test_training_says_what_the_reward_check_found(tmp_path):
+    from policies.training import build
+    from tests.fixtures.bc import tiny_cfg
+    from tests.fixtures.shards import write_tiny_shards
+
+    shards = write_tiny_shards(tmp_path / "shards", episodes=4, length=16, obs_steps=2, horizon=8, images=False)
+    module = build(tiny_cfg(shards, tmp_path / "a", "act", "episode_quality", "weighting.shrink=above_static",
+                            "weighting.scale=episode", steps=1))[0]
+    assert any("reward check (weighting.shrink=above_static) skipped" in n for n in module.weight_notes)
+    manifest = shards / "manifest.json"  # the same shards with static controls far above every real video
+    doc = json.loads(manifest.read_text())
+    for e in doc["episodes"]:
+        e["control_raw_scores"] = [float(e["success_score"]) + 5.0] * 3
+    manifest.write_text(json.dumps(doc))
+    module = build(tiny_cfg(shards, tmp_path / "b", "act", "episode_quality", "weighting.shrink=above_static",
+                            "weighting.scale=episode", steps=1))[0]
+    assert any("only 0% of the episodes score above their static-video control" in n for n in module.weight_notes)
+    control = build(tiny_cfg(shards, tmp_path / "c", "act", "episode_quality", "weighting.scale=episode",
+                             steps=1))[0]
+    assert not any("reward check" in n for n in control.weight_notes)  # control: not asked, not said

@@ -67,8 +67,11 @@ SCALES = ("dataset", "episode")
 # what an episode's success score is compared on: its own video's ("real"), or that minus its static-video
 # control's ("minus_static": what the video shows beyond a video in which nothing moves; docs/weighting.md)
 SUCCESS_FROM = ("real", "minus_static")
-# "static": shrink z_e toward 0 (uniform weights) by the reliability the static controls estimate
-SHRINK = ("none", "static")
+# "static": shrink z_e toward 0 (uniform weights) by the reliability the static controls estimate;
+# "above_static": z_e set to 0 in a task where fewer than ABOVE_STATIC of its episodes score above their static
+# control (the reward shows no more progress than a video in which nothing moves; docs/weighting.md)
+SHRINK = ("none", "static", "above_static")
+ABOVE_STATIC = 0.5
 # where the time to the top is measured: on the episode's own scale (every curve, a flat or falling one included,
 # reaches its own maximum somewhere) or on the task's common raw scale ("dataset": only an episode whose raw
 # score climbs to the top of the task's range reaches it; the rest count as never reaching it)
@@ -114,6 +117,19 @@ def static_success_scores(episodes: list[dict], present: np.ndarray, rule: str) 
     return np.asarray(out, dtype=np.float64)
 
 
+def above_static_share(real: np.ndarray, static: np.ndarray) -> float:
+    """The share of episodes whose real video's success score is above its static-video control's (NaN for
+    none): below ABOVE_STATIC, most real videos score no higher than a still frame of themselves."""
+    real, static = np.asarray(real, np.float64), np.asarray(static, np.float64)
+    return float(np.mean(real > static)) if real.size else float("nan")
+
+
+def _has_static(episodes: list[dict], present: np.ndarray) -> bool:
+    by_index = {int(e["episode_index"]): e for e in episodes}
+    return all(np.isfinite(np.asarray(by_index[int(e)].get("control_raw_scores") or [np.nan], np.float64)).any()
+               for e in present)
+
+
 def static_reliability(real: np.ndarray, static: np.ndarray) -> float:
     """The share of the success scores' spread across episodes that their static videos do not show:
     clip(1 − var(static) / var(real), 0, 1). A static video shows what the scene and the wording alone score
@@ -138,7 +154,9 @@ class AdvantageStats:
     top_frame: np.ndarray = field(repr=False)  # (E,) T*_e on the episode scale
     quality: np.ndarray = field(repr=False)  # (E,) z_e
     time_frame: np.ndarray = field(repr=False)  # (E,) the T*_e z_e's time term read (on ``time_scale``)
-    reliability: dict = field(default_factory=dict)  # task → the factor z_e was shrunk by (shrink="static")
+    reliability: dict = field(default_factory=dict)  # task → the factor z_e was shrunk by (shrink="static"|"above_static")
+    # shrink="above_static": task → the share of its episodes above their static control; None: no control to check
+    above_static: dict | None = None
     table: dict = field(default_factory=dict, repr=False)  # the fit table's episode column (rank/top transforms)
     _reference: dict = field(default_factory=dict, repr=False, compare=False)  # sorted A of every sample
 
@@ -188,11 +206,18 @@ class AdvantageStats:
                 known, _first_at(ep_col, frame_col, offset[ep_col] + slope[ep_col] * level >= top - 1e-9, lengths),
                 0.0)
         quality = np.full(size, np.nan)
+        checked = shrink == "above_static" and _has_static(episodes, present)
         reliability = _episode_quality(quality, by_index, episodes, present, tasks, raw, ranges,
                                        time_frame[present] / lengths[present], success_weight, final_weight,
-                                       time_weight, std_floor, success_from, shrink)
+                                       time_weight, std_floor, success_from,
+                                       "none" if shrink == "above_static" and not checked else shrink)
+        above = None
+        if checked:
+            above = {t: share for t, (share, _) in reliability.items()}
+            reliability = {t: factor for t, (_, factor) in reliability.items()}
         return cls(scale=scale, top=float(top), known=known, slope=slope, offset=offset, top_frame=top_frame,
-                   quality=quality, time_frame=time_frame, reliability=reliability, table={"episode": ep_col})
+                   quality=quality, time_frame=time_frame, reliability=reliability, above_static=above,
+                   table={"episode": ep_col})
 
     def episodes_of(self, episode) -> np.ndarray:
         if episode is None:
@@ -280,7 +305,8 @@ def _common_scale(ep_col, level, present, tasks, raw, scale: str, size: int):
 
 def _episode_quality(quality, by_index, episodes, present, tasks, raw, ranges, frac, success_weight,
                      final_weight, time_weight, std_floor, success_from, shrink) -> dict:
-    """Write z_e of the present episodes into ``quality``; returns per task the static shrink factor."""
+    """Write z_e of the present episodes into ``quality``; returns per task the static shrink factor (for
+    ``above_static``: (the share above the static control, the factor))."""
     success = np.array([by_index[int(e)].get("success_score") for e in present], dtype=object)
     has_success = np.array([s is not None and np.isfinite(float(s)) for s in success])
     if not has_success.all():
@@ -288,7 +314,7 @@ def _episode_quality(quality, by_index, episodes, present, tasks, raw, ranges, f
         raise WeightingError(f"{RULE} needs every episode's success_score in the manifest; episodes {bad[:5]} "
                              "have none (re-run pipeline.annotate)")
     static = (static_success_scores(episodes, present, RULE)
-              if success_from == "minus_static" or shrink == "static" else None)
+              if success_from == "minus_static" or shrink in ("static", "above_static") else None)
     s = success.astype(np.float64)
     real = s.copy()
     if success_from == "minus_static":
@@ -311,6 +337,12 @@ def _episode_quality(quality, by_index, episodes, present, tasks, raw, ranges, f
             m = tasks == task
             reliability[str(task)] = static_reliability(real[m], static[m])
             quality[present[m]] *= reliability[str(task)]
+    if shrink == "above_static":
+        for task in np.unique(tasks):
+            m = tasks == task
+            share = above_static_share(real[m], static[m])
+            reliability[str(task)] = (share, 1.0 if share >= ABOVE_STATIC else 0.0)
+            quality[present[m]] *= reliability[str(task)][1]
     return reliability
 
 
