@@ -342,3 +342,15 @@ def test_good_subsets_are_fixed_draws_of_the_good_episodes():
     assert exp.good_subset_of("good", good) == good
     assert exp.VARIANTS["good_n15_d3"] == (["weighting=none"], "good15d3")
     assert "good_n20_d4" in exp.REFERENCE_VARIANTS and "good_n20_d4" not in exp.DEFAULT_VARIANTS
+
+
+def test_the_grid_keeps_its_rows_without_the_reward_check_unless_a_variant_asks():
+    from experiments.rabc import VARIANTS, train_config, variant_overrides
+
+    assert train_config(["weighting=episode_quality"]).weighting.shrink == "none"  # every earlier row's reading
+    assert train_config(variant_overrides("episode_quality_gate")).weighting.shrink == "above_static"
+    assert train_config(variant_overrides("recommended")).weighting.shrink == "above_static"  # today's default
+    assert "shrink" not in train_config(list(VARIANTS["none"][0])).weighting  # a rule without the parameter
+    from configs import load_config
+
+    assert load_config("train", ["weighting=episode_quality"]).weighting.shrink == "above_static"  # control

@@ -85,8 +85,9 @@ def test_static_options_need_the_control_and_valid_values():
             fit_weighting_stats("episode_quality", table, episodes, **params, **PARAMS)
     with pytest.raises(WeightingError, match="success_from='static'"):
         fit_weighting_stats("episode_quality", table, episodes, success_from="static", **PARAMS)
-    # control: the defaults read no control at all
+    # control: the defaults need no control (the reward check is skipped without one)
     assert fit_weighting_stats("episode_quality", table, episodes, **PARAMS).reliability == {}
+    assert fit_weighting_stats("episode_quality", table, episodes, **PARAMS).above_static is None
 
 
 def test_the_reward_check_keeps_the_rule_unless_most_real_videos_score_below_their_still_control():
@@ -94,7 +95,7 @@ def test_the_reward_check_keeps_the_rule_unless_most_real_videos_score_below_the
 
     table, episodes = _episodes(STATIC)  # every real video above its control
     kept = fit_weighting_stats("episode_quality", table, episodes, shrink="above_static", **PARAMS)
-    plain = fit_weighting_stats("episode_quality", table, episodes, **PARAMS)
+    plain = fit_weighting_stats("episode_quality", table, episodes, shrink="none", **PARAMS)
     assert kept.above_static == {"push": 1.0} and kept.reliability == {"push": 1.0}
     np.testing.assert_array_equal(kept.quality[:4], plain.quality[:4])  # not firing changes nothing
     # three of four real videos below their static control: the check fires, the weights are uniform
@@ -102,7 +103,10 @@ def test_the_reward_check_keeps_the_rule_unless_most_real_videos_score_below_the
     fired = fit_weighting_stats("episode_quality", *_episodes(low), shrink="above_static", **PARAMS)
     assert fired.above_static == {"push": 0.25} and fired.reliability == {"push": 0.0}
     np.testing.assert_array_equal(_weights(fired), np.ones(4, np.float32))
-    assert _weights(fit_weighting_stats("episode_quality", *_episodes(low), **PARAMS)).max() > 10  # control
+    assert _weights(fit_weighting_stats("episode_quality", *_episodes(low), shrink="none",
+                                        **PARAMS)).max() > 10  # control: unchecked, far from uniform
+    # the default checks (Decision 9, docs/experiments.md)
+    assert fit_weighting_stats("episode_quality", *_episodes(low), **PARAMS).reliability == {"push": 0.0}
     # the threshold: exactly half above keeps the rule
     half = REAL + np.array([-1.0, -1.0, 1.0, 1.0])
     assert above_static_share(REAL, half) == ABOVE_STATIC
@@ -132,5 +136,5 @@ def test_training_says_what_the_reward_check_found(tmp_path):
                             "weighting.scale=episode", steps=1))[0]
     assert any("only 0% of the episodes score above their static-video control" in n for n in module.weight_notes)
     control = build(tiny_cfg(shards, tmp_path / "c", "act", "episode_quality", "weighting.scale=episode",
-                             steps=1))[0]
+                             "weighting.shrink=none", steps=1))[0]
     assert not any("reward check" in n for n in control.weight_notes)  # control: not asked, not said

@@ -163,7 +163,7 @@ class AdvantageStats:
     @classmethod
     def fit(cls, table, episodes: list[dict], *, scale: str = "dataset", top: float = 0.95,
             success_weight: float = 1.0, final_weight: float = 0.0, time_weight: float = 0.5,
-            std_floor: float = 0.1, success_from: str = "real", shrink: str = "none",
+            std_floor: float = 0.1, success_from: str = "real", shrink: str = "above_static",
             time_scale: str = "episode") -> AdvantageStats:
         """Fit from ``table`` (:class:`data.progress_table.ProgressTable`) and the manifest's ``episodes``."""
         _check_params(scale, top, success_weight, final_weight, time_weight, success_from, shrink, time_scale)
