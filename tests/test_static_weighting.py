@@ -138,3 +138,18 @@ def test_training_says_what_the_reward_check_found(tmp_path):
     control = build(tiny_cfg(shards, tmp_path / "c", "act", "episode_quality", "weighting.scale=episode",
                              "weighting.shrink=none", steps=1))[0]
     assert not any("reward check" in n for n in control.weight_notes)  # control: not asked, not said
+
+    # where the check fires, training is plain BC's: the same seed gives the same trained weights (control: the
+    # unchecked rule, on the same shards, trains otherwise)
+    from policies.training import train
+
+    def trained(tag, weighting, *extra):
+        run = train(tiny_cfg(shards, tmp_path / tag, "act", weighting, *extra, steps=3, steps_per_epoch=3))
+        return torch.load(run.checkpoint, weights_only=False)["state_dict"]
+
+    plain = trained("plain", "none")
+    gated = trained("gated", "episode_quality", "weighting.scale=episode")
+    unchecked = trained("unchecked", "episode_quality", "weighting.scale=episode", "weighting.shrink=none")
+    params = [k for k in plain if k.startswith("policy.") and plain[k].dtype.is_floating_point]
+    assert all(torch.equal(plain[k], gated[k]) for k in params)
+    assert not all(torch.equal(plain[k], unchecked[k]) for k in params)
