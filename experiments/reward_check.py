@@ -31,6 +31,7 @@ def check_cell(task: str, reward: str, out: Path) -> dict:
         VARIANTS,
         annotate,
         annotation_window,
+        fitted_weights,
         make_corpus,
         policy_overrides,
         reward_dir,
@@ -49,12 +50,11 @@ def check_cell(task: str, reward: str, out: Path) -> dict:
                       [*reward_overrides(reward, "next.reward"), f"window.obs_steps={obs_steps}"])
     base = [f"data.shards={shards}", *policy_overrides(args), f"out={out / 'reward_check_fit'}"]
     table, w = sample_weights(train_config([*base, *VARIANTS["episode_quality_resample"][0]]))
-    gated_cfg = train_config([*base, *VARIANTS["episode_quality_gate"][0]])
-    from policies.training import build
-
-    module = build(gated_cfg)[0]
-    share = module.weighting_stats.above_static[str(next(iter(module.weighting_stats.above_static)))]
-    _, gated = sample_weights(gated_cfg)
+    module, _, gated = fitted_weights(train_config([*base, *VARIANTS["episode_quality_gate"][0]]))
+    above = module.weighting_stats.above_static
+    if not above:
+        raise SystemExit(f"{shards} has no static-video control to check (annotate with control.static=true)")
+    (share,) = above.values()  # one task per corpus
     fires = share < ABOVE_STATIC
     good = np.array([quality[int(e)] in GOOD_QUALITIES for e in table.episode])
     return {"task": task, "reward": reward, "above_static": share, "fires": bool(fires),
