@@ -125,6 +125,10 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
                                   "labels=PERSON:10:heaviest", "calibrate=false", "data.sampling=resample"], "all"),
     # the ceiling of labelling: every episode labelled, plain BC on the good ones
     "good_only": (["weighting=none"], "good"),
+    # perfect success labels and nothing else (declared before its runs, docs/experiments.md, "Success labels
+    # alone"): plain BC on every episode that succeeds, detours included: what a reward that detects success
+    # without error, but cannot tell a detour from a direct success, gives at best by filtering
+    "success_only": (["weighting=none"], "success"),
     # how many good demonstrations the policy needs (declared before its runs, docs/experiments.md): plain BC on N
     # of the good ones, a random draw fixed per task (good_subset): what labels buy when only the episodes a person
     # labelled good are trusted
@@ -144,10 +148,11 @@ LABELLED_VARIANTS = ("recommended_reviewed", *FIRST_CALIBRATION, "labels_zero_k1
                      *(n for n in VARIANTS if n.startswith("labels2_")))
 CONTROL_VARIANTS = ("episode_quality_minus_static", "episode_quality_shrunk", "episode_quality_gate")
 # awr: see the single-task table in docs/experiments.md; the control readers need a simulated profile
-DEFAULT_VARIANTS = [v for v in VARIANTS if v != "awr" and not v.startswith("good_n")
+DEFAULT_VARIANTS = [v for v in VARIANTS if v not in ("awr", "success_only") and not v.startswith("good_n")
                     and v not in (*CONTROL_VARIANTS, *LABELLED_VARIANTS)]
 # trained on labels (expert_only, good_only) or the baseline: not candidates
-REFERENCE_VARIANTS = ("none", "expert_only", "good_only", *(v for v in VARIANTS if v.startswith("good_n")))
+REFERENCE_VARIANTS = ("none", "expert_only", "good_only", "success_only",
+                      *(v for v in VARIANTS if v.startswith("good_n")))
 COLUMN = "column"  # the simulator's own dense reward, annotated with reward=column (the perfect signal)
 # the simulated VLM-error profiles in the order of the error they carry (configs/reward/vlm_errors_profiles/)
 PROFILE_ORDER = ("oracle", "qwen3vl_32b_like", "qwen3vl_8b_like", "weak")
@@ -434,6 +439,17 @@ def good_subset_of(which: str, good: list[int]) -> list[int]:
         return good
     n, _, d = which.removeprefix("good").partition("d")
     return good_subset(good, int(n), int(d or 0))
+
+
+def subset_episodes(which: str, labels_doc: dict) -> list[int]:
+    """The episodes of a variant's shards other than "all" and "expert": "success" (every episode that succeeds,
+    detours included) or one of :func:`good_subset_of`'s."""
+    if which == "success":
+        return sorted(int(e["episode_index"]) for e in labels_doc["episodes"] if e["success"])
+    from data.quality_labels import quality_by_episode
+
+    quality = quality_by_episode(labels_doc)
+    return good_subset_of(which, sorted(e for e, q in quality.items() if q in GOOD_QUALITIES))
 
 
 def simulated_person(order: str, k: int, heavy: dict[int, float], episodes: list[dict],
@@ -785,7 +801,6 @@ def run_task(task: str, args, variants: list[str], reward: str = COLUMN) -> dict
     labels_doc = read_quality_labels(corpus)
     labels = quality_by_episode(labels_doc)
     expert_eps = sorted(e for e, q in labels.items() if q == "expert")
-    good_eps = sorted(e for e, q in labels.items() if q in GOOD_QUALITIES)
     results["corpus"] = {q: sum(1 for v in labels.values() if v == q) for q in sorted(set(labels.values()))}
     results["corpus_successes"] = sum(bool(e["success"]) for e in labels_doc["episodes"])
     # the annotation's window is what the policy trains on (ACT: one observation and its action chunk)
@@ -795,8 +810,8 @@ def run_task(task: str, args, variants: list[str], reward: str = COLUMN) -> dict
     shards = {"all": annotate(corpus, out / "annotation_all", None, horizon,
                               [*reward_overrides(reward, args.reward_column), *window]),
               "expert": annotate(corpus, policy_root / "annotation_expert", expert_eps, horizon, window)}
-    for which in sorted({VARIANTS[n][1] for n in variants} - {"all", "expert"}):  # good, goodN, goodNdD
-        shards[which] = annotate(corpus, policy_root / f"annotation_{which}", good_subset_of(which, good_eps),
+    for which in sorted({VARIANTS[n][1] for n in variants} - {"all", "expert"}):  # success, good, goodN, goodNdD
+        shards[which] = annotate(corpus, policy_root / f"annotation_{which}", subset_episodes(which, labels_doc),
                                  horizon, window)
     print(f"{task}: corpus + annotation {time.perf_counter() - t0:.0f} s; {results['corpus']}", flush=True)
 

@@ -354,3 +354,14 @@ def test_the_grid_keeps_its_rows_without_the_reward_check_unless_a_variant_asks(
     from configs import load_config
 
     assert load_config("train", ["weighting=episode_quality"]).weighting.shrink == "above_static"  # control
+
+
+def test_success_only_trains_on_every_success_detours_included():
+    """The success_only reference (perfect success labels, nothing else): its shards hold every episode that
+    succeeds, detours included, failures not; good_only's hold no detour (control)."""
+    doc = {"episodes": [{"episode_index": i, "quality": q, "success": q != "failure"}
+                        for i, q in enumerate(["expert", "detour", "failure", "noisy", "detour", "failure"])]}
+    assert exp.subset_episodes("success", doc) == [0, 1, 3, 4]
+    assert exp.subset_episodes("good", doc) == [0, 3]
+    assert exp.VARIANTS["success_only"] == (["weighting=none"], "success")
+    assert "success_only" in exp.REFERENCE_VARIANTS and "success_only" not in exp.DEFAULT_VARIANTS
