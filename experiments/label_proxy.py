@@ -3,6 +3,7 @@
     python -m experiments.label_proxy --corpora outputs/rabc_grid --out outputs/label_proxy
     python -m experiments.label_proxy --corpora outputs/rabc_grid --out outputs/label_proxy --validate
     python -m experiments.label_proxy --corpora outputs/rabc_grid --out outputs/label_proxy --find 10,15
+    python -m experiments.label_proxy --corpora outputs/rabc_grid --out outputs/label_proxy --separation
 
 For every task, simulator of the reward's errors and profile, the corpus (``CORPORA/TASK/corpus``, written by
 ``python -m benchmarks.rabc_experiment``) is annotated with that SIMULATED reward (into ``OUT``; 3 s each) and
@@ -20,7 +21,8 @@ pure). It is a screen, not a result: docs/experiments.md says which decisions re
 ``random`` (not a product order: labels drawn at random, 20 draws, the mean) shows what representative labels
 give. Writes ``OUT/label_proxy.json`` and ``OUT/label_proxy.md``. ``--find N,…`` instead counts, per cell and
 order, the labels the person gives before N of them are good (``OUT/labels_to_find.json``/``.md``): the cost of
-training on labelled good episodes alone.
+training on labelled good episodes alone. ``--separation`` instead reports how well each episode feature tells
+good from bad episodes and, among the successes, good ones from detours (``OUT/separation.json``/``.md``).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ def cell(corpus: Path, out: Path, simulator: str, profile: str, rule: list[str] 
     quality = quality_by_episode(read_quality_labels(corpus))
     return {"key": key, "episode": np.asarray(table.episode), "rule": np.asarray(w, dtype=np.float64),
             "episodes": manifest["episodes"], "good": {e: q in ("expert", "noisy") for e, q in quality.items()},
+            "quality": quality,
             "heavy": dict(heaviest_episodes(table.episode, w))}
 
 
@@ -114,6 +117,37 @@ def features_best(c: dict) -> dict:
     p = dict(zip(index.tolist(), fit.predict(x).tolist(), strict=True))
     w = np.array([p[int(e)] for e in c["episode"]])
     return {**shares(c, w), "labelled_good": 0, "feature": "+".join(fit.features) or "none"}
+
+
+def separation(c: dict) -> dict[str, dict[str, float | None]]:
+    """How well each episode feature of the annotation (the calibration's, the rule's weight among them) tells
+    apart, as AUROC (0.5 = chance; below 0.5 the feature ranks the other way): good from bad episodes, successes
+    from failures, and, among the successes, good episodes from detours. Truth from the corpus, for analysis."""
+    from pipeline.report.metrics import auroc
+    from policies.weighting.calibrated import FEATURES, episode_features
+
+    index, x, _ = episode_features(c["episodes"], c["heavy"])
+    quality = np.array([c["quality"][int(e)] for e in index])
+    good = np.array([c["good"][int(e)] for e in index])
+    success = quality != "failure"
+    return {f: {"good_vs_bad": auroc(x[:, j], good), "success_vs_failure": auroc(x[:, j], success),
+                "good_vs_detour": auroc(x[success, j], good[success])} for j, f in enumerate(FEATURES)}
+
+
+def separation_markdown(results: dict) -> str:
+    feats = list(next(iter(results.values())))
+
+    def fmt(v: float | None) -> str:
+        return "–" if v is None else f"{v:.2f}"
+
+    lines = ["AUROC of each episode feature (0.5 = chance; below 0.5 it ranks the other way): good vs bad / success "
+             "vs failure / good vs detour among the successes. SIMULATED reward errors; truth from the corpus.", "",
+             "| cell | " + " | ".join(feats) + " |", "|---" * (len(feats) + 1) + "|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | " + " | ".join(
+            " / ".join(fmt(r[f][k]) for k in ("good_vs_bad", "success_vs_failure", "good_vs_detour")) for f in feats)
+            + " |")
+    return "\n".join(lines) + "\n"
 
 
 def run_cell(c: dict, ks: list[int]) -> dict:
@@ -231,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="rule_set", action="append", default=[], metavar="KEY=VALUE",
                     help="a further override of the rule the labels act on (e.g. weighting.time_scale=dataset)")
     ap.add_argument("--find", metavar="N,…", help="instead: the labels it takes to find N good episodes")
+    ap.add_argument("--separation", action="store_true",
+                    help="instead: how well each episode feature tells good from bad, and good from detours")
     ap.add_argument("--validate", action="store_true",
                     help="instead: how well each measure ranks the pooled success of the grid's finished runs")
     args = ap.parse_args(argv)
@@ -255,6 +291,20 @@ def main(argv: list[str] | None = None) -> int:
                   f"{p['effective_good']:.1f}, good episodes {p['good_episodes']:.1f}, success {p['success']:.2f}")
         print(f"{len(v['points'])} runs' pooled success; Spearman rho: "
               + ", ".join(f"{m} {r:.2f}" for m, r in v["spearman"].items()))
+        return 0
+    if args.separation:
+        sep = {}
+        for task in args.tasks.split(","):
+            for sim in args.simulators.split(","):
+                for profile in args.profiles.split(","):
+                    if sim == "rank" and profile == "oracle":
+                        continue  # the oracle annotation is the same on both simulators
+                    c = cell(Path(args.corpora) / task / "corpus", out / task, sim, profile)
+                    sep[f"{task} {c['key']}"] = separation(c)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "separation.json").write_text(json.dumps(sep, indent=1))
+        (out / "separation.md").write_text(separation_markdown(sep))
+        print(separation_markdown(sep))
         return 0
     if args.find:
         ns = [int(n) for n in args.find.split(",")]

@@ -4,7 +4,7 @@ training's weights, the labels' effect through the calibration or only zeroing, 
 import numpy as np
 import pytest
 
-from experiments.label_proxy import features_best, labels_to_find, measures
+from experiments.label_proxy import features_best, labels_to_find, measures, separation
 
 
 def cell() -> dict:
@@ -48,3 +48,22 @@ def test_labels_to_find_good_episodes_by_hand():
     assert 1.0 <= found["random"][1] <= 3.0 and 2.0 <= found["random"][2] <= 4.0
     flipped = {**c, "heavy": {0: 6.0, 1: 6.0, 2: 2.0, 3: 2.0}}  # control: the rule's heaviest now good
     assert labels_to_find(flipped, [2], orders=("heaviest",))["heaviest"] == {2: 2.0}
+
+
+def test_separation_tells_good_from_detours_only_where_a_feature_does():
+    """Six episodes: 0, 1 good, 2, 3 detours (succeed), 4, 5 failures. The success score ranks good > detour >
+    failure: AUROC 1 on each comparison; the rule weighs detours most: below 0.5 good vs detour."""
+    scores = {0: 0.9, 1: 0.8, 2: 0.7, 3: 0.6, 4: 0.1, 5: 0.0}
+    quality = {0: "expert", 1: "noisy", 2: "detour", 3: "detour", 4: "failure", 5: "failure"}
+    episodes = [{"episode_index": e, "task": "t", "length": 2, "count": 2, "prefix_ends": [1, 2],
+                 "raw_scores": [0.0, s], "success_score": s} for e, s in scores.items()]
+    c = {"episodes": episodes, "quality": quality, "good": {e: q in ("expert", "noisy") for e, q in quality.items()},
+         "heavy": {0: 2.0, 1: 2.0, 2: 8.0, 3: 8.0, 4: 1.0, 5: 1.0}}
+    sep = separation(c)
+    assert sep["success"] == {"good_vs_bad": 1.0, "success_vs_failure": 1.0, "good_vs_detour": 1.0}
+    assert sep["rule"]["good_vs_detour"] == 0.0 and sep["rule"]["success_vs_failure"] == 1.0
+    # negative control: a success score that scores detours as high as direct successes tells them apart at chance
+    for e in (2, 3):
+        episodes[e]["success_score"] = episodes[e - 2]["success_score"]
+    tied = separation(c)["success"]
+    assert tied["good_vs_detour"] == 0.5 and tied["success_vs_failure"] == 1.0
