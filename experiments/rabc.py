@@ -361,14 +361,14 @@ def annotate(corpus: Path, out: Path, episodes: list[int] | None, horizon: int,
 
 def fitted_weights(train_cfg):
     """(module, fit table, weights): the run's module with its rule fitted, and the weight that rule gives every
-    training sample, exactly as training fits and weighs them (the statistics: ``module.weighting_stats``)."""
-    from data.progress_table import fit_progress_table
-    from policies.run_weights import sample_weights as weights_of
-    from policies.training import build
+    training sample, exactly as training fits and weighs them (the statistics: ``module.weighting_stats``), the
+    progress windows read once."""
+    from policies.training import weighted_run
 
-    module, _, manifest = build(train_cfg)
-    table = fit_progress_table(train_cfg.data.shards, module.adapter.needs().future_actions, manifest)
-    return module, table, weights_of(module, table, manifest)[1]
+    module, _, _, table, _, w = weighted_run(train_cfg)
+    if table is None:
+        raise ValueError("fitted_weights: the run's rule has no statistics to fit (plain BC weighs every sample 1)")
+    return module, table, w
 
 
 def sample_weights(train_cfg):

@@ -166,7 +166,7 @@ def select_cameras(features: dict, cameras) -> dict:
 def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
     """The module and data of a run (weighting statistics fitted, samples resampled by weight under
     ``data.sampling=resample``), without a Trainer."""
-    module, dm, manifest, table, _, w = _weighted(cfg)
+    module, dm, manifest, table, _, w = weighted_run(cfg)
     uniform = table is None and not len(module.left_out) and not len(module.calibrated_ids)
     if cfg.data.sampling == "resample" and not uniform:  # (plain BC without labels: nothing to resample)
         if table is None:  # plain BC: every sample 1, but for the calibrated and left-out episodes
@@ -179,7 +179,7 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
     return module, dm, manifest
 
 
-def _weighted(cfg: DictConfig):
+def weighted_run(cfg: DictConfig):
     """The module and data of a run with the weighting statistics fitted and labels applied, and — where the rule
     has statistics — the progress table and every sample's weight under the rule alone and as training weighs it
     (else None, None, None)."""
@@ -245,7 +245,7 @@ def episode_weights(cfg: DictConfig) -> tuple[dict[int, float], dict[int, float]
     """Per episode, the total weight of its samples under the run's rule alone and as training weighs them
     (labels and calibration applied), and the module they were fitted with; for the corpus review page and the
     order of episodes worth labelling. Plain BC (a rule without statistics) weighs every sample 1."""
-    module, _, manifest, table, rule, w = _weighted(cfg)
+    module, _, manifest, table, rule, w = weighted_run(cfg)
     if table is not None:
         episodes = np.asarray(table.episode)
     else:
