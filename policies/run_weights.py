@@ -112,7 +112,9 @@ def reward_check_notes(module: BCModule) -> list[str]:
             notes.append(f"reward check: in task {task!r} only {100 * share:.0f}% of the episodes score above their "
                          f"static-video control (< {100 * ABOVE_STATIC:.0f}%): the reward shows no more progress than "
                          "a video in which nothing moves, so the rule weighs every episode alike there (plain BC; "
-                         "labels still apply). Label a few episodes (labels=FILE) to train on the good ones")
+                         "labels still apply). To train on the good ones, label episodes on the corpus page "
+                         "(python -m policies.review ANNOTATION_DIR) until about 15 are good and train with "
+                         "labels=FILE labels_only=true (docs/weighting.md)")
         else:
             notes.append(f"reward check: in task {task!r} {100 * share:.0f}% of the episodes score above their "
                          "static-video control: the rule's weights are kept")

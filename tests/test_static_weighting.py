@@ -134,7 +134,8 @@ def test_training_says_what_the_reward_check_found(tmp_path):
     manifest.write_text(json.dumps(doc))
     module = build(tiny_cfg(shards, tmp_path / "b", "act", "episode_quality", "weighting.shrink=above_static",
                             "weighting.scale=episode", steps=1))[0]
-    assert any("only 0% of the episodes score above their static-video control" in n for n in module.weight_notes)
+    fired = [n for n in module.weight_notes if "only 0% of the episodes score above their static-video control" in n]
+    assert len(fired) == 1 and "labels_only=true" in fired[0]  # and it says what to do instead
     control = build(tiny_cfg(shards, tmp_path / "c", "act", "episode_quality", "weighting.scale=episode",
                              "weighting.shrink=none", steps=1))[0]
     assert not any("reward check" in n for n in control.weight_notes)  # control: not asked, not said
