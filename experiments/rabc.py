@@ -365,9 +365,13 @@ def fitted_weights(train_cfg):
     progress windows read once."""
     from policies.training import weighted_run
 
-    module, _, _, table, _, w = weighted_run(train_cfg)
-    if table is None:
-        raise ValueError("fitted_weights: the run's rule has no statistics to fit (plain BC weighs every sample 1)")
+    module, _, manifest, table, _, w = weighted_run(train_cfg)
+    if table is None:  # a rule without statistics (plain BC): every sample 1 but the episodes left out
+        from data.progress_table import fit_progress_table
+        from policies.run_weights import trained_weights
+
+        table = fit_progress_table(train_cfg.data.shards, module.adapter.needs().future_actions, manifest)
+        w = trained_weights(module, np.ones(len(table.episode)), table.episode)
     return module, table, w
 
 

@@ -365,3 +365,21 @@ def test_success_only_trains_on_every_success_detours_included():
     assert exp.subset_episodes("good", doc) == [0, 3]
     assert exp.VARIANTS["success_only"] == (["weighting=none"], "success")
     assert "success_only" in exp.REFERENCE_VARIANTS and "success_only" not in exp.DEFAULT_VARIANTS
+
+
+def test_sample_weights_of_plain_bc_are_one_but_for_the_labelled_bad(tmp_path):
+    """The experiment's weight report also reads rules without statistics (the references, plain BC): every sample
+    weighs 1, and with labels the bad episodes 0 (control: the same run without labels keeps them at 1)."""
+    import argparse
+
+    from data.success_labels import Label, write_labels
+    from tests.fixtures.shards import write_tiny_shards
+
+    shards = write_tiny_shards(tmp_path / "s", episodes=4, length=16, obs_steps=2, horizon=10, images=False)
+    base = [f"data.shards={shards}", *exp.policy_overrides(argparse.Namespace()), "weighting=none"]
+    table, w = exp.sample_weights(exp.train_config([*base, f"out={tmp_path / 'a'}"]))
+    assert len(w) == len(table.episode) > 0 and np.all(w == 1.0)
+    labels = write_labels(tmp_path / "l.csv", {("", 2): Label(None, "", False), ("", 0): Label(None, "", True)})
+    table, w = exp.sample_weights(exp.train_config([*base, f"labels={labels}", f"out={tmp_path / 'b'}"]))
+    bad = np.asarray(table.episode) == 2
+    assert bad.any() and np.all(w[bad] == 0.0) and np.all(w[~bad] == 1.0)
