@@ -119,6 +119,11 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     # uniform in a task where fewer than half the episodes score above their static-video control
     "episode_quality_gate": (["weighting=episode_quality", EPISODE_TIME, f"weighting.beta={SHARP_BETA}",
                               "data.sampling=resample", "weighting.shrink=above_static"], "all"),
+    # pre-registered (docs/experiments.md, "Decision 10"): today's default with the time to the top counted only for
+    # a curve that rose (time_scale=rise), so a stall's early own top earns no time bonus
+    "episode_quality_rise_gate": (["weighting=episode_quality", "weighting.time_scale=rise",
+                                   f"weighting.beta={SHARP_BETA}", "data.sampling=resample",
+                                   "weighting.shrink=above_static"], "all"),
     # pre-registered with it (docs/experiments.md, "Weighted resampling", the K = 10 candidate): ten labels in the
     # heaviest order zeroing the bad episodes (not read: data.skip_left_out), the rest resampled by today's rule
     "labels_zero_k10_resample": (["weighting=episode_quality", EPISODE_TIME, f"weighting.beta={SHARP_BETA}",
@@ -146,7 +151,8 @@ LABELLED_VARIANTS = ("recommended_reviewed", *FIRST_CALIBRATION, "labels_zero_k1
                      "labels_only_k10", "labels_only_g15", "labels_only_g15_full", "labels_only_g15_spread",
                      "labels_zero_k10_resample",
                      *(n for n in VARIANTS if n.startswith("labels2_")))
-CONTROL_VARIANTS = ("episode_quality_minus_static", "episode_quality_shrunk", "episode_quality_gate")
+CONTROL_VARIANTS = ("episode_quality_minus_static", "episode_quality_shrunk", "episode_quality_gate",
+                    "episode_quality_rise_gate")
 # awr: see the single-task table in docs/experiments.md; the control readers need a simulated profile
 DEFAULT_VARIANTS = [v for v in VARIANTS if v not in ("awr", "success_only") and not v.startswith("good_n")
                     and v not in (*CONTROL_VARIANTS, *LABELLED_VARIANTS)]
