@@ -369,15 +369,11 @@ def fitted_weights(train_cfg):
     """(module, fit table, weights): the run's module with its rule fitted, and the weight that rule gives every
     training sample, exactly as training fits and weighs them (the statistics: ``module.weighting_stats``), the
     progress windows read once."""
-    from policies.training import weighted_run
+    from policies.training import plain_weights, weighted_run
 
     module, _, manifest, table, _, w = weighted_run(train_cfg)
-    if table is None:  # a rule without statistics (plain BC): every sample 1 but the episodes left out
-        from data.progress_table import fit_progress_table
-        from policies.run_weights import trained_weights
-
-        table = fit_progress_table(train_cfg.data.shards, module.adapter.needs().future_actions, manifest)
-        w = trained_weights(module, np.ones(len(table.episode)), table.episode)
+    if table is None:  # a rule without statistics (plain BC)
+        table, w = plain_weights(train_cfg, module, manifest)
     return module, table, w
 
 

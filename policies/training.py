@@ -169,14 +169,20 @@ def build(cfg: DictConfig) -> tuple[BCModule, ShardDataModule, dict]:
     module, dm, manifest, table, _, w = weighted_run(cfg)
     uniform = table is None and not len(module.left_out) and not len(module.calibrated_ids)
     if cfg.data.sampling == "resample" and not uniform:  # (plain BC without labels: nothing to resample)
-        if table is None:  # plain BC: every sample 1, but for the calibrated and left-out episodes
-            table = fit_progress_table(cfg.data.shards, module.adapter.needs().future_actions, manifest)
-            w = trained_weights(module, torch.ones(len(table.episode)), table.episode)
+        if table is None:
+            table, w = plain_weights(cfg, module, manifest)
         dm.keep = keep_probabilities(table.episode, table.frame, w)
         module.resampled = True
         module.weight_notes.append(f"sampling=resample: each sample read is kept with probability w / max w "
                                    f"({100 * float(np.mean(list(dm.keep.values()))):.0f}% on average) and weighs 1")
     return module, dm, manifest
+
+
+def plain_weights(cfg: DictConfig, module: BCModule, manifest: dict):
+    """(progress table, per-sample weights) of a rule without statistics (plain BC): every sample 1, but for the
+    calibrated and left-out episodes (``module`` as :func:`weighted_run` leaves it)."""
+    table = fit_progress_table(cfg.data.shards, module.adapter.needs().future_actions, manifest)
+    return table, trained_weights(module, torch.ones(len(table.episode)), table.episode)
 
 
 def weighted_run(cfg: DictConfig):
