@@ -132,7 +132,7 @@ def test_recommended_is_the_demos_rule_and_profiles_annotate_with_the_control():
     assert recommended[0] == f"weighting={rule}"
     yaml = OmegaConf.load(Path(configs.__file__).parent / "weighting" / f"{rule}.yaml")
     assert recommended[1:] == [f"weighting.{k}={v}" for k, v in yaml.items()] and len(recommended) > 5
-    assert "weighting.time_scale=episode" in recommended and "weighting.beta=0.25" in recommended
+    assert "weighting.time_scale=rise" in recommended and "weighting.beta=0.25" in recommended  # Decision 11
     assert exp.variant_overrides("recommended_reviewed")[:-3] == recommended
     # the labelled variants that ran before data.skip_left_out keep reading their left-out episodes; the new don't
     assert exp.variant_overrides("labels_only_g15")[-1] == "data.skip_left_out=false"

@@ -25,7 +25,7 @@ def shards(tmp_path_factory):
 
 
 # tiny shards carry no raw scores: episode quality from the success score and time to the top alone
-EPISODE_QUALITY = ("weighting.scale=episode",)
+EPISODE_QUALITY = ("weighting.scale=episode", "weighting.time_scale=episode",)
 
 
 def _labels(path, rows: dict[int, str]):

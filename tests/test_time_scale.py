@@ -41,8 +41,9 @@ def test_time_to_the_top_on_the_dataset_scale_never_credits_a_falling_curve():
     table, episodes = _corpus()
     episode = fit_weighting_stats("episode_quality", table, episodes, time_scale="episode", **PARAMS)
     dataset = fit_weighting_stats("episode_quality", table, episodes, time_scale="dataset", **PARAMS)
+    rise = fit_weighting_stats("episode_quality", table, episodes, time_scale="rise", **PARAMS)
     assert np.array_equal(fit_weighting_stats("episode_quality", table, episodes, **PARAMS).time_frame,
-                          episode.time_frame)  # the rule's default: the episode's own scale
+                          rise.time_frame)  # the rule's default: the episode's own scale, for a curve that rose
     # first frames at 0.95: episode 0 at 19 (19/20 ≥ 0.95), episode 1 at 10; episode 2 at frame 0 on its own
     # scale, never on the task's (its raw maximum −3 is 0.4 of the range)
     np.testing.assert_allclose(episode.quality[:3], -_z([19 / T, 10 / T, 0 / T]), atol=1e-12)

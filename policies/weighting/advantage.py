@@ -32,8 +32,8 @@ Notation (per sample i of episode e at frame t):
   of success scores that matters is measured against the task's raw range, so equally good episodes are not
   pulled apart by noise) and 1 for the time fraction; then
   z_e = (w_s·z(success_score) + w_f·z(final raw score) − w_t·z(T*_e / length_e)) / (w_s + w_f + w_t)
-  with w_s, w_f, w_t = ``success_weight``, ``final_weight``, ``time_weight``. ``time_scale="dataset"`` (the
-  default) measures the time fraction on the dataset scale: T*_e = the first frame whose p' reaches ``top``,
+  with w_s, w_f, w_t = ``success_weight``, ``final_weight``, ``time_weight``. ``time_scale="dataset"``
+  measures the time fraction on the dataset scale: T*_e = the first frame whose p' reaches ``top``,
   the episode's length if none does (with ``scale="episode"``, which has no common scale, the episode's own).
   ``time_scale="episode"`` measures it on the episode scale, where a curve that starts at its maximum (a
   failure the reward model scores flat or falling) "reaches the top" at frame 0 and earns the largest time
@@ -41,7 +41,9 @@ Notation (per sample i of episode e at frame t):
   offset) as at the top from its first frame. ``time_scale="rise"`` keeps the episode scale (immune to
   offsets) but lets only a curve that rose reach its top: T*_e is the episode scale's when the episode's raw
   rise (maximum minus first score) is at least ``RISE_SHARE`` of its task's median rise, else the episode's
-  length (a flat or falling curve never reaches the top).
+  length (a flat or falling curve never reaches the top). ``"rise"`` is the default (Decision 11 in
+  docs/experiments.md: with a perfect reward ``"episode"`` fell to 68–75% of expert-only BC on two of four tasks,
+  where a failure that stalls early reaches its own low top first).
 
 Weights from A = z_e, shared by every frame of the episode (``transform``): ``"exp"``: w = min(exp(A/β),
 w_max), AWR's exponentiated advantage, clipped (a soft version of ``filter``'s success floor and of TOP-AWR's
@@ -164,7 +166,7 @@ class AdvantageStats:
     def fit(cls, table, episodes: list[dict], *, scale: str = "dataset", top: float = 0.95,
             success_weight: float = 1.0, final_weight: float = 0.0, time_weight: float = 0.5,
             std_floor: float = 0.1, success_from: str = "real", shrink: str = "above_static",
-            time_scale: str = "episode") -> AdvantageStats:
+            time_scale: str = "rise") -> AdvantageStats:
         """Fit from ``table`` (:class:`data.progress_table.ProgressTable`) and the manifest's ``episodes``."""
         _check_params(scale, top, success_weight, final_weight, time_weight, success_from, shrink, time_scale)
         if len(table) == 0:
@@ -264,8 +266,8 @@ def _raw_ranges(by_index: dict, present: np.ndarray, need_raw: bool, scale: str,
                 what = ("scale=dataset" if scale == "dataset" else "time_scale=rise" if time_scale == "rise"
                         else "final_weight > 0")
                 raise WeightingError(f"{RULE} with {what} needs the manifest's raw_scores, but episode {int(e)} "
-                                     "has none; re-run pipeline.annotate, or set weighting.scale=episode "
-                                     "and weighting.final_weight=0")
+                                     "has none; re-run pipeline.annotate, or set weighting.scale=episode, "
+                                     "weighting.time_scale=episode and weighting.final_weight=0")
             continue
         r = np.asarray(scores, dtype=np.float64)
         r = r[np.isfinite(r)]
