@@ -15,7 +15,7 @@ from policies.run_folder import CheckpointError
 from policies.run_weights import heaviest_episodes, sample_weights, weight_notes
 from policies.training import build, train
 from tests.fixtures.bc import tiny_cfg
-from tests.fixtures.shards import write_tiny_shards
+from tests.fixtures.shards import NO_RAW_SCORES, write_tiny_shards
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def shards(tmp_path_factory):
 
 
 # tiny shards carry no raw scores: episode quality from the success score and time to the top alone
-EPISODE_QUALITY = ("weighting.scale=episode", "weighting.time_scale=episode",)
+EPISODE_QUALITY = NO_RAW_SCORES
 
 
 def _labels(path, rows: dict[int, str]):

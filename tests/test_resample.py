@@ -15,7 +15,7 @@ from data.progress_table import fit_progress_table
 from policies.run_weights import sample_weights
 from policies.training import build, keep_probabilities, train
 from tests.fixtures.bc import tiny_cfg
-from tests.fixtures.shards import write_tiny_shards
+from tests.fixtures.shards import NO_RAW_SCORES, write_tiny_shards
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def _data(shards, needs, keep):
 
 
 def test_resample_under_a_rule_keeps_its_weights_and_trains_the_kept_alike(shards, tmp_path):
-    extra = ("weighting.scale=episode", "weighting.time_scale=episode",)
+    extra = NO_RAW_SCORES
     module, dm, _ = build(tiny_cfg(shards, tmp_path / "a", "act", "episode_quality", *extra, steps=1))  # the default
     manifest = load_manifest(shards)
     table = fit_progress_table(shards, module.adapter.needs().future_actions, manifest)
@@ -104,7 +104,7 @@ def test_episode_weights_read_the_progress_windows_once_and_resample_nothing(sha
     monkeypatch.setattr(training, "fit_progress_table", lambda *a, **k: reads.append(1) or real(*a, **k))
     labels = tmp_path / "labels.csv"
     labels.write_text("episode_index,success\n1,failure\n")
-    cfg = tiny_cfg(shards, tmp_path / "a", "act", "episode_quality", "weighting.scale=episode", "weighting.time_scale=episode", f"labels={labels}",
+    cfg = tiny_cfg(shards, tmp_path / "a", "act", "episode_quality", *NO_RAW_SCORES, f"labels={labels}",
                    "calibrate=false", "data.sampling=resample", steps=1)
     rule, training_w, module = training.episode_weights(cfg)
     assert len(reads) == 1 and not module.resampled  # the corpus page's weights: one read, no keep map

@@ -121,11 +121,11 @@ def test_the_reward_check_keeps_the_rule_unless_most_real_videos_score_below_the
 def test_training_says_what_the_reward_check_found(tmp_path):
     from policies.training import build
     from tests.fixtures.bc import tiny_cfg
-    from tests.fixtures.shards import write_tiny_shards
+    from tests.fixtures.shards import NO_RAW_SCORES, write_tiny_shards
 
     shards = write_tiny_shards(tmp_path / "shards", episodes=4, length=16, obs_steps=2, horizon=8, images=False)
     module = build(tiny_cfg(shards, tmp_path / "a", "act", "episode_quality", "weighting.shrink=above_static",
-                            "weighting.scale=episode", "weighting.time_scale=episode", steps=1))[0]
+                            *NO_RAW_SCORES, steps=1))[0]
     assert any("reward check (weighting.shrink=above_static) skipped" in n for n in module.weight_notes)
     manifest = shards / "manifest.json"  # the same shards with static controls far above every real video
     doc = json.loads(manifest.read_text())
@@ -133,10 +133,10 @@ def test_training_says_what_the_reward_check_found(tmp_path):
         e["control_raw_scores"] = [float(e["success_score"]) + 5.0] * 3
     manifest.write_text(json.dumps(doc))
     module = build(tiny_cfg(shards, tmp_path / "b", "act", "episode_quality", "weighting.shrink=above_static",
-                            "weighting.scale=episode", "weighting.time_scale=episode", steps=1))[0]
+                            *NO_RAW_SCORES, steps=1))[0]
     fired = [n for n in module.weight_notes if "only 0% of the episodes score above their static-video control" in n]
     assert len(fired) == 1 and "labels_only=true" in fired[0]  # and it says what to do instead
-    control = build(tiny_cfg(shards, tmp_path / "c", "act", "episode_quality", "weighting.scale=episode", "weighting.time_scale=episode",
+    control = build(tiny_cfg(shards, tmp_path / "c", "act", "episode_quality", *NO_RAW_SCORES,
                              "weighting.shrink=none", steps=1))[0]
     assert not any("reward check" in n for n in control.weight_notes)  # control: not asked, not said
 
@@ -149,8 +149,8 @@ def test_training_says_what_the_reward_check_found(tmp_path):
         return torch.load(run.checkpoint, weights_only=False)["state_dict"]
 
     plain = trained("plain", "none")
-    gated = trained("gated", "episode_quality", "weighting.scale=episode", "weighting.time_scale=episode")
-    unchecked = trained("unchecked", "episode_quality", "weighting.scale=episode", "weighting.time_scale=episode", "weighting.shrink=none")
+    gated = trained("gated", "episode_quality", *NO_RAW_SCORES)
+    unchecked = trained("unchecked", "episode_quality", *NO_RAW_SCORES, "weighting.shrink=none")
     params = [k for k in plain if k.startswith("policy.") and plain[k].dtype.is_floating_point]
     assert all(torch.equal(plain[k], gated[k]) for k in params)
     assert not all(torch.equal(plain[k], unchecked[k]) for k in params)

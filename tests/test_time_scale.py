@@ -44,6 +44,7 @@ def test_time_to_the_top_on_the_dataset_scale_never_credits_a_falling_curve():
     rise = fit_weighting_stats("episode_quality", table, episodes, time_scale="rise", **PARAMS)
     assert np.array_equal(fit_weighting_stats("episode_quality", table, episodes, **PARAMS).time_frame,
                           rise.time_frame)  # the rule's default: the episode's own scale, for a curve that rose
+    assert not np.array_equal(rise.time_frame, episode.time_frame)  # control: the two differ on this corpus
     # first frames at 0.95: episode 0 at 19 (19/20 ≥ 0.95), episode 1 at 10; episode 2 at frame 0 on its own
     # scale, never on the task's (its raw maximum −3 is 0.4 of the range)
     np.testing.assert_allclose(episode.quality[:3], -_z([19 / T, 10 / T, 0 / T]), atol=1e-12)
