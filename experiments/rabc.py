@@ -51,6 +51,13 @@ EPISODE_TIME = "weighting.time_scale=episode"
 # the labelled variants that ran before data.skip_left_out existed read their left-out episodes and weighed them 0
 # (fewer training samples per batch); they keep that, so their recorded runs stay theirs
 READ_LEFT_OUT = "data.skip_left_out=false"
+# the simulated person's labels: labels=PERSON:K:ORDER, heaviness by the recommended rule of the day (the file,
+# person_kK_ORDER.csv, is written once per cell and reused); labels=PERSON:K:ORDER:own, heaviness by the variant's
+# own rule (its overrides other than the labels'), the file keyed by the variant: what a user of that rule would
+# label on the review page (policies.review orders by the rule it is given)
+PERSON = "labels=PERSON:"
+OWN = "own"
+LABEL_KEYS = ("labels=", "calibrate=", "labels_only=")  # the overrides that say how labels are used, not the rule
 VARIANTS: dict[str, tuple[list[str], str]] = {
     "none": (["weighting=none"], "all"),
     "expert_only": (["weighting=none"], "expert"),
@@ -124,6 +131,13 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "episode_quality_rise_gate": (["weighting=episode_quality", "weighting.time_scale=rise",
                                    f"weighting.beta={SHARP_BETA}", "data.sampling=resample",
                                    "weighting.shrink=above_static"], "all"),
+    # declared before its runs (docs/experiments.md, "Runs 11"): ten labels on today's default as train.py trains
+    # them (calibrate=true, the left-out episodes not read), the SIMULATED person labelling the heaviest under that
+    # same rule (:own); and the same labels only zeroing the bad episodes (calibrate=false)
+    **{f"rise_gate_k10{tail}": (["weighting=episode_quality", "weighting.time_scale=rise",
+                                 f"weighting.beta={SHARP_BETA}", "data.sampling=resample",
+                                 "weighting.shrink=above_static", f"{PERSON}10:heaviest:{OWN}", *extra], "all")
+       for tail, extra in (("", []), ("_zero", ["calibrate=false"]))},
     # pre-registered with it (docs/experiments.md, "Weighted resampling", the K = 10 candidate): ten labels in the
     # heaviest order zeroing the bad episodes (not read: data.skip_left_out), the rest resampled by today's rule
     "labels_zero_k10_resample": (["weighting=episode_quality", EPISODE_TIME, f"weighting.beta={SHARP_BETA}",
@@ -142,17 +156,16 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     # episodes"): further random draws of N good ones (draw d: numpy seed d; good_n{N} is draw 0)
     **{f"good_n{n}_d{d}": (["weighting=none"], f"good{n}d{d}") for n in (10, 15, 20) for d in range(1, 5)},
 }
-PERSON = "labels=PERSON:"  # the simulated person's labels: labels=PERSON:K:ORDER
 GOOD_QUALITIES = ("expert", "noisy")  # the simulated person's rule: action noise may not be visible; a detour is
 REVIEWED = 10  # episodes the simulated person labels: the recommended rule's ten heaviest (of 50)
 # the first calibration's rows (commit f35ded4's policies/weighting/calibrated.py): recorded, not run again
 FIRST_CALIBRATION = ("labels_k5", "labels_k10", "labels_k10_uncertain", "labels_k10_mix")
 LABELLED_VARIANTS = ("recommended_reviewed", *FIRST_CALIBRATION, "labels_zero_k10", "labels_zero_k20",
                      "labels_only_k10", "labels_only_g15", "labels_only_g15_full", "labels_only_g15_spread",
-                     "labels_zero_k10_resample",
+                     "labels_zero_k10_resample", "rise_gate_k10", "rise_gate_k10_zero",
                      *(n for n in VARIANTS if n.startswith("labels2_")))
 CONTROL_VARIANTS = ("episode_quality_minus_static", "episode_quality_shrunk", "episode_quality_gate",
-                    "episode_quality_rise_gate")
+                    "episode_quality_rise_gate", "rise_gate_k10", "rise_gate_k10_zero")
 # awr: see the single-task table in docs/experiments.md; the control readers need a simulated profile
 DEFAULT_VARIANTS = [v for v in VARIANTS if v not in ("awr", "success_only") and not v.startswith("good_n")
                     and v not in (*CONTROL_VARIANTS, *LABELLED_VARIANTS)]
@@ -408,19 +421,32 @@ def labels_given(name: str) -> str:
     return f"until {spec[1:]} good" if spec.startswith("g") else spec
 
 
-def person_labels(shards: Path, args, labels_doc: dict, path: Path, spec: str, order: str) -> Path:
+def person_spec(override: str, variant: str, out: Path) -> tuple[str, str, list[str] | None, Path]:
+    """``labels=PERSON:K:ORDER[:own]`` of ``variant`` → (K, order, the rule ordering the heaviest — None: the
+    recommended one — and the labels file under the cell's folder ``out``)."""
+    spec, order, *own = override.removeprefix(PERSON).split(":")
+    if own not in ([], [OWN]):
+        raise ValueError(f"{override}: the third field may only be {OWN!r}")
+    if not own:
+        return spec, order, None, out / f"person_k{spec}_{order}.csv"
+    rule = [o for o in VARIANTS[variant][0] if not o.startswith(LABEL_KEYS)]
+    return spec, order, rule, out / f"person_k{spec}_{order}_{variant}.csv"
+
+
+def person_labels(shards: Path, args, labels_doc: dict, path: Path, spec: str, order: str,
+                  rule: list[str] | None = None) -> Path:
     """The labels file of a SIMULATED person who labels ``spec`` episodes (``K``: K of them; ``gN``: until N
     are good) one at a time, each the first of the acquisition ``order`` given the labels so far
-    (policies.weighting.calibrated.acquisition_order; heaviness: the recommended rule's), good for the
-    GOOD_QUALITIES and bad otherwise; written once to ``path``."""
+    (policies.weighting.calibrated.acquisition_order; heaviness: the ``rule`` overrides' weights, by default the
+    recommended rule's), good for the GOOD_QUALITIES and bad otherwise; written once to ``path``."""
     from data.manifest import load_manifest
     from data.success_labels import Label, write_labels
     from policies.training import episode_weights
 
     if path.is_file():
         return path
-    cfg = train_config([f"data.shards={shards}", *policy_overrides(args), *recommended_overrides(),
-                        f"out={path.parent / 'review_fit'}"])
+    cfg = train_config([f"data.shards={shards}", *policy_overrides(args),
+                        *(recommended_overrides() if rule is None else rule), f"out={path.parent / 'review_fit'}"])
     heavy, _, _ = episode_weights(cfg)
     episodes = load_manifest(shards)["episodes"]
     good = {int(e["episode_index"]): e["quality"] in GOOD_QUALITIES for e in labels_doc["episodes"]}
@@ -840,8 +866,7 @@ def run_task(task: str, args, variants: list[str], reward: str = COLUMN) -> dict
             if any(o.startswith("labels=") for o in VARIANTS[name][0]):
                 (out / "reviewed_labels.csv").unlink(missing_ok=True)  # the heaviest episodes of the old rule
                 for o in [o for o in VARIANTS[name][0] if o.startswith(PERSON)]:
-                    k, order = o.removeprefix(PERSON).split(":")
-                    (out / f"person_k{k}_{order}.csv").unlink(missing_ok=True)
+                    person_spec(o, name, out)[3].unlink(missing_ok=True)
     first = getattr(args, "first_seed", 0) or 0
     for seed in range(first, first + args.seeds):
         for name in variants:
@@ -854,9 +879,8 @@ def run_task(task: str, args, variants: list[str], reward: str = COLUMN) -> dict
                 review = reviewed_labels(shards[which], args, labels_doc, out / "reviewed_labels.csv")
                 extra = [f"labels={review}" if o == "labels=REVIEWED" else o for o in extra]
             for o in [o for o in extra if o.startswith(PERSON)]:
-                k, order = o.removeprefix(PERSON).split(":")
-                person = person_labels(shards[which], args, labels_doc, out / f"person_k{k}_{order}.csv", k,
-                                       order)
+                k, order, rule, file = person_spec(o, name, out)
+                person = person_labels(shards[which], args, labels_doc, file, k, order, rule)
                 extra = [f"labels={person}" if x == o else x for x in extra]
             cfg = train_config([f"data.shards={shards[which]}", *policy_overrides(args), *extra,
                                 f"seed={seed}", f"out={run_dir}"])

@@ -279,6 +279,47 @@ def test_the_simulated_person_labels_in_the_acquisition_order(tmp_path):
     assert exp.variant_overrides("labels_only_g15_full")[-2:] == ["labels=PERSON:g15:heaviest", "labels_only=true"]
 
 
+def test_the_simulated_person_labels_the_heaviest_of_the_variants_own_rule(tmp_path, monkeypatch):
+    """labels=PERSON:K:ORDER:own: heaviness by the variant's own rule (what a user of that rule sees first on the
+    review page), the file keyed by the variant so that another rule's labels of the same K and order are not
+    reused; control: without :own the recommended rule orders, and here the two orders differ."""
+    import argparse
+
+    from data.success_labels import episode_judgements
+    from policies.training import episode_weights
+    from tests.fixtures.shards import write_tiny_shards
+
+    shards = write_tiny_shards(tmp_path / "s", episodes=6, length=16, obs_steps=2, horizon=10, images=False)
+    manifest = json.loads((shards / "manifest.json").read_text())
+    for i, e in enumerate(manifest["episodes"]):  # the later the episode, the higher its success score
+        e["success_score"] = -4.0 + 0.5 * i
+        e["raw_scores"] = list(np.linspace(-5.0, e["success_score"], e["length"]))
+    (shards / "manifest.json").write_text(json.dumps(manifest))
+    qualities = ["expert", "failure", "noisy", "detour", "expert", "failure"]
+    doc = {"episodes": [{"episode_index": e, "quality": q} for e, q in enumerate(qualities)]}
+    args = argparse.Namespace()
+    uniform = ["weighting=none"]  # every episode alike: the heaviest are the first by index
+    monkeypatch.setitem(exp.VARIANTS, "t_own", ([*uniform, "labels=PERSON:2:heaviest:own", "calibrate=false"],
+                                                 "all"))
+    k, order, rule, file = exp.person_spec("labels=PERSON:2:heaviest:own", "t_own", tmp_path)
+    assert (k, order, rule, file) == ("2", "heaviest", uniform, tmp_path / "person_k2_heaviest_t_own.csv")
+    own = episode_judgements(exp.person_labels(shards, args, doc, file, k, order, rule))
+
+    def top2(overrides):
+        cfg = exp.train_config([f"data.shards={shards}", *exp.policy_overrides(args), *overrides,
+                                f"out={tmp_path / 'fit'}"])
+        heavy, _, _ = episode_weights(cfg)
+        return sorted(heavy, key=lambda e: (-heavy[e], e))[:2]
+
+    assert set(own) == set(top2(uniform)) == {0, 1}
+    _, _, none, legacy = exp.person_spec("labels=PERSON:2:heaviest", "t_own", tmp_path)
+    assert none is None and legacy == tmp_path / "person_k2_heaviest.csv"
+    recommended = episode_judgements(exp.person_labels(shards, args, doc, legacy, "2", "heaviest"))
+    assert set(recommended) == set(top2(exp.recommended_overrides())) == {4, 5}  # control: another order
+    with pytest.raises(ValueError, match="third field"):
+        exp.person_spec("labels=PERSON:2:heaviest:mine", "t_own", tmp_path)
+
+
 def test_gap_shares_by_hand():
     def runs(*counts):
         return {"runs": [{"seed": s, "eval": {"successes": k, "episodes": 10}} for s, k in enumerate(counts)]}
