@@ -189,6 +189,10 @@ def test_a_rule_the_labels_cannot_fault_keeps_weighing():
     assert fit.features == () and fit.weighing == "rule" and fit.shares["rule"] == pytest.approx(0.5)
     assert cal.weights == {0: 0.0, 2: 0.0, 4: 0.0, 6: 0.0}
     assert "the label-free rule weighs the unlabelled episodes" in cal.notes[0]
+    # four good of eight: leaving one out tips the base rate to the other class every time, and the note says so
+    assert fit.base_accuracy == 0.0 and "base rate 0%; on near-even labels leaving one out tips" in cal.notes[0]
+    uneven = calibrate(eps, {i: good[i] or i == 0 for i in range(8)}, unrelated)  # 5 good of 8: no such note
+    assert uneven.fits["push"].base_accuracy == pytest.approx(5 / 8) and "tips the base rate" not in uneven.notes[0]
     heavier_bad = {i: float(1 + (i in (0, 2, 7, 8, 11))) for i in range(12)}  # 0, 2 bad heavy; 7 good heavy
     cal = calibrate(eps, labels, heavier_bad)
     fit = cal.fits["push"]

@@ -50,6 +50,9 @@ MIN_LABELS = 4  # per task, and at least one of each class
 L2 = 1.0  # ridge penalty on the standardised coefficients (not the intercept): a weak prior towards no effect
 TOP = 0.95  # the fraction of a scale's range that counts as its top (as the label-free rule's `top`)
 ORDERS = ("heaviest", "uncertain", "mix", "spread")
+# why a base rate's leave-one-out accuracy can read 0%: said beside it where it is below one half
+BALANCED = ("; on near-even labels leaving one out tips the base rate to the other class, so it misses most: "
+            "the log-loss decides")
 # how the unlabelled episodes of a task are weighed, chosen by the labels (ties: this order): the label-free rule,
 # the fit's P(good), or all alike (the base rate)
 WEIGHINGS = ("rule", "fit", "alike")
@@ -260,8 +263,8 @@ def calibrate(episodes: list[dict], labels: dict[int, bool], rule: dict[int, flo
         coefs = ", ".join(f"{f} {c:+.2f}" for f, c in zip(fit.features, fit.coef, strict=True))
         fitted = (f"P(good) from {chosen}" + (f" ({coefs} per s.d.)" if coefs else "")
                   + f", chosen by leave-one-out on {len(lab)} labels ({good} good): accuracy "
-                  f"{fit.loo_accuracy:.0%} (base rate {fit.base_accuracy:.0%}), log-loss {fit.loo_loss:.3f} "
-                  f"(base rate {fit.candidates['base rate']:.3f})")
+                  f"{fit.loo_accuracy:.0%} (base rate {fit.base_accuracy:.0%}{BALANCED if fit.base_accuracy < 0.5 else ''}), "
+                  f"log-loss {fit.loo_loss:.3f} (base rate {fit.candidates['base rate']:.3f})")
         shares = good_shares(x[lab], y, fit)
         pick = max(WEIGHINGS, key=lambda k: (round(shares.get(k, -1.0), 9), -WEIGHINGS.index(k)))
         fit.weighing, fit.shares = pick, shares
