@@ -196,9 +196,39 @@ def recommended_overrides() -> list[str]:
     return [f"weighting={rule}", *(f"weighting.{k}={v}" for k, v in params.items())]
 
 
+# VARIANT+kK_ORDER (--labels K --order ORDER): a label-free variant with a SIMULATED person's K labels (gN: until N
+# are good) in ORDER, the heaviest under the variant's own rule (labels=PERSON:K:ORDER:own); the labels as
+# train.py's defaults use them
+COMPOSITE = re.compile(r"^(?P<base>\w+)\+k(?P<k>g?[1-9]\d*)_(?P<order>[a-z]+)$")
+
+
+def variant_spec(name: str) -> tuple[list[str], str]:
+    """(train overrides, which shards) of variant ``name``: one of VARIANTS, or a ``VARIANT+kK_ORDER``
+    (:data:`COMPOSITE`); KeyError naming what is wrong otherwise."""
+    if name in VARIANTS:
+        return VARIANTS[name]
+    m = COMPOSITE.match(name)
+    if m is None or m["base"] not in VARIANTS:
+        raise KeyError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}, or VARIANT+kK_ORDER")
+    from policies.weighting.calibrated import ORDERS
+
+    extra, which = VARIANTS[m["base"]]
+    if m["base"] in REFERENCE_VARIANTS or any(o.startswith(LABEL_KEYS) for o in extra):
+        raise KeyError(f"{name!r}: {m['base']} trains on labels or is a reference already; give the labels to a "
+                       "label-free rule")
+    if m["order"] not in ORDERS:
+        raise KeyError(f"{name!r}: order {m['order']!r} is none of {', '.join(ORDERS)}")
+    return [*extra, f"{PERSON}{m['k']}:{m['order']}:{OWN}"], which
+
+
+def is_labelled(name: str) -> bool:
+    """Whether variant ``name`` trains with a person's labels."""
+    return name in LABELLED_VARIANTS or COMPOSITE.match(name) is not None
+
+
 def variant_overrides(name: str) -> list[str]:
     """The train overrides of variant ``name`` (``recommended`` resolved to today's recommendation)."""
-    extra, _ = VARIANTS[name]
+    extra, _ = variant_spec(name)
     return [r for o in extra for r in (recommended_overrides() if o == "weighting=RECOMMENDED" else [o])]
 
 
@@ -414,7 +444,7 @@ def reviewed_labels(shards: Path, args, labels_doc: dict, path: Path) -> Path:
 
 def labels_given(name: str) -> str:
     """How many episodes a person labels in variant ``name`` ("0": label-free; "until N good" for a ``gN``)."""
-    extra = VARIANTS[name][0]
+    extra = variant_spec(name)[0]
     if "labels=REVIEWED" in extra:
         return str(REVIEWED)
     spec = next((o.removeprefix(PERSON).split(":")[0] for o in extra if o.startswith(PERSON)), "0")
@@ -429,7 +459,7 @@ def person_spec(override: str, variant: str, out: Path) -> tuple[str, str, list[
         raise ValueError(f"{override}: the third field may only be {OWN!r}")
     if not own:
         return spec, order, None, out / f"person_k{spec}_{order}.csv"
-    rule = [o for o in VARIANTS[variant][0] if not o.startswith(LABEL_KEYS)]
+    rule = [o for o in variant_spec(variant)[0] if not o.startswith(LABEL_KEYS)]
     return spec, order, rule, out / f"person_k{spec}_{order}_{variant}.csv"
 
 
@@ -567,12 +597,12 @@ def target_check(evals: dict[str, list[dict]]) -> tuple[list[str], dict]:
             continue
         ratio = r["success_rate"] / ref["success_rate"] if ref["success_rate"] > 0 else float("nan")
         beats = r["ci_low"] > base["ci_high"]
-        given = labels_given(name) if name in LABELLED_VARIANTS else ""
+        given = labels_given(name) if is_labelled(name) else ""
         labelled = (f" (episodes labelled {given})" if given.startswith("until") else
                     f" (with {given} episodes labelled)" if given else "")
         lines.append(f"- `{name}`{labelled}: {pct(r)} = {100 * ratio:.0f}% of expert-only BC ({pct(ref)}); "
                      f"{'beats' if beats else 'does not beat'} plain BC ({pct(base)}) beyond the intervals")
-        if best is None and name not in LABELLED_VARIANTS:
+        if best is None and not is_labelled(name):
             best = {"variant": name, "ratio": ratio, "beats_plain_bc": beats, "meets_target": ratio >= 0.9 and beats}
     return lines, best or {}
 
@@ -842,7 +872,7 @@ def run_task(task: str, args, variants: list[str], reward: str = COLUMN) -> dict
     shards = {"all": annotate(corpus, out / "annotation_all", None, horizon,
                               [*reward_overrides(reward, args.reward_column), *window]),
               "expert": annotate(corpus, policy_root / "annotation_expert", expert_eps, horizon, window)}
-    for which in sorted({VARIANTS[n][1] for n in variants} - {"all", "expert"}):  # success, good, goodN, goodNdD
+    for which in sorted({variant_spec(n)[1] for n in variants} - {"all", "expert"}):  # success, good, goodN, goodNdD
         shards[which] = annotate(corpus, policy_root / f"annotation_{which}", subset_episodes(which, labels_doc),
                                  horizon, window)
     print(f"{task}: corpus + annotation {time.perf_counter() - t0:.0f} s; {results['corpus']}", flush=True)
@@ -859,18 +889,18 @@ def run_task(task: str, args, variants: list[str], reward: str = COLUMN) -> dict
 
     # seed-major: every variant gets its seed 0 before any gets a seed 1, so a cut-short run stays comparable
     for name in variants:
-        extra, which = variant_overrides(name), VARIANTS[name][1]
+        extra, which = variant_overrides(name), variant_spec(name)[1]
         v = results["variants"].setdefault(name, {"overrides": extra, "shards": which, "runs": []})
         if v["overrides"] != extra:  # `recommended` now means another rule: its earlier runs no longer count
             results["variants"][name] = {"overrides": extra, "shards": which, "runs": []}
-            if any(o.startswith("labels=") for o in VARIANTS[name][0]):
+            if any(o.startswith("labels=") for o in variant_spec(name)[0]):
                 (out / "reviewed_labels.csv").unlink(missing_ok=True)  # the heaviest episodes of the old rule
-                for o in [o for o in VARIANTS[name][0] if o.startswith(PERSON)]:
+                for o in [o for o in variant_spec(name)[0] if o.startswith(PERSON)]:
                     person_spec(o, name, out)[3].unlink(missing_ok=True)
     first = getattr(args, "first_seed", 0) or 0
     for seed in range(first, first + args.seeds):
         for name in variants:
-            extra, which = variant_overrides(name), VARIANTS[name][1]
+            extra, which = variant_overrides(name), variant_spec(name)[1]
             v = results["variants"][name]
             if seed in {r["seed"] for r in v["runs"]}:
                 continue
@@ -922,6 +952,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--episode-length", type=int, help="steps per corpus episode (default: rabc_corpus.yaml)")
     ap.add_argument("--max-rollout-steps", type=int, help="steps per rollout (default: rabc_evaluate.yaml)")
     ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"comma-separated subset of {list(VARIANTS)}")
+    ap.add_argument("--labels", metavar="K", help="a label budget: a SIMULATED person labels K of the episodes (gN: "
+                    "until N are good) for every variant but the references, in --order, the heaviest under the "
+                    "variant's own rule; the runs are named VARIANT+kK_ORDER")
+    ap.add_argument("--order", default="heaviest", help="the acquisition order of --labels: heaviest, uncertain, "
+                    "mix or spread (policies.weighting.calibrated)")
     ap.add_argument("--dim-model", type=int, help="ACT width; also sets dim_feedforward and n_heads "
                     "(default: rabc_train.yaml)")
     ap.add_argument("--encoder-layers", type=int)
@@ -956,10 +991,14 @@ def main(argv: list[str] | None = None) -> int:
         print(report(args.report))
         return 0
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    bad = [v for v in variants if v not in VARIANTS]
-    if bad:
-        print(f"error: unknown variant(s) {bad}; choose from {', '.join(VARIANTS)}", file=sys.stderr)
-        return 2
+    if args.labels:
+        variants = [v if v in REFERENCE_VARIANTS else f"{v}+k{args.labels}_{args.order}" for v in variants]
+    for v in variants:
+        try:
+            variant_spec(v)
+        except KeyError as e:
+            print(f"error: {e.args[0]}", file=sys.stderr)
+            return 2
     retired = [v for v in variants if v in FIRST_CALIBRATION]
     if retired:
         print(f"error: variant(s) {retired} ran the first calibration, which the code no longer has; their rows "
@@ -1000,8 +1039,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     logging.getLogger("lerobot").setLevel(logging.ERROR)
     quiet_libraries()  # Lightning's tips and device lines (set on its loggers, which its import resets above them)
-    if args.reward == COLUMN and any(v in CONTROL_VARIANTS for v in variants):
-        print(f"error: variants {[v for v in variants if v in CONTROL_VARIANTS]} read the static-video control, "
+    reads_control = [v for v in variants if (m := COMPOSITE.match(v)) and m["base"] in CONTROL_VARIANTS
+                     or v in CONTROL_VARIANTS]
+    if args.reward == COLUMN and reads_control:
+        print(f"error: variants {reads_control} read the static-video control, "
               "which the column annotation lacks; run them with --reward PROFILE", file=sys.stderr)
         return 2
     # the references read no reward: they run once per task, on the column annotation's folder

@@ -320,6 +320,29 @@ def test_the_simulated_person_labels_the_heaviest_of_the_variants_own_rule(tmp_p
         exp.person_spec("labels=PERSON:2:heaviest:mine", "t_own", tmp_path)
 
 
+def test_a_label_budget_for_any_label_free_variant(capsys):
+    """--labels K --order ORDER: every variant but the references runs as VARIANT+kK_ORDER, its overrides the
+    variant's plus the SIMULATED person's labels in that order under its own rule (the same as the declared
+    rise_gate_k10 for today's default); a variant that has labels already, a reference or an unknown order is
+    refused, naming it."""
+    composite = exp.variant_spec("episode_quality_rise_gate+k10_heaviest")
+    assert composite == exp.VARIANTS["rise_gate_k10"]
+    assert exp.variant_spec("episode_quality_rise_gate+kg15_spread")[0][-1] == "labels=PERSON:g15:spread:own"
+    assert exp.labels_given("episode_quality_rise_gate+k5_uncertain") == "5"
+    assert exp.is_labelled("none+k5_heaviest") and not exp.is_labelled("episode_quality_rise_gate")
+    for bad, why in (("labels_only_g15_full+k10_heaviest", "trains on labels"), ("none+k10_heaviest", "reference"),
+                     ("episode_quality_gate+k10_sideways", "order 'sideways'"), ("nothing+k10_heaviest", "unknown"),
+                     ("episode_quality_gate+k0_heaviest", "unknown")):
+        with pytest.raises(KeyError, match=why):
+            exp.variant_spec(bad)
+    assert exp.main(["--tasks", "push-v3", "--labels", "10", "--order", "sideways",
+                     "--variants", "none,episode_quality_gate"]) == 2
+    assert "'episode_quality_gate+k10_sideways': order 'sideways'" in capsys.readouterr().err
+    # the references keep their names (control: the rule is renamed), and a control reader needs a profile's reward
+    assert exp.main(["--tasks", "push-v3", "--labels", "5", "--variants", "none,episode_quality_gate"]) == 2
+    assert "['episode_quality_gate+k5_heaviest'] read the static-video control" in capsys.readouterr().err
+
+
 def test_gap_shares_by_hand():
     def runs(*counts):
         return {"runs": [{"seed": s, "eval": {"successes": k, "episodes": 10}} for s, k in enumerate(counts)]}
