@@ -137,6 +137,14 @@ def split_by_key(samples: Iterator[dict], index: int, count: int) -> Iterator[di
             yield sample
 
 
+def keep_random(seed: int, epoch: int, reader: int) -> random.Random:
+    """The draws that keep or drop a resampled reader's samples in one pass: a function of (seed, epoch, reader)
+    alone, the same in every process. Seeded by a string, which ``random`` hashes with SHA-512; Python's own
+    ``hash`` of a string changes with each process (PYTHONHASHSEED), so a seed built from it made resampled runs of
+    one seed differ between processes, and a resume differ from the run it continued."""
+    return random.Random(f"keep/{seed}/{epoch}/{reader}")
+
+
 def shuffle(samples: Iterator[dict], bufsize: int, rng: random.Random) -> Iterator[dict]:
     """webdataset's buffer shuffle (``webdataset.filters.shuffle``) of ``bufsize`` samples with ``initial=bufsize``,
     drawing from ``rng`` (``bufsize <= 1``: the stream as it comes, and ``rng`` is not drawn from).
@@ -257,7 +265,7 @@ class ShardStream(IterableDataset):
         reader, readers, _ = self._reader()
         epoch = self.epoch if epoch is None else epoch
         rng = random.Random(hash((self.seed, epoch, reader)) & 0xFFFFFFFF)
-        keep_rng = random.Random(hash((self.seed, epoch, reader, "keep")) & 0xFFFFFFFF)
+        keep_rng = keep_random(self.seed, epoch, reader)
         by_shard = len(self.paths) >= readers
         mine = self.paths[reader::readers] if by_shard else list(self.paths)
 

@@ -4,6 +4,7 @@ as the loss weights in expectation, every sample of a batch training)."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,6 +46,39 @@ def test_the_stream_keeps_samples_in_proportion_to_their_weight(shards, tmp_path
     assert 3.0 < heavy / light < 5.3  # 4 : 1 expected (1600 draws)
     counts = _episode_counts(_data(shards, needs, None))  # control: no resampling, the episodes read alike
     assert 0.75 < (counts[0] + counts[1]) / (counts[2] + counts[3]) < 1.33
+
+
+KEPT = """
+import sys
+from data.batches import ShardDataModule
+from policies.training import build
+from tests.fixtures.bc import tiny_cfg
+shards, run = sys.argv[1], sys.argv[2]
+needs = build(tiny_cfg(shards, run, "act", "none", steps=1))[0].adapter.needs()
+dm = ShardDataModule(shards, needs, batch_size=8, num_workers=0, shuffle_buffer=50, verify=False)
+dm.keep = {(e, f): 0.5 for e in range(4) for f in range(16)}
+it = dm.stream().samples()
+print([(int(s["episode_index"]), int(s["frame_index"])) for s in (next(it) for _ in range(40))])
+"""
+
+
+def test_the_samples_a_seed_keeps_are_the_same_in_every_process(shards, tmp_path):
+    """Resampling draws from a stream of (seed, epoch, reader) alone: two processes with different string hashes
+    (PYTHONHASHSEED) keep the same samples. Control: a generator seeded with Python's hash of a tuple holding a
+    string — how the stream was seeded before — draws differently in the same two processes."""
+    import os
+    import subprocess
+    import sys
+
+    def run(code: str, hashseed: int, *args: str) -> str:
+        env = {**os.environ, "PYTHONHASHSEED": str(hashseed)}
+        return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True,
+                              check=True, cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+
+    kept = [run(KEPT, h, str(shards), str(tmp_path / f"r{h}")) for h in (1, 2)]
+    assert kept[0] == kept[1] and kept[0].count("(") == 40  # forty samples, the same forty
+    old = "import random; print(random.Random(hash((0, 0, 0, 'keep')) & 0xFFFFFFFF).random())"
+    assert run(old, 1) != run(old, 2)  # control: the hash-seeded stream is another in each process
 
 
 def _data(shards, needs, keep):
