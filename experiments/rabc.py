@@ -198,7 +198,7 @@ def recommended_overrides() -> list[str]:
 
 # VARIANT+kK_ORDER (--labels K --order ORDER): a label-free variant with a SIMULATED person's K labels (gN: until N
 # are good) in ORDER, the heaviest under the variant's own rule (labels=PERSON:K:ORDER:own); the labels as
-# train.py's defaults use them
+# train.py's defaults use them (calibrate=false since Decision 12; the grid's overlay pins true for the older rows)
 COMPOSITE = re.compile(r"^(?P<base>\w+)\+k(?P<k>g?[1-9]\d*)_(?P<order>[a-z]+)$")
 
 
@@ -218,7 +218,7 @@ def variant_spec(name: str) -> tuple[list[str], str]:
                        "label-free rule")
     if m["order"] not in ORDERS:
         raise KeyError(f"{name!r}: order {m['order']!r} is none of {', '.join(ORDERS)}")
-    return [*extra, f"{PERSON}{m['k']}:{m['order']}:{OWN}"], which
+    return [*extra, f"{PERSON}{m['k']}:{m['order']}:{OWN}", "calibrate=false"], which
 
 
 def is_labelled(name: str) -> bool:

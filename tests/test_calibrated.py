@@ -138,15 +138,19 @@ def test_training_weighs_unlabelled_episodes_by_the_calibrated_probability(tmp_p
     (shards / "manifest.json").write_text(json.dumps(manifest))
     labels = tmp_path / "labels.csv"
     labels.write_text("episode_index,good\n0,0\n1,1\n2,0\n3,1\n")
-    module, _, _ = build(tiny_cfg(shards, tmp_path / "run", "act", "none", f"labels={labels}"))
+    module, _, _ = build(tiny_cfg(shards, tmp_path / "run", "act", "none", f"labels={labels}", "calibrate=true"))
     ep = torch.arange(6)
     w = module.weights({"episode_index": ep, "progress": torch.zeros(6, 9)}).tolist()
     assert w[:4] == [0.0, 1.0, 0.0, 1.0]
     assert 0.5 < w[5] < 1.0 and 0.0 < w[4] < 0.5  # unlabelled: P(good) from the success score
     assert any("calibrated weights" in n and "accuracy 100%" in n for n in module.weight_notes)
-    # negative control: calibrate=false leaves them at the rule's weight (plain BC: 1)
-    module, _, _ = build(tiny_cfg(shards, tmp_path / "run2", "act", "none", f"labels={labels}", "calibrate=false"))
-    assert module.weights({"episode_index": ep, "progress": torch.zeros(6, 9)}).tolist() == [0, 1, 0, 1, 1, 1]
+    # negative control: calibrate=false — the default since Decision 12 — leaves them at the rule's weight (plain
+    # BC: 1), the bad ones 0
+    for extra in ([], ["calibrate=false"]):
+        module, _, _ = build(tiny_cfg(shards, tmp_path / f"run2{len(extra)}", "act", "none", f"labels={labels}",
+                                      *extra))
+        assert module.weights({"episode_index": ep, "progress": torch.zeros(6, 9)}).tolist() == [0, 1, 0, 1, 1, 1]
+        assert not any("calibrated weights" in n for n in module.weight_notes)
 
 
 def test_an_episode_without_a_chosen_feature_keeps_the_rules_weight():

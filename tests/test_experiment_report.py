@@ -326,8 +326,12 @@ def test_a_label_budget_for_any_label_free_variant(capsys):
     rise_gate_k10 for today's default); a variant that has labels already, a reference or an unknown order is
     refused, naming it."""
     composite = exp.variant_spec("episode_quality_rise_gate+k10_heaviest")
-    assert composite == exp.VARIANTS["rise_gate_k10"]
-    assert exp.variant_spec("episode_quality_rise_gate+kg15_spread")[0][-1] == "labels=PERSON:g15:spread:own"
+    assert composite == exp.VARIANTS["rise_gate_k10_zero"]  # train.py's default since Decision 12: calibrate=false
+    assert exp.variant_spec("episode_quality_rise_gate+kg15_spread")[0][-2] == "labels=PERSON:g15:spread:own"
+    # the grid's overlay keeps calibrating the variants that ran before Decision 12 and say nothing of it
+    args = exp.argparse.Namespace()
+    assert exp.train_config(exp.policy_overrides(args)).calibrate is True
+    assert exp.train_config([*exp.policy_overrides(args), *composite[0][-1:]]).calibrate is False
     assert exp.labels_given("episode_quality_rise_gate+k5_uncertain") == "5"
     assert exp.is_labelled("none+k5_heaviest") and not exp.is_labelled("episode_quality_rise_gate")
     for bad, why in (("labels_only_g15_full+k10_heaviest", "trains on labels"), ("none+k10_heaviest", "reference"),

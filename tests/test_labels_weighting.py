@@ -58,7 +58,7 @@ def test_episodes_labelled_failure_weigh_zero_under_any_rule(shards, tmp_path, w
 def test_training_names_the_episodes_the_weights_lean_on(shards, tmp_path):
     labels = _labels(tmp_path / "labels.csv", {0: "failure", 1: "success", 3: "success"})
     module, _, manifest = build(tiny_cfg(shards, tmp_path / "r", "act", "episode_quality", *EPISODE_QUALITY,
-                                         f"labels={labels}", steps=1))
+                                         f"labels={labels}", "calibrate=true", steps=1))
     table, rule, w = _table_weights(module, shards)
     episodes = np.asarray(table.episode)
     per = {e: w[episodes == e].sum() / w.sum() for e in range(4)}
