@@ -459,7 +459,7 @@ def person_spec(override: str, variant: str, out: Path) -> tuple[str, str, list[
         raise ValueError(f"{override}: the third field may only be {OWN!r}")
     if not own:
         return spec, order, None, out / f"person_k{spec}_{order}.csv"
-    rule = [o for o in variant_spec(variant)[0] if not o.startswith(LABEL_KEYS)]
+    rule = [o for o in variant_overrides(variant) if not o.startswith(LABEL_KEYS)]  # `recommended` resolved
     return spec, order, rule, out / f"person_k{spec}_{order}_{variant}.csv"
 
 

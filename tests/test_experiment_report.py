@@ -333,6 +333,8 @@ def test_a_label_budget_for_any_label_free_variant(capsys):
     assert exp.train_config(exp.policy_overrides(args)).calibrate is True
     assert exp.train_config([*exp.policy_overrides(args), *composite[0][-1:]]).calibrate is False
     assert exp.labels_given("episode_quality_rise_gate+k5_uncertain") == "5"
+    rule = exp.person_spec(f"{exp.PERSON}5:heaviest:own", "recommended+k5_heaviest", exp.Path("x"))[2]
+    assert rule == exp.recommended_overrides()  # the recommended rule resolved, as training reads it
     assert exp.is_labelled("none+k5_heaviest") and not exp.is_labelled("episode_quality_rise_gate")
     for bad, why in (("labels_only_g15_full+k10_heaviest", "trains on labels"), ("none+k10_heaviest", "reference"),
                      ("episode_quality_gate+k10_sideways", "order 'sideways'"), ("nothing+k10_heaviest", "unknown"),
