@@ -999,6 +999,12 @@ def main(argv: list[str] | None = None) -> int:
         except KeyError as e:
             print(f"error: {e.args[0]}", file=sys.stderr)
             return 2
+    reads_control = [v for v in variants if (m := COMPOSITE.match(v)) and m["base"] in CONTROL_VARIANTS
+                     or v in CONTROL_VARIANTS]
+    if args.reward == COLUMN and reads_control:
+        print(f"error: variants {reads_control} read the static-video control, "
+              "which the column annotation lacks; run them with --reward PROFILE", file=sys.stderr)
+        return 2
     retired = [v for v in variants if v in FIRST_CALIBRATION]
     if retired:
         print(f"error: variant(s) {retired} ran the first calibration, which the code no longer has; their rows "
@@ -1039,12 +1045,6 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     logging.getLogger("lerobot").setLevel(logging.ERROR)
     quiet_libraries()  # Lightning's tips and device lines (set on its loggers, which its import resets above them)
-    reads_control = [v for v in variants if (m := COMPOSITE.match(v)) and m["base"] in CONTROL_VARIANTS
-                     or v in CONTROL_VARIANTS]
-    if args.reward == COLUMN and reads_control:
-        print(f"error: variants {reads_control} read the static-video control, "
-              "which the column annotation lacks; run them with --reward PROFILE", file=sys.stderr)
-        return 2
     # the references read no reward: they run once per task, on the column annotation's folder
     refs = [v for v in variants if v in REFERENCE_VARIANTS]
     rules = [v for v in variants if v not in REFERENCE_VARIANTS or args.reward == COLUMN]

@@ -345,8 +345,12 @@ def test_a_label_budget_for_any_label_free_variant(capsys):
                      "--variants", "none,episode_quality_gate"]) == 2
     assert "'episode_quality_gate+k10_sideways': order 'sideways'" in capsys.readouterr().err
     # the references keep their names (control: the rule is renamed), and a control reader needs a profile's reward
+    import logging
+
+    level = logging.getLogger("lerobot").level
     assert exp.main(["--tasks", "push-v3", "--labels", "5", "--variants", "none,episode_quality_gate"]) == 2
     assert "['episode_quality_gate+k5_heaviest'] read the static-video control" in capsys.readouterr().err
+    assert logging.getLogger("lerobot").level == level  # refused before the libraries are quieted
 
 
 def test_gap_shares_by_hand():
