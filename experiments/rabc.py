@@ -463,6 +463,22 @@ def person_spec(override: str, variant: str, out: Path) -> tuple[str, str, list[
     return spec, order, rule, out / f"person_k{spec}_{order}_{variant}.csv"
 
 
+def recorded_overrides(name: str, out: Path) -> list[str]:
+    """The train overrides of variant ``name`` as its runs in the cell folder ``out`` used them: the labels
+    placeholders (``labels=REVIEWED``, ``labels=PERSON:…``) replaced by the labels files those runs wrote there.
+    FileNotFoundError naming the file where no run of the variant has written it yet."""
+    resolved = []
+    for o in variant_overrides(name):
+        if o == "labels=REVIEWED" or o.startswith(PERSON):
+            path = out / "reviewed_labels.csv" if o == "labels=REVIEWED" else person_spec(o, name, out)[3]
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: no labels file of variant {name!r} in {out}; run the experiment "
+                                        f"with --variants {name} on this cell first")
+            o = f"labels={path}"
+        resolved.append(o)
+    return resolved
+
+
 def person_labels(shards: Path, args, labels_doc: dict, path: Path, spec: str, order: str,
                   rule: list[str] | None = None) -> Path:
     """The labels file of a SIMULATED person who labels ``spec`` episodes (``K``: K of them; ``gN``: until N

@@ -35,9 +35,10 @@ def _fitted(task_dir: Path, variant: str):
     setup = results["setup"]
     args = argparse.Namespace(**{k: setup[k] for k in ("dim_model", "encoder_layers", "chunk", "action_steps",
                                                         "lr", "batch", "steps")})
-    which = exp.VARIANTS[variant][1]
+    which = exp.variant_spec(variant)[1]
     shards = task_dir / ("annotation_all" if which == "all" else "annotation_expert")
-    cfg = exp.train_config([f"data.shards={shards}", *exp.policy_overrides(args), *exp.variant_overrides(variant),
+    cfg = exp.train_config([f"data.shards={shards}", *exp.policy_overrides(args),
+                            *exp.recorded_overrides(variant, task_dir),
                             f"out={task_dir / 'tmp'}"])
     module, table, w = exp.fitted_weights(cfg)
     corpus = task_dir / "corpus" if (task_dir / "corpus").is_dir() else task_dir.parent / "corpus"  # reward_X/

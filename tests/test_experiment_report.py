@@ -318,6 +318,13 @@ def test_the_simulated_person_labels_the_heaviest_of_the_variants_own_rule(tmp_p
     assert set(recommended) == set(top2(exp.recommended_overrides())) == {4, 5}  # control: another order
     with pytest.raises(ValueError, match="third field"):
         exp.person_spec("labels=PERSON:2:heaviest:mine", "t_own", tmp_path)
+    # a report reads the variant's weights with the file its runs wrote (weight_phases); none written: said so
+    assert exp.recorded_overrides("t_own", tmp_path) == [*uniform, f"labels={file}", "calibrate=false"]
+    assert exp.recorded_overrides("episode_quality_rise_gate", tmp_path) == \
+        exp.variant_overrides("episode_quality_rise_gate")  # control: a label-free variant is left as it is
+    with pytest.raises(FileNotFoundError, match="person_k5_heaviest_t_own.csv: no labels file of variant 't_own'"):
+        monkeypatch.setitem(exp.VARIANTS, "t_own", ([*uniform, "labels=PERSON:5:heaviest:own"], "all"))
+        exp.recorded_overrides("t_own", tmp_path)
 
 
 def test_a_label_budget_for_any_label_free_variant(capsys):

@@ -240,7 +240,9 @@ def started(chromium):
     return chromium
 
 
-def wait(driver, condition, timeout=10.0):
+def wait(driver, condition, timeout=30.0):
+    """Poll ``condition`` until it holds; the limit is generous because it is only reached when a test fails
+    (the page tests share the 2 cores with whatever else runs, and a page's first clip is encoded on request)."""
     from selenium.webdriver.support.ui import WebDriverWait
 
     return WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: condition())
