@@ -134,6 +134,35 @@ def separation(c: dict) -> dict[str, dict[str, float | None]]:
                 "good_vs_detour": auroc(x[success, j], good[success])} for j, f in enumerate(FEATURES)}
 
 
+def rose_shares(c: dict) -> dict[str, float]:
+    """Per demonstration quality, the share of its episodes that ``time_scale="rise"`` counts as having risen
+    (their time to the top is read; the rest count as never reaching it, as a stall does): where direct successes
+    fail to rise under a reward's errors and detours do, the time term ranks detours above them."""
+    from data.metaworld.behaviours import QUALITIES
+    from policies.weighting.advantage import rose_in_task
+    from policies.weighting.calibrated import FEATURES, episode_features
+
+    index, x, tasks = episode_features(c["episodes"], c["heavy"])
+    rise, tasks = x[:, FEATURES.index("rise")], np.array(tasks)
+    rose = np.zeros(len(index), bool)
+    for t in np.unique(tasks):
+        rose[tasks == t] = rose_in_task(rise[tasks == t])
+    quality = np.array([c["quality"][int(e)] for e in index])
+    return {q: float(rose[quality == q].mean()) for q in QUALITIES if (quality == q).any()}
+
+
+def rose_markdown(results: dict) -> str:
+    from data.metaworld.behaviours import QUALITIES
+
+    lines = ["Share of each quality's episodes that `time_scale=rise` counts as having risen (raw rise at least half "
+             "the task's median; the others' time term reads as never reaching the top). SIMULATED reward errors; "
+             "truth from the corpus.", "", "| cell | " + " | ".join(QUALITIES) + " |", "|---" * (len(QUALITIES) + 1)
+             + "|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | " + " | ".join(f"{100 * r[q]:.0f}%" if q in r else "–" for q in QUALITIES) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def separation_markdown(results: dict) -> str:
     feats = list(next(iter(results.values())))
 
@@ -293,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"{m} {r:.2f}" for m, r in v["spearman"].items()))
         return 0
     if args.separation:
-        sep = {}
+        sep, rose = {}, {}
         for task in args.tasks.split(","):
             for sim in args.simulators.split(","):
                 for profile in args.profiles.split(","):
@@ -301,10 +330,14 @@ def main(argv: list[str] | None = None) -> int:
                         continue  # the oracle annotation is the same on both simulators
                     c = cell(Path(args.corpora) / task / "corpus", out / task, sim, profile)
                     sep[f"{task} {c['key']}"] = separation(c)
+                    rose[f"{task} {c['key']}"] = rose_shares(c)
         out.mkdir(parents=True, exist_ok=True)
         (out / "separation.json").write_text(json.dumps(sep, indent=1))
         (out / "separation.md").write_text(separation_markdown(sep))
+        (out / "rose.json").write_text(json.dumps(rose, indent=1))
+        (out / "rose.md").write_text(rose_markdown(rose))
         print(separation_markdown(sep))
+        print(rose_markdown(rose))
         return 0
     if args.find:
         ns = [int(n) for n in args.find.split(",")]

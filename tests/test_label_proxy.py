@@ -67,3 +67,24 @@ def test_separation_tells_good_from_detours_only_where_a_feature_does():
         episodes[e]["success_score"] = episodes[e - 2]["success_score"]
     tied = separation(c)["success"]
     assert tied["good_vs_detour"] == 0.5 and tied["success_vs_failure"] == 1.0
+
+
+def test_rise_counts_as_risen_only_what_rose_half_the_tasks_median():
+    """time_scale=rise's test, by hand: rises 0.2, 1.0, 1.0, 1.2 (median 1.0) → the first did not rise; a flat task
+    (median 0) has none risen. rose_shares reports it per quality: here the direct success that rose little is the
+    one not counted, the detour is (the cost the docs name); control: with the success rising fully, all do."""
+    from experiments.label_proxy import rose_shares
+    from policies.weighting.advantage import rose_in_task
+
+    assert rose_in_task(np.array([0.2, 1.0, 1.0, 1.2])).tolist() == [False, True, True, True]
+    assert rose_in_task(np.array([0.49, 1.0, 1.0])).tolist() == [False, True, True]
+    assert rose_in_task(np.array([0.5, 1.0, 1.0])).tolist() == [True, True, True]  # at half the median: risen
+    assert not rose_in_task(np.zeros(3)).any() and not rose_in_task(np.array([-1.0, 0.0, 0.0])).any()
+    quality = {0: "expert", 1: "expert", 2: "detour", 3: "failure"}
+    rises = {0: 0.2, 1: 1.0, 2: 1.2, 3: 1.0}
+    c = {"episodes": [{"episode_index": e, "task": "t", "length": 2, "count": 2, "prefix_ends": [1, 2],
+                       "raw_scores": [0.0, r], "success_score": r} for e, r in rises.items()],
+         "quality": quality, "heavy": {e: 1.0 for e in quality}}
+    assert rose_shares(c) == {"expert": 0.5, "detour": 1.0, "failure": 1.0}
+    c["episodes"][0]["raw_scores"] = [0.0, 1.0]
+    assert rose_shares(c) == {"expert": 1.0, "detour": 1.0, "failure": 1.0}

@@ -198,8 +198,7 @@ class AdvantageStats:
             rose = np.zeros(size, bool)
             for task in np.unique(tasks):
                 eps_t = present[tasks == task]
-                rise = np.array([raw["hi"][e] - raw["first"][e] for e in eps_t])
-                rose[eps_t] = rise >= RISE_SHARE * float(np.median(rise)) if np.median(rise) > 0 else False
+                rose[eps_t] = rose_in_task(np.array([raw["hi"][e] - raw["first"][e] for e in eps_t]))
             time_frame = np.where(rose, top_frame, lengths)
         elif time_scale == "episode" or scale == "episode":  # no common scale: the episode scale's time
             time_frame = top_frame
@@ -253,6 +252,14 @@ def _check_params(scale, top, success_weight, final_weight, time_weight, success
     if min(success_weight, final_weight, time_weight) < 0 or success_weight + final_weight + time_weight <= 0:
         raise WeightingError(f"{rule}: success_weight={success_weight}, final_weight={final_weight}, "
                              f"time_weight={time_weight} must be >= 0 and not all 0")
+
+
+def rose_in_task(rise: np.ndarray) -> np.ndarray:
+    """``time_scale="rise"``: which of one task's episodes, given each one's raw rise (highest minus first score),
+    rose — at least ``RISE_SHARE`` of the task's median rise; the rest never reach the top (in a task whose median
+    rise is not above 0, none does)."""
+    median = float(np.median(rise)) if len(rise) else 0.0
+    return rise >= RISE_SHARE * median if median > 0 else np.zeros(len(rise), bool)
 
 
 def _raw_ranges(by_index: dict, present: np.ndarray, need_raw: bool, scale: str, time_scale: str) -> dict:
