@@ -275,6 +275,9 @@ def test_page_labels_demonstrations_in_order(chromium, server, labels, expected)
     keys(browser, "b")
     wait(browser, lambda: episode_judgements(labels) == {heavy[0]: True, heavy[1]: False}, 30)
     wait(browser, lambda: page_order(browser) == heavy[2:], 30)
+    # the page has re-read the order (and re-laid the list out) once the selection moves on: click after that, not
+    # into a list being laid out again (a click that lands beside the button writes nothing)
+    wait(browser, lambda: "selected" in card(browser, "", heavy[2]).get_attribute("class"), 30)
     # a click on a card's Good button
     card(browser, "", heavy[4]).find_element(By.CSS_SELECTOR, "button.success").click()
     wait(browser, lambda: episode_judgements(labels).get(heavy[4]) is True, 30)
