@@ -256,6 +256,8 @@ def test_page_labels_demonstrations_in_order(chromium, server, labels, expected)
     heavy = acquisition_order("heaviest", rule, {}, episodes)
     open_page(browser, server)
     assert browser.find_element(By.TAG_NAME, "h1").text == "Demonstration review"
+    # what a label means is said on the page: whether a demonstration is worth copying, not whether it wandered
+    assert "good (worth copying)" in browser.find_element(By.ID, "label-keys").text
     assert page_order(browser) == heavy
     assert len(browser.find_elements(By.CSS_SELECTOR, ".rollout video")) == len(heavy)
     assert len(browser.find_elements(By.CSS_SELECTOR, ".rollout svg.progress polyline.control")) == len(heavy)
