@@ -139,14 +139,11 @@ def rose_shares(c: dict) -> dict[str, float]:
     (their time to the top is read; the rest count as never reaching it, as a stall does): where direct successes
     fail to rise under a reward's errors and detours do, the time term ranks detours above them."""
     from data.metaworld.behaviours import QUALITIES
-    from policies.weighting.advantage import rose_in_task
+    from policies.weighting.advantage import risen
     from policies.weighting.calibrated import FEATURES, episode_features
 
     index, x, tasks = episode_features(c["episodes"], c["heavy"])
-    rise, tasks = x[:, FEATURES.index("rise")], np.array(tasks)
-    rose = np.zeros(len(index), bool)
-    for t in np.unique(tasks):
-        rose[tasks == t] = rose_in_task(rise[tasks == t])
+    rose = risen(x[:, FEATURES.index("rise")], tasks)
     quality = np.array([c["quality"][int(e)] for e in index])
     return {q: float(rose[quality == q].mean()) for q in QUALITIES if (quality == q).any()}
 

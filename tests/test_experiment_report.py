@@ -322,8 +322,8 @@ def test_the_simulated_person_labels_the_heaviest_of_the_variants_own_rule(tmp_p
     assert exp.recorded_overrides("t_own", tmp_path) == [*uniform, f"labels={file}", "calibrate=false"]
     assert exp.recorded_overrides("episode_quality_rise_gate", tmp_path) == \
         exp.variant_overrides("episode_quality_rise_gate")  # control: a label-free variant is left as it is
+    monkeypatch.setitem(exp.VARIANTS, "t_own", ([*uniform, "labels=PERSON:5:heaviest:own"], "all"))
     with pytest.raises(FileNotFoundError, match="person_k5_heaviest_t_own.csv: no labels file of variant 't_own'"):
-        monkeypatch.setitem(exp.VARIANTS, "t_own", ([*uniform, "labels=PERSON:5:heaviest:own"], "all"))
         exp.recorded_overrides("t_own", tmp_path)
 
 

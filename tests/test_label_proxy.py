@@ -74,12 +74,16 @@ def test_rise_counts_as_risen_only_what_rose_half_the_tasks_median():
     (median 0) has none risen. rose_shares reports it per quality: here the direct success that rose little is the
     one not counted, the detour is (the cost the docs name); control: with the success rising fully, all do."""
     from experiments.label_proxy import rose_shares
-    from policies.weighting.advantage import rose_in_task
+    from policies.weighting.advantage import risen
 
-    assert rose_in_task(np.array([0.2, 1.0, 1.0, 1.2])).tolist() == [False, True, True, True]
-    assert rose_in_task(np.array([0.49, 1.0, 1.0])).tolist() == [False, True, True]
-    assert rose_in_task(np.array([0.5, 1.0, 1.0])).tolist() == [True, True, True]  # at half the median: risen
-    assert not rose_in_task(np.zeros(3)).any() and not rose_in_task(np.array([-1.0, 0.0, 0.0])).any()
+    one = ["t"] * 3
+    assert risen(np.array([0.2, 1.0, 1.0, 1.2]), ["t"] * 4).tolist() == [False, True, True, True]
+    assert risen(np.array([0.49, 1.0, 1.0]), one).tolist() == [False, True, True]
+    assert risen(np.array([0.5, 1.0, 1.0]), one).tolist() == [True, True, True]  # at half the median: risen
+    assert not risen(np.zeros(3), one).any() and not risen(np.array([-1.0, 0.0, 0.0]), one).any()
+    # per task: 0.2 is below half of its own task's median (1.0) but above half of the other's (0.3)
+    assert risen(np.array([0.2, 1.0, 1.0, 0.2, 0.3, 0.4]), ["a"] * 3 + ["b"] * 3).tolist() == \
+        [False, True, True, True, True, True]
     quality = {0: "expert", 1: "expert", 2: "detour", 3: "failure"}
     rises = {0: 0.2, 1: 1.0, 2: 1.2, 3: 1.0}
     c = {"episodes": [{"episode_index": e, "task": "t", "length": 2, "count": 2, "prefix_ends": [1, 2],

@@ -196,9 +196,7 @@ class AdvantageStats:
         slope, offset, ranges = _common_scale(ep_col, level, present, tasks, raw, scale, size)
         if time_scale == "rise":
             rose = np.zeros(size, bool)
-            for task in np.unique(tasks):
-                eps_t = present[tasks == task]
-                rose[eps_t] = rose_in_task(np.array([raw["hi"][e] - raw["first"][e] for e in eps_t]))
+            rose[present] = risen(np.array([raw["hi"][e] - raw["first"][e] for e in present]), tasks)
             time_frame = np.where(rose, top_frame, lengths)
         elif time_scale == "episode" or scale == "episode":  # no common scale: the episode scale's time
             time_frame = top_frame
@@ -254,12 +252,17 @@ def _check_params(scale, top, success_weight, final_weight, time_weight, success
                              f"time_weight={time_weight} must be >= 0 and not all 0")
 
 
-def rose_in_task(rise: np.ndarray) -> np.ndarray:
-    """``time_scale="rise"``: which of one task's episodes, given each one's raw rise (highest minus first score),
-    rose — at least ``RISE_SHARE`` of the task's median rise; the rest never reach the top (in a task whose median
-    rise is not above 0, none does)."""
-    median = float(np.median(rise)) if len(rise) else 0.0
-    return rise >= RISE_SHARE * median if median > 0 else np.zeros(len(rise), bool)
+def risen(rise: np.ndarray, tasks: np.ndarray) -> np.ndarray:
+    """``time_scale="rise"``: which episodes, given each one's raw rise (highest minus first score) and task, rose —
+    at least ``RISE_SHARE`` of their task's median rise; the rest never reach the top (in a task whose median rise
+    is not above 0, none does)."""
+    rise, tasks = np.asarray(rise, dtype=np.float64), np.asarray(tasks)
+    rose = np.zeros(len(rise), bool)
+    for task in np.unique(tasks):
+        mine = tasks == task
+        median = float(np.median(rise[mine]))
+        rose[mine] = rise[mine] >= RISE_SHARE * median if median > 0 else False
+    return rose
 
 
 def _raw_ranges(by_index: dict, present: np.ndarray, need_raw: bool, scale: str, time_scale: str) -> dict:
